@@ -1,0 +1,611 @@
+"""Tests for latent_jax.logging: JSONL, TensorBoard event files, progress bar, image grids."""
+
+import io
+import json
+import math
+import os
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latent_jax import logging as lj_logging
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent reference implementations used to check the writer (deliberately different
+# algorithms from the module's: bit-by-bit CRC, a generic protobuf wire-format parser).
+# ---------------------------------------------------------------------------------------------
+
+
+def _crc32c_bitwise(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked(crc: int) -> int:
+    rotated = ((crc >> 15) | (crc << 17)) & 0xFFFFFFFF
+    return (rotated + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _read_records(path):
+    """Reads TFRecord framing, checking both CRCs with the bitwise reference."""
+    records = []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        header = data[pos:pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        (len_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+        assert len_crc == _masked(_crc32c_bitwise(header)), "length CRC mismatch"
+        payload = data[pos + 12:pos + 12 + length]
+        assert len(payload) == length, "truncated record"
+        (data_crc,) = struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])
+        assert data_crc == _masked(_crc32c_bitwise(payload)), "data CRC mismatch"
+        records.append(payload)
+        pos += 16 + length
+    return records
+
+
+def _read_varint(buf, pos):
+    result, shift = 0, 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return result, pos
+
+
+def _parse_pb(buf):
+    """Generic wire-format parse: {field: [values]} with raw bytes for length-delimited."""
+    fields = {}
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire == 1:
+            value = buf[pos:pos + 8]
+            pos += 8
+        elif wire == 2:
+            n, pos = _read_varint(buf, pos)
+            value = buf[pos:pos + n]
+            pos += n
+        elif wire == 5:
+            value = buf[pos:pos + 4]
+            pos += 4
+        else:
+            raise AssertionError(f"unexpected wire type {wire}")
+        fields.setdefault(field, []).append(value)
+    return fields
+
+
+def _decode_event(payload):
+    ev = _parse_pb(payload)
+    out = {
+        "wall_time": struct.unpack("<d", ev[1][0])[0],
+        "step": ev.get(2, [0])[0],
+    }
+    if 3 in ev:
+        out["file_version"] = ev[3][0].decode()
+    if 5 in ev:
+        values = []
+        for raw_value in _parse_pb(ev[5][0])[1]:
+            v = _parse_pb(raw_value)
+            item = {"tag": v[1][0].decode()}
+            if 2 in v:
+                item["simple_value"] = struct.unpack("<f", v[2][0])[0]
+            if 4 in v:
+                img = _parse_pb(v[4][0])
+                item["image"] = {
+                    "height": img[1][0], "width": img[2][0], "colorspace": img[3][0],
+                    "png": img[4][0],
+                }
+            values.append(item)
+        out["values"] = values
+    return out
+
+
+def _event_files(logdir):
+    return sorted(os.path.join(logdir, f) for f in os.listdir(logdir) if "tfevents" in f)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSONL
+# ---------------------------------------------------------------------------------------------
+
+
+def test_jsonl_round_trip_and_types(tmp_path):
+    path = tmp_path / "sub" / "metrics.jsonl"
+    with lj_logging.JsonlWriter(path) as w:
+        w.write(np.int64(10), {"loss": np.float32(0.25), "acc": 0.5, "n": np.int32(3)})
+        w.write(20, {"loss": np.array(0.125, dtype=np.float64), "kl": np.array([1.5])})
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["step"] == 10 and isinstance(first["step"], int)
+    assert isinstance(first["time"], float)
+    assert first["loss"] == 0.25 and first["acc"] == 0.5 and first["n"] == 3.0
+    assert second == {"step": 20, "time": second["time"], "loss": 0.125, "kl": 1.5}
+
+
+def test_jsonl_accepts_jax_scalars(tmp_path):
+    jnp = pytest.importorskip("jax.numpy")
+    path = tmp_path / "m.jsonl"
+    with lj_logging.JsonlWriter(path) as w:
+        w.write(jnp.asarray(3), {"loss": jnp.float32(1.5), "b": jnp.bfloat16(2.0)})
+    rec = json.loads(path.read_text())
+    assert rec["step"] == 3 and rec["loss"] == 1.5 and rec["b"] == 2.0
+    assert list(rec) == ["step", "time", "loss", "b"]  # caller's order, not sorted
+
+
+def test_jsonl_nonfinite_values_stay_strict_json(tmp_path):
+    path = tmp_path / "m.jsonl"
+    with lj_logging.JsonlWriter(path) as w:
+        w.write(1, {"a": float("nan"), "b": np.float32("inf"), "c": -np.inf, "d": 1.0})
+    line = path.read_text().strip()
+    # A strict parser (no NaN/Infinity literals) must accept the line.
+    def reject(token):
+        raise ValueError(token)
+    rec = json.loads(line, parse_constant=reject)
+    assert rec["a"] == "NaN" and rec["b"] == "Infinity" and rec["c"] == "-Infinity"
+    back = lj_logging.read_jsonl(path)[0]
+    assert math.isnan(back["a"]) and back["b"] == math.inf and back["c"] == -math.inf
+    assert back["d"] == 1.0
+
+
+def test_jsonl_appends_on_resume_and_repairs_partial_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    with lj_logging.JsonlWriter(path) as w:
+        w.write(1, {"x": 1.0})
+    with open(path, "a") as f:
+        f.write('{"step": 2, "x"')  # crash mid-line
+    with lj_logging.JsonlWriter(path) as w:
+        w.write(3, {"x": 3.0})
+    records = lj_logging.read_jsonl(path)
+    assert [r["step"] for r in records] == [1, 3]
+    assert [r["x"] for r in records] == [1.0, 3.0]
+
+
+def test_jsonl_flushes_every_write(tmp_path):
+    path = tmp_path / "m.jsonl"
+    w = lj_logging.JsonlWriter(path)
+    w.write(5, {"x": 2.0})
+    # Readable by another handle before close.
+    assert json.loads(path.read_text())["x"] == 2.0
+    w.close()
+
+
+def test_jsonl_rejects_bad_metrics(tmp_path):
+    with lj_logging.JsonlWriter(tmp_path / "m.jsonl") as w:
+        with pytest.raises(ValueError, match="reserved"):
+            w.write(1, {"step": 1.0})
+        with pytest.raises(ValueError, match="'v'"):
+            w.write(1, {"v": np.zeros(3)})
+
+
+# ---------------------------------------------------------------------------------------------
+# CRC32C and TensorBoard
+# ---------------------------------------------------------------------------------------------
+
+
+def test_crc32c_known_vectors():
+    assert lj_logging.crc32c(b"123456789") == 0xE3069283
+    assert lj_logging.crc32c(b"") == 0
+    assert lj_logging.crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 test vector
+    assert lj_logging.crc32c(b"\xff" * 32) == 0x62A8AB43
+
+
+@pytest.mark.parametrize("n", [1, 511, 16384, 16385, 16384 + 511, 70001])
+def test_crc32c_vectorised_path_matches_scalar(n):
+    data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+    expected = lj_logging._crc_update_py(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    assert lj_logging.crc32c(data) == expected
+    if n <= 16385:
+        assert expected == _crc32c_bitwise(data)
+
+
+def test_crc32c_is_fast_enough():
+    import time
+    data = bytes(range(256)) * 1024  # 256 KiB, e.g. a large PNG grid
+    t = time.perf_counter()
+    lj_logging.crc32c(data)
+    assert time.perf_counter() - t < 2.0
+
+
+def test_tensorboard_scalars_and_images_parse(tmp_path):
+    logdir = tmp_path / "tb"
+    image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    gray = np.full((3, 2, 1), 200, np.uint8)
+    with lj_logging.TensorBoardWriter(logdir) as w:
+        w.scalars(7, {"loss": 0.5, "lr": np.float32(1e-3)})
+        w.scalars(2**40, {"loss": 0.25})
+        w.images(9, {"grid": image, "gray": gray})
+    (path,) = _event_files(logdir)
+    name = os.path.basename(path)
+    assert name.startswith("events.out.tfevents.")
+    assert name.split(".")[3].isdigit()
+
+    events = [_decode_event(r) for r in _read_records(path)]
+    assert events[0]["file_version"] == "brain.Event:2"
+    assert events[1]["step"] == 7
+    assert events[1]["wall_time"] > 1e9
+    assert [(v["tag"], v["simple_value"]) for v in events[1]["values"]] == [
+        ("loss", 0.5), ("lr", pytest.approx(1e-3))]
+    assert events[2]["step"] == 2**40
+    img_events = events[3:]
+    assert [e["step"] for e in img_events] == [9, 9]
+    rgb = img_events[0]["values"][0]
+    assert rgb["tag"] == "grid"
+    assert (rgb["image"]["height"], rgb["image"]["width"], rgb["image"]["colorspace"]) == (4, 5, 3)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(rgb["image"]["png"]))), image)
+    g = img_events[1]["values"][0]["image"]
+    assert (g["height"], g["width"], g["colorspace"]) == (3, 2, 1)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(g["png"]))), gray[..., 0])
+
+
+def test_tensorboard_flush_makes_records_visible(tmp_path):
+    w = lj_logging.TensorBoardWriter(tmp_path, flush_secs=1e9)
+    w.scalars(1, {"a": 1.0})
+    w.flush()
+    events = [_decode_event(r) for r in _read_records(_event_files(tmp_path)[0])]
+    assert events[-1]["values"][0]["simple_value"] == 1.0
+    w.close()
+    # A second writer in the same second gets its own file.
+    w2 = lj_logging.TensorBoardWriter(tmp_path)
+    w2.close()
+    assert len(_event_files(tmp_path)) == 2
+
+
+def test_tensorboard_cross_check_with_tensorboardx_protos(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    from tensorboardX.record_writer import masked_crc32c  # pylint: disable=g-import-not-at-top
+
+    for data in (b"", b"123456789", bytes(range(256)) * 100):
+        assert lj_logging.masked_crc32c(data) == masked_crc32c(data)
+
+    image = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    with lj_logging.TensorBoardWriter(tmp_path) as w:
+        w.scalars(3, {"train/loss": 1.25, "nan": float("nan")})
+        w.images(4, {"img": image})
+    events = [event_pb2.Event.FromString(r) for r in _read_records(_event_files(tmp_path)[0])]
+    assert events[0].file_version == "brain.Event:2"
+    assert events[1].step == 3
+    assert events[1].summary.value[0].tag == "train/loss"
+    assert events[1].summary.value[0].simple_value == 1.25
+    assert math.isnan(events[1].summary.value[1].simple_value)
+    img = events[2].summary.value[0].image
+    assert (events[2].step, img.height, img.width, img.colorspace) == (4, 6, 7, 3)
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(img.encoded_image_string))), image)
+
+
+def test_reader_accepts_tensorboardx_files(tmp_path):
+    """Validates the test's own reader against an independent writer."""
+    tbx = pytest.importorskip("tensorboardX")
+    writer = tbx.SummaryWriter(str(tmp_path))
+    writer.add_scalar("x", 2.5, global_step=11)
+    writer.close()
+    events = [_decode_event(r) for r in _read_records(_event_files(tmp_path)[0])]
+    scalars = [(e["step"], v["tag"], v.get("simple_value"))
+               for e in events for v in e.get("values", [])]
+    assert (11, "x", 2.5) in scalars
+
+
+def test_tensorboard_event_accumulator_if_available(tmp_path):
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    with lj_logging.TensorBoardWriter(tmp_path) as w:
+        w.scalars(1, {"loss": 0.5})
+        w.scalars(2, {"loss": 0.25})
+    acc = ea.EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [(s.step, s.value) for s in acc.Scalars("loss")] == [(1, 0.5), (2, 0.25)]
+
+
+# ---------------------------------------------------------------------------------------------
+# MetricWriter
+# ---------------------------------------------------------------------------------------------
+
+
+def test_metric_writer_fans_out(tmp_path):
+    with lj_logging.MetricWriter(tmp_path, process_index=0) as mw:
+        mw.write_scalars(5, {"loss": np.float32(0.5)})
+        paths = mw.write_images(5, {
+            "recon/grid": np.random.default_rng(0).random((4, 8, 8, 1)),  # batch -> grid
+            "single": np.zeros((8, 9, 3), np.uint8),
+        })
+    rec = lj_logging.read_jsonl(tmp_path / "metrics.jsonl")
+    assert rec == [{"step": 5, "time": rec[0]["time"], "loss": 0.5}]
+    events = [_decode_event(r) for r in _read_records(_event_files(tmp_path)[0])]
+    tags = [(e["step"], v["tag"]) for e in events for v in e.get("values", [])]
+    assert tags == [(5, "loss"), (5, "recon/grid"), (5, "single")]
+    grid_png = np.asarray(Image.open(paths["recon/grid"]))
+    assert grid_png.shape == (2 * 10 + 2, 2 * 10 + 2, 3)
+    assert os.path.dirname(paths["single"]) == os.path.join(str(tmp_path), "images")
+    assert os.path.basename(paths["single"]) == "single_00000005.png"
+
+
+def test_metric_writer_log_lines(tmp_path):
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+    messages = []
+    orig = absl_logging.info
+    absl_logging.info = lambda fmt, *args: messages.append(fmt % args)
+    try:
+        with lj_logging.MetricWriter(tmp_path, tensorboard=False, log_lines=True,
+                                     process_index=0) as mw:
+            mw.write_scalars(3, {"loss": 0.123456})
+    finally:
+        absl_logging.info = orig
+    assert messages == ["step 3: loss=0.1235"]
+
+
+def test_metric_writer_is_noop_on_other_processes(tmp_path):
+    logdir = tmp_path / "run"
+    with lj_logging.MetricWriter(logdir, process_index=1) as mw:
+        mw.write_scalars(1, {"loss": 1.0})
+        assert mw.write_images(1, {"x": np.zeros((2, 4, 4, 3))}) == {}
+    assert not logdir.exists()
+
+
+def test_metric_writer_defaults_to_jax_process_index(tmp_path):
+    pytest.importorskip("jax")
+    with lj_logging.MetricWriter(tmp_path) as mw:
+        assert mw.active  # single-process test run is process 0
+
+
+# ---------------------------------------------------------------------------------------------
+# ProgressBar
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_plain_lines_with_rate_and_eta():
+    clock, out = FakeClock(), io.StringIO()
+    bar = lj_logging.ProgressBar(1000, stream=out, clock=clock, log_every_secs=30.0,
+                                 log_every_percent=10.0, smoothing=0.0)
+    clock.t += 50.0  # compile-heavy first step: excluded from the rate
+    bar.update(1, {"loss": 1.0})
+    clock.t += 10.0
+    bar.update(50)  # not due: 10 s, under 10%
+    clock.t += 9.9
+    bar.update(100, {"loss": np.float32(0.123)})  # crosses 10%
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "train step 1/1000 (0.1%) loss=1"
+    # 99 steps in 19.9 s (the 50 s first step excluded) -> 4.97 steps/s, 900 left -> 3m01s.
+    assert lines[1] == "train step 100/1000 (10.0%) 4.97 steps/s ETA 3m01s loss=0.123"
+    assert len(lines) == 2
+    clock.t += 31.0
+    bar.update(120)  # time-based line
+    assert len(out.getvalue().splitlines()) == 3
+    assert "120/1000 (12.0%)" in out.getvalue().splitlines()[-1]
+    assert "\r" not in out.getvalue()
+    bar.close()
+    assert len(out.getvalue().splitlines()) == 3  # step 120 already printed
+
+
+def test_progress_plain_close_prints_final_state_and_ends():
+    clock, out = FakeClock(), io.StringIO()
+    bar = lj_logging.ProgressBar(100, initial_step=40, desc="eval", stream=out, clock=clock,
+                                 log_every_secs=None, log_every_percent=None)
+    bar.update(41)
+    clock.t += 2.0
+    bar.update(45)
+    clock.t += 1.0
+    bar.update(46)
+    assert len(out.getvalue().splitlines()) == 1
+    bar.close()
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("eval step 46/100 (46.0%) ")
+    assert "steps/s" in last and "ETA" in last
+    bar.update(100)  # ignored after close
+    assert len(out.getvalue().splitlines()) == 2
+
+
+def test_progress_plain_reaching_total_prints():
+    clock, out = FakeClock(), io.StringIO()
+    bar = lj_logging.ProgressBar(10, stream=out, clock=clock, log_every_secs=None,
+                                 log_every_percent=None)
+    for s in range(1, 11):
+        clock.t += 1.0
+        bar.update(s)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("train step 10/10 (100.0%) 1.00 steps/s ETA 0s")
+    bar.close()
+    assert len(out.getvalue().splitlines()) == 2
+
+
+def test_progress_smoothed_rate_follows_recent_speed():
+    clock, out = FakeClock(), io.StringIO()
+    bar = lj_logging.ProgressBar(10_000, stream=out, clock=clock, is_tty=False,
+                                 log_every_secs=1.0, log_every_percent=None, smoothing=0.5)
+    bar.update(0)
+    for s in range(1, 50):  # 1 step/s, one line per second
+        clock.t += 1.0
+        bar.update(s)
+    assert bar.rate == pytest.approx(1.0)
+    for s in range(50, 5000, 10):  # now 10 steps/s
+        clock.t += 1.0
+        bar.update(s)
+    assert bar.rate == pytest.approx(10.0, rel=1e-3)
+
+
+def test_progress_tty_uses_carriage_return(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    clock, out = FakeClock(), io.StringIO()
+    bar = lj_logging.ProgressBar(200, stream=out, is_tty=True, clock=clock, refresh_secs=0.5)
+    bar.update(1, {"loss": 2.0})
+    clock.t += 1.0
+    bar.update(21, {"loss": 1.5})
+    clock.t += 0.1
+    bar.update(22)  # under refresh_secs: not redrawn
+    text = out.getvalue()
+    assert text.count("\r") == 2
+    assert "\n" not in text
+    assert "21/200" in text and "20.0 steps/s" in text and "loss=1.5" in text
+    assert "22/200" not in text
+    bar.close()
+    text = out.getvalue()
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert "22/200" in text.rsplit("\r", 1)[-1]
+
+
+def test_progress_tty_write_keeps_bar(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    clock, out = FakeClock(), io.StringIO()
+    bar = lj_logging.ProgressBar(10, stream=out, is_tty=True, clock=clock)
+    bar.update(3)
+    bar.write("checkpoint saved")
+    text = out.getvalue()
+    assert "\rcheckpoint saved\n" in text
+    assert text.rsplit("\n", 1)[-1].startswith("\rtrain [")  # bar redrawn after the message
+    bar.close()
+
+
+def test_progress_tty_detection_and_disabled():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    assert lj_logging.ProgressBar(5, stream=Tty()).is_tty
+    assert not lj_logging.ProgressBar(5, stream=io.StringIO()).is_tty
+    out = io.StringIO()
+    bar = lj_logging.ProgressBar(5, stream=out, enabled=False)
+    bar.update(5, {"a": 1})
+    bar.close()
+    assert out.getvalue() == ""
+
+
+def test_format_duration():
+    assert lj_logging.format_duration(5.2) == "5s"
+    assert lj_logging.format_duration(258) == "4m18s"
+    assert lj_logging.format_duration(3 * 3600 + 5 * 60 + 7) == "3h05m"
+    assert lj_logging.format_duration(2 * 86400 + 3 * 3600) == "2d03h"
+
+
+# ---------------------------------------------------------------------------------------------
+# Image grids
+# ---------------------------------------------------------------------------------------------
+
+
+def test_make_grid_shape_and_layout():
+    images = np.zeros((5, 4, 6, 3), np.float32)
+    grid = lj_logging.make_grid(images, nrow=3, padding=2, pad_value=1.0)
+    assert grid.dtype == np.uint8
+    assert grid.shape == (2 * (4 + 2) + 2, 3 * (6 + 2) + 2, 3)
+    # Image cells are black, padding and the unused 6th cell are white.
+    assert (grid[2:6, 2:8] == 0).all()
+    assert (grid[0:2] == 255).all() and (grid[:, 0:2] == 255).all()
+    assert (grid[8:12, 18:24] == 255).all()  # empty cell (row 1, col 2)
+    assert (grid[8:12, 10:16] == 0).all()  # 5th image (row 1, col 1)
+    # Default nrow = ceil(sqrt(N)).
+    assert lj_logging.make_grid(np.zeros((10, 2, 2, 3)), padding=0).shape == (6, 8, 3)
+    assert lj_logging.make_grid(np.zeros((1, 3, 3, 3)), padding=1).shape == (5, 5, 3)
+
+
+def test_make_grid_padding_value_and_uint8_conversion():
+    images = np.array([0.0, 0.5, 1.0, 2.0, -1.0, np.nan]).reshape(6, 1, 1, 1)
+    grid = lj_logging.make_grid(images, nrow=6, padding=1, pad_value=0.25)
+    assert grid[0, 0].tolist() == [64, 64, 64]  # round(0.25 * 255)
+    cells = grid[1, 1::2, 0]
+    assert cells.tolist() == [0, 128, 255, 255, 0, 0]  # clipped, rounded, NaN -> 0
+    rgb_pad = lj_logging.make_grid(np.zeros((1, 1, 1, 3)), padding=1, pad_value=(1.0, 0.0, 0.0))
+    assert rgb_pad[0, 0].tolist() == [255, 0, 0]
+    u8 = np.full((2, 2, 2, 3), 7, np.uint8)
+    assert (lj_logging.make_grid(u8, padding=0) == 7).all()
+
+
+def test_make_grid_grayscale_expands_to_rgb():
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 3, 1), dtype=np.uint8)
+    grid = lj_logging.make_grid(images, nrow=2, padding=0)
+    assert grid.shape == (3, 6, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(grid[:, :3, c], images[0, ..., 0])
+        np.testing.assert_array_equal(grid[:, 3:, c], images[1, ..., 0])
+
+
+def test_make_grid_rejects_bad_input():
+    with pytest.raises(ValueError):
+        lj_logging.make_grid(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError):
+        lj_logging.make_grid(np.zeros((0, 4, 4, 3)))
+    with pytest.raises(ValueError):
+        lj_logging.make_grid(np.zeros((1, 4, 4, 2)))
+
+
+def test_save_png_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = lj_logging.save_png(tmp_path / "a" / "b" / "x.png", rgb)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), rgb)
+    gray = rng.integers(0, 256, (5, 7, 1), dtype=np.uint8)
+    path = lj_logging.save_png(tmp_path / "g.png", gray)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), gray[..., 0])
+    floats = rng.random((4, 4, 3))
+    path = lj_logging.save_png(tmp_path / "f.png", floats)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), lj_logging.to_uint8(floats))
+
+
+def test_save_grid_round_trip(tmp_path):
+    images = np.random.default_rng(2).random((6, 4, 4, 3)).astype(np.float32)
+    grid = lj_logging.save_grid(tmp_path / "grids" / "g.png", images, nrow=3)
+    assert grid.shape == (2 * 6 + 2, 3 * 6 + 2, 3)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "grids" / "g.png")), grid)
+
+
+def test_labelled_rows_row_major():
+    n, h, w = 3, 2, 2
+    rows = [np.full((n, h, w, 3), v, np.float32) for v in (0.0, 0.25, 0.5, 1.0)]
+    rows[0][:, 0, 0, 0] = np.arange(n) / 10  # tag each example within the first row
+    images = lj_logging.labelled_rows(rows)
+    assert images.shape == (4 * n, h, w, 3) and images.dtype == np.float32
+    np.testing.assert_array_equal(images[:n], rows[0])
+    np.testing.assert_array_equal(images[2 * n:3 * n], rows[2])
+    grid = lj_logging.make_grid(images, nrow=n, padding=0)
+    assert grid.shape == (4 * h, n * w, 3)
+    # Row r of the grid is rows[r]; column j is example j.
+    assert grid[h, 0, 0] == 64 and grid[3 * h, 0, 0] == 255
+    assert grid[0, 2 * w, 0] == round(0.2 * 255)
+
+
+def test_labelled_rows_mixed_inputs_and_errors():
+    gray = np.zeros((2, 3, 3, 1), np.float32)
+    rgb = np.ones((2, 3, 3, 3), np.uint8) * 255
+    images = lj_logging.labelled_rows([gray, rgb])
+    assert images.shape == (4, 3, 3, 3) and images.dtype == np.uint8
+    assert (images[:2] == 0).all() and (images[2:] == 255).all()
+    with pytest.raises(ValueError, match="row 1"):
+        lj_logging.labelled_rows([np.zeros((2, 3, 3, 3)), np.zeros((3, 3, 3, 3))])
+    with pytest.raises(ValueError):
+        lj_logging.labelled_rows([])
+
+
+def test_module_does_not_shadow_stdlib_logging():
+    import logging  # pylint: disable=g-import-not-at-top
+    assert logging is not lj_logging
+    assert hasattr(logging, "getLogger")
+
+
+def test_progress_tty_line_fits_terminal_width(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "70")
+    clock, out = FakeClock(), io.StringIO()
+    bar = lj_logging.ProgressBar(1000, stream=out, is_tty=True, clock=clock)
+    bar.update(1, {"loss": 1.0, "kl_divergence": 0.5, "accuracy": 0.25})
+    line = out.getvalue().lstrip("\r")
+    assert len(line) <= 69
+    assert "loss=1" in line and "accuracy" not in line  # whole metrics dropped, not cut
