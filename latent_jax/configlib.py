@@ -1,0 +1,97 @@
+"""Shared config skeleton and up-front validation.
+
+Every `configs/<method>.py` starts from `base_config()` and fills in its method's blocks
+(`model`, `loss`, `optim.<player>` and whatever else the method reads). `validate()` runs before
+anything is compiled and raises `ValueError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from latent_jax import optim
+
+
+def base_config() -> ml_collections.ConfigDict:
+    from latent_jax.data.pipeline import default_data_config
+    from latent_jax.evaluate.report import default_eval_config
+
+    c = ml_collections.ConfigDict()
+    c.method = ""
+    c.seed = 0
+    c.batch_size = 64            # global batch, over all devices and hosts
+    c.num_epochs = 1.0           # training length in epochs of the (subsetted) training split,
+    c.num_steps = 0              # ... unless num_steps > 0
+    c.data = default_data_config()
+    c.model = ml_collections.ConfigDict()
+    c.loss = ml_collections.ConfigDict()
+    c.optim = ml_collections.ConfigDict()
+    c.eval = default_eval_config()
+    c.eval_every_steps = 0       # 0: evaluate at the end of training only
+    c.evaluate_at_end = True
+    c.grids_every_steps = 0      # 0: only with evaluation
+    c.grid_size = 8              # test images per grid row
+    c.log_every_steps = 50
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        every_steps=1000,
+        max_to_keep=3,
+        asynchronous=True,
+    ))
+    c.parallel = ml_collections.ConfigDict(dict(
+        distributed=False,       # True: jax.distributed.initialize() (TPU pods, SLURM, ...)
+        coordinator_address="",
+        num_processes=1,
+        process_id=0,
+        num_devices=0,           # 0: every device
+    ))
+    return c
+
+
+def adam(learning_rate: float, **kw) -> ml_collections.ConfigDict:
+    return optim.default_optimizer_config(learning_rate, **kw)
+
+
+def validate(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
+    """Checks that need no data and no compilation. Raises ValueError naming the key."""
+    from latent_jax import methods
+
+    if not config.get("method"):
+        raise ValueError("config.method: no method given; known: "
+                         + ", ".join(methods.registered_methods()))
+    methods.method_class(config.method)  # raises for an unknown method
+    if int(config.batch_size) <= 0:
+        raise ValueError(f"config.batch_size: must be positive, got {config.batch_size}")
+    if int(config.num_steps) < 0 or float(config.num_epochs) < 0:
+        raise ValueError("config.num_steps / config.num_epochs: must not be negative")
+    if int(config.num_steps) == 0 and float(config.num_epochs) <= 0:
+        raise ValueError("config.num_epochs: must be positive when config.num_steps is 0")
+    for key in ("log_every_steps",):
+        if int(config[key]) <= 0:
+            raise ValueError(f"config.{key}: must be positive, got {config[key]}")
+    for key in ("eval_every_steps", "grids_every_steps"):
+        if int(config[key]) < 0:
+            raise ValueError(f"config.{key}: must not be negative, got {config[key]}")
+    if int(config.checkpoint.every_steps) <= 0:
+        raise ValueError("config.checkpoint.every_steps: must be positive")
+    if int(config.checkpoint.max_to_keep) <= 0:
+        raise ValueError("config.checkpoint.max_to_keep: must be positive")
+    if workdir is not None:
+        check_workdir(workdir)
+
+
+def check_workdir(workdir: str) -> None:
+    """The workdir (or its nearest existing parent) must be writable."""
+    path = os.path.abspath(workdir)
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise ValueError(f"--workdir: {probe} exists and is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir: no permission to write to {probe} "
+                         f"(needed for {path})")

@@ -1,0 +1,183 @@
+"""The Method interface every latent_jax method implements, and the per-player state.
+
+A *player* is a named part of a method with its own Flax module(s) and its own optax optimizer
+(encoder, decoder, classifier, adversary, discriminator, ...). Its state is a `PlayerState`
+pytree; the optax transformation itself is static, built from the config, never stored in the
+pytree. A *method* declares its players, initialises them and provides one pure `train_step`
+in which all players of an iteration are updated, in the order the paper's algorithm prescribes.
+The trainer (`latent_jax.train`) only knows players, never method names.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from latent_jax import optim
+
+PyTree = Any
+States = dict  # player name -> PlayerState
+
+
+@flax.struct.dataclass
+class PlayerState:
+    """Parameters, BatchNorm statistics and optimizer state of one player."""
+
+    params: PyTree
+    batch_stats: PyTree
+    opt_state: PyTree
+
+    @property
+    def variables(self) -> dict:
+        """Flax variables for `module.apply` in evaluation mode."""
+        if self.batch_stats:
+            return {"params": self.params, "batch_stats": self.batch_stats}
+        return {"params": self.params}
+
+
+def apply_updates(state: PlayerState, tx: optax.GradientTransformation, grads: PyTree,
+                  batch_stats: PyTree | None = None) -> PlayerState:
+    """One optimizer step for one player; optionally replaces its BatchNorm statistics."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return PlayerState(params=params,
+                       batch_stats=state.batch_stats if batch_stats is None else batch_stats,
+                       opt_state=opt_state)
+
+
+def init_player(module: flax.linen.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                *args, **kwargs) -> PlayerState:
+    """Initialises a module's variables and its optimizer state."""
+    variables = module.init(rng, *args, **kwargs)
+    params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    return PlayerState(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
+
+
+class Method(abc.ABC):
+    """Base class of every method.
+
+    Subclasses set `players()` and implement `init`, `train_step` and the capabilities.
+    Everything here must be pure and jittable with `self` closed over (static).
+    """
+
+    #: Registry name, set by `register`.
+    name: str = ""
+
+    def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
+        self.config = config
+        self.data_spec = data_spec
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.image_shape = tuple(data_spec.image_shape)
+        self.label_names = tuple(data_spec.label_names)
+        self.num_labels = len(self.label_names)
+        self._txs = {name: optim.make_optimizer(config.optim[name], self.steps_per_epoch,
+                                                key=f"config.optim.{name}")
+                     for name in self.player_names()}
+
+    # ----------------------------------------------------------------- players and training
+    @abc.abstractmethod
+    def player_names(self) -> tuple[str, ...]:
+        """Names of the players; each has an optimizer under `config.optim.<name>`."""
+
+    def players(self) -> Mapping[str, optax.GradientTransformation]:
+        return dict(self._txs)
+
+    def tx(self, player: str) -> optax.GradientTransformation:
+        return self._txs[player]
+
+    @abc.abstractmethod
+    def init(self, rng: jax.Array) -> States:
+        """Initial state of every player."""
+
+    def phase(self, step: int) -> int:
+        """Static training phase at `step` (e.g. a pre-training phase). Default: one phase."""
+        del step
+        return 0
+
+    def phase_boundaries(self) -> tuple[int, ...]:
+        """Steps at which `phase` changes (for logging and tests)."""
+        return ()
+
+    @abc.abstractmethod
+    def train_step(self, states: States, batch: Mapping[str, jax.Array], rng: jax.Array,
+                   phase: int) -> tuple[States, dict[str, jax.Array]]:
+        """One training iteration of every player. Pure; jitted by the trainer."""
+
+    # ----------------------------------------------------------------- capabilities
+    @abc.abstractmethod
+    def encode(self, states: States, x: jax.Array) -> jax.Array:
+        """Posterior mean of the latent code, [B, d]."""
+
+    @abc.abstractmethod
+    def decode(self, states: States, z: jax.Array) -> jax.Array:
+        """Images [B, H, W, C] in [0, 1] from latent codes."""
+
+    def reconstruct(self, states: States, x: jax.Array) -> jax.Array:
+        return self.decode(states, self.encode(states, x))
+
+    @abc.abstractmethod
+    def edit(self, states: States, x: jax.Array, changes: jax.Array,
+             strength: float | None = None) -> jax.Array:
+        """Attribute edit; `changes` [B, n_labels] in {-1, 0, +1} (remove / keep / add)."""
+
+    @abc.abstractmethod
+    def sample(self, states: States, rng: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Class-conditional samples for labels `y` [n, n_labels]; returns (images, accepted)."""
+
+    def classify(self, states: States, x: jax.Array) -> jax.Array | None:
+        """Label logits [B, n_labels], or None for methods without a classifier."""
+        del states, x
+        return None
+
+
+_REGISTRY: dict[str, Callable[..., Method]] = {}
+
+
+def register(name: str):
+    """Class decorator: registers a Method subclass (or factory) under `name`."""
+
+    def wrap(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def registered_methods() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def method_class(name: str):
+    if name not in _REGISTRY:
+        raise ValueError(f"config.method: unknown method {name!r}; known: "
+                         f"{', '.join(registered_methods())}")
+    return _REGISTRY[name]
+
+
+def get_method(config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int) -> Method:
+    """Builds the method named by `config.method`."""
+    return method_class(config.method)(config, data_spec, steps_per_epoch)
+
+
+def tree_l2(tree: PyTree) -> jax.Array:
+    """Global L2 norm of a pytree (for gradient-norm metrics)."""
+    return optax.global_norm(tree)
+
+
+def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Elementwise binary cross-entropy on logits (numerically stable)."""
+    return optax.sigmoid_binary_cross_entropy(logits, targets.astype(logits.dtype))
+
+
+def kl_to_standard_normal(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per latent dimension, same shape as mu."""
+    return 0.5 * (jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar)
