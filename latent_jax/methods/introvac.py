@@ -1,0 +1,258 @@
+"""IntroVAC and VAC: Maggipinto, Terzi, Susto, "IntroVAC: Introspective Variational Classifiers
+for Learning Interpretable Latent Subspaces" (paper 000).
+
+Players: `encoder` (E, parameters Phi), `classifier` (C, the linear map w) and `decoder`
+(G, parameters theta), each with its own Adam.
+
+Implemented:
+- VAC (Eq. 4-5): L = beta_AE * L_AE(x, x_r) + beta_CL * BCE(y, C(z)) + beta_reg * KL(q(z|x) || N(0, I)),
+  with L_AE the L1 loss (Sec. 4.1 uses L1 instead of the MSE of Eq. 5), means over pixels,
+  labels and (as in the reference) latent dimensions.
+- IntroVAC (Sec. 3.1, Eq. 6-7, Algorithm 1): C gets one extra "fake" logit.
+  Lines 3-11: one gradient of
+      L1 = VAC loss + beta_EC * (L^r_EC(x_rr) + L^g_EC(x_g)),
+      L^r_EC = -log C_fake(E(dt(x_rr))),  L^g_EC = -log C_fake(E(dt(x_g))),
+  with respect to (Phi, w, theta); Adam steps on Phi and w.
+  Lines 12-14: L2 = beta_G * (L^r_G(x_rr, y) + L^g_G(x_g)),
+      L^r_G = BCE(C_class(E(x_rr)), y) - log(1 - C_fake(E(x_rr))),  L^g_G = -log(1 - C_fake(E(x_g))),
+  x_rr = G(dt(z_r)), x_g = G(z_g); its gradient with respect to theta is added to theta's
+  gradient of L1 (Algorithm 1 zeroes gradients only at line 15), and Adam steps on theta.
+  L2 is evaluated with the encoder and classifier already updated (as the reference code runs).
+- The first `introspection.pretrain_epochs` epochs train plain VAC (phase 0), then IntroVAC
+  (phase 1). Phases are static, so pre-training does not pay for the adversarial passes.
+- Attribute manipulation (Sec. 4.2): z = mu +/- delta * w_a / ||w_a||, rows normalised
+  separately and summed for several attributes.
+- Conditional sampling with Langevin Monte Carlo (Sec. 4.3, Eq. 8): energy
+  U(z) = BCE(C(z), [y, real]) + ||z||^2 / 2, chains started from the prior, fixed step size
+  and number of steps; a sample is accepted when decode -> re-encode -> classify gives y.
+
+Deviations, all documented in docs/methods.md:
+- The reference re-creates the three optimizers on every batch of epoch 5 (resetting Adam) and
+  loses the LR schedule afterwards; here each player keeps one optimizer whose schedule
+  (halving at epochs 60/90/120) lives in its state.
+- BatchNorm running statistics are taken from the passes on real data (E(x), G(z_r)); the
+  passes on reconstructions and prior samples use batch statistics but do not update them.
+  Under data parallelism the batch statistics are over the global batch (synchronised BN).
+- Every latent fed to C during training is a reparameterised sample, also for re-encoded
+  images (the reference's choice); evaluation and edits use the posterior mean.
+- The classifier has no bias (the reference's choice; the paper allows one).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from latent_jax.methods import base
+from latent_jax.nets import resnet
+
+sg = jax.lax.stop_gradient
+
+
+def _mean_bce(logits, targets):
+    return jnp.mean(base.bce_with_logits(logits, targets))
+
+
+@base.register("introvac")
+class IntroVAC(base.Method):
+    """IntroVAC; with `config.introspection.enabled = False` it is VAC."""
+
+    def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
+        super().__init__(config, data_spec, steps_per_epoch)
+        m = config.model
+        self.latent_dim = int(m.latent_dim)
+        self.introspective = bool(config.introspection.enabled)
+        self.encoder = resnet.ResidualEncoder(self.latent_dim, tuple(m.channels))
+        self.decoder = resnet.ResidualDecoder(self.image_shape[0], tuple(m.channels),
+                                              out_channels=self.image_shape[2])
+        # Attribute logits, plus IntroVAC's "fake" logit.
+        self.classifier = resnet.LinearClassifier(self.num_labels + int(self.introspective),
+                                                  use_bias=False)
+        self.weights = config.loss
+        self.pretrain_steps = int(round(float(config.introspection.pretrain_epochs)
+                                        * self.steps_per_epoch)) if self.introspective else 0
+        try:
+            resnet.bottom_size(self.image_shape[0], tuple(m.channels))
+        except ValueError as e:
+            raise ValueError(f"config.model.channels: {e}") from None
+
+    def player_names(self):
+        return ("encoder", "classifier", "decoder")
+
+    def init(self, rng):
+        k_e, k_c, k_d = jax.random.split(rng, 3)
+        h, w, c = self.image_shape
+        x = jnp.zeros((1, h, w, c), jnp.float32)
+        z = jnp.zeros((1, self.latent_dim), jnp.float32)
+        return {
+            "encoder": base.init_player(self.encoder, self.tx("encoder"), k_e, x, train=False),
+            "classifier": base.init_player(self.classifier, self.tx("classifier"), k_c, z),
+            "decoder": base.init_player(self.decoder, self.tx("decoder"), k_d, z, train=False),
+        }
+
+    # ------------------------------------------------------------------ training
+    def phase(self, step: int) -> int:
+        if not self.introspective:
+            return 0
+        return 0 if step < self.pretrain_steps else 1
+
+    def phase_boundaries(self):
+        return (self.pretrain_steps,) if self.introspective else ()
+
+    def _encode_train(self, params, batch_stats, x):
+        (mu, logvar), new_vars = self.encoder.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=True,
+            mutable=["batch_stats"])
+        return mu, logvar, new_vars["batch_stats"]
+
+    def _decode_train(self, params, batch_stats, z):
+        x, new_vars = self.decoder.apply({"params": params, "batch_stats": batch_stats}, z,
+                                         train=True, mutable=["batch_stats"])
+        return x, new_vars["batch_stats"]
+
+    def _fake_logit_of(self, params_e, stats_e, params_c, x, rng):
+        """C_fake(E(x)) on a reparameterised sample, plus the class logits."""
+        mu, logvar, _ = self._encode_train(params_e, stats_e, x)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape)
+        logits = self.classifier.apply({"params": params_c}, z)
+        return logits[:, :self.num_labels], logits[:, self.num_labels]
+
+    def train_step(self, states, batch, rng, phase):
+        enc, cls, dec = states["encoder"], states["classifier"], states["decoder"]
+        x, y = batch["image"], batch["label"]
+        n = x.shape[0]
+        k_eps, k_prior, k_rr, k_g, k_rr2, k_g2 = jax.random.split(rng, 6)
+        w = self.weights
+        adversarial = phase == 1
+        z_prior = jax.random.normal(k_prior, (n, self.latent_dim))
+        if adversarial:
+            # Line 4: X_g = G(Z_g); only its value enters L1 (detached there).
+            x_g_value, _ = self._decode_train(dec.params, dec.batch_stats, z_prior)
+            x_g_value = sg(x_g_value)
+
+        def loss1(params_e, params_c, params_d):
+            mu, logvar, stats_e = self._encode_train(params_e, enc.batch_stats, x)
+            z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_eps, mu.shape)
+            logits = self.classifier.apply({"params": params_c}, z)
+            x_r, stats_d = self._decode_train(params_d, dec.batch_stats, z)
+            l_ae = jnp.mean(jnp.abs(x - x_r))
+            l_cl = _mean_bce(logits[:, :self.num_labels], y)
+            l_reg = jnp.mean(base.kl_to_standard_normal(mu, logvar))
+            total = (w.reconstruction * l_ae + w.classification * l_cl + w.kl * l_reg)
+            metrics = {
+                "loss/reconstruction_l1": l_ae,
+                "loss/classification": l_cl,
+                "loss/kl": l_reg,
+                "train/accuracy": jnp.mean(((logits[:, :self.num_labels] > 0) == (y > 0.5))
+                                           .astype(jnp.float32)),
+            }
+            if adversarial:
+                # Eq. 6-7, encoder/classifier side: detached reconstructions and samples are fake.
+                _, fake_rr = self._fake_logit_of(params_e, enc.batch_stats, params_c, sg(x_r), k_rr)
+                _, fake_g = self._fake_logit_of(params_e, enc.batch_stats, params_c, x_g_value, k_g)
+                l_ec = _mean_bce(fake_rr, jnp.ones_like(fake_rr)) + _mean_bce(fake_g, jnp.ones_like(fake_g))
+                total = total + w.adversarial_encoder * l_ec
+                metrics["loss/adversarial_encoder"] = l_ec
+            metrics["loss/total_encoder"] = total
+            return total, (z, stats_e, stats_d, metrics)
+
+        grads, (z_r, stats_e, stats_d, metrics) = jax.grad(loss1, argnums=(0, 1, 2), has_aux=True)(
+            enc.params, cls.params, dec.params)
+        g_e, g_c, g_d = grads
+        new_enc = base.apply_updates(enc, self.tx("encoder"), g_e, batch_stats=stats_e)
+        new_cls = base.apply_updates(cls, self.tx("classifier"), g_c)
+
+        if adversarial:
+            def loss2(params_d):
+                # Lines 8 and 4: X_rr = G(dt(Z_r)), X_g = G(Z_g); E and C as just updated.
+                x_rr, _ = self._decode_train(params_d, dec.batch_stats, sg(z_r))
+                x_g, _ = self._decode_train(params_d, dec.batch_stats, z_prior)
+                cls_rr, fake_rr = self._fake_logit_of(new_enc.params, new_enc.batch_stats,
+                                                      new_cls.params, x_rr, k_rr2)
+                _, fake_g = self._fake_logit_of(new_enc.params, new_enc.batch_stats,
+                                                new_cls.params, x_g, k_g2)
+                l_g_r = _mean_bce(cls_rr, y) + _mean_bce(fake_rr, jnp.zeros_like(fake_rr))
+                l_g_g = _mean_bce(fake_g, jnp.zeros_like(fake_g))
+                l_g = l_g_r + l_g_g
+                return w.adversarial_decoder * l_g, l_g
+
+            g_d2, l_g = jax.grad(loss2, has_aux=True)(dec.params)
+            g_d = jax.tree.map(jnp.add, g_d, g_d2)
+            metrics["loss/adversarial_decoder"] = l_g
+        new_dec = base.apply_updates(dec, self.tx("decoder"), g_d, batch_stats=stats_d)
+        metrics["grad_norm/encoder"] = base.tree_l2(g_e)
+        metrics["grad_norm/decoder"] = base.tree_l2(g_d)
+        return {"encoder": new_enc, "classifier": new_cls, "decoder": new_dec}, metrics
+
+    # ------------------------------------------------------------------ capabilities
+    def encode(self, states, x):
+        mu, _ = self.encoder.apply(states["encoder"].variables, x, train=False)
+        return mu
+
+    def decode(self, states, z):
+        return self.decoder.apply(states["decoder"].variables, z, train=False)
+
+    def classify(self, states, x):
+        logits = self.classifier.apply(states["classifier"].variables, self.encode(states, x))
+        return logits[:, :self.num_labels]
+
+    def attribute_directions(self, states) -> jax.Array:
+        """Unit normals of the classifier's hyperplanes, [n_labels, d]."""
+        kernel = states["classifier"].params["linear"]["kernel"][:, :self.num_labels]
+        w = kernel.T
+        return w / jnp.linalg.norm(w, axis=-1, keepdims=True)
+
+    def edit(self, states, x, changes, strength=None):
+        """Sec. 4.2: z_aug = mu + sum_a changes_a * delta * w_a / ||w_a||."""
+        delta = self.config.edit.strength if strength is None else strength
+        z = self.encode(states, x)
+        z_aug = z + delta * changes.astype(z.dtype) @ self.attribute_directions(states)
+        return self.decode(states, z_aug)
+
+    def langevin(self, states, rng, y):
+        """Sec. 4.3, Eq. 8: Langevin chains targeting p(z | y) proportional to p(y|z) p(z)."""
+        cfg = self.config.langevin
+        step = float(cfg.step_size)
+        n = y.shape[0]
+        targets = y.astype(jnp.float32)
+        if self.introspective:  # the sample should also be classified as real
+            targets = jnp.concatenate([targets, jnp.zeros((n, 1), jnp.float32)], axis=-1)
+        params_c = states["classifier"].params
+
+        def energy(z):
+            logits = self.classifier.apply({"params": params_c}, z)
+            return (jnp.sum(base.bce_with_logits(logits, targets))
+                    + 0.5 * jnp.sum(jnp.square(z)))
+
+        grad_energy = jax.grad(energy)
+        k0, k_loop = jax.random.split(rng)
+        z0 = jax.random.normal(k0, (n, self.latent_dim))
+
+        def body(i, z):
+            noise = jax.random.normal(jax.random.fold_in(k_loop, i), z.shape)
+            return z - step * grad_energy(z) + jnp.sqrt(2.0 * step) * noise
+
+        return jax.lax.fori_loop(0, int(cfg.num_steps), body, z0)
+
+    def sample(self, states, rng, y):
+        z = self.langevin(states, rng, y)
+        x = self.decode(states, z)
+        predicted = self.classify(states, x) > 0
+        accepted = jnp.all(predicted == (y > 0.5), axis=-1)
+        if not self.config.langevin.reject:
+            accepted = jnp.ones_like(accepted)
+        return x, accepted
+
+
+@base.register("vac")
+class VAC(IntroVAC):
+    """VAC (Sec. 3, Eq. 5): IntroVAC without the introspective adversarial game."""
+
+    def __init__(self, config, data_spec, steps_per_epoch):
+        if config.introspection.enabled:
+            raise ValueError("config.introspection.enabled: must be False for method 'vac' "
+                             "(use method 'introvac' for the adversarial model)")
+        super().__init__(config, data_spec, steps_per_epoch)
