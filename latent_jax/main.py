@@ -1,0 +1,164 @@
+"""Entry point.
+
+    python -m latent_jax.main --config=configs/introvac.py[:preset] --workdir=DIR \
+        [--config.key=value ...] [--mode=train|evaluate|edit|sample]
+
+train     trains (resuming from DIR's latest checkpoint), then evaluates
+evaluate  writes the evaluation report of DIR's latest checkpoint
+edit      --images=a.png,b.jpg --attributes=+Eyeglasses,-Smiling [--strength=S]
+          writes edited images (and a before/after grid) to DIR/edits
+sample    --attributes=+Eyeglasses [--num_samples=N] writes class-conditional samples to
+          DIR/samples (labels not named are drawn from the test split's label rows)
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, grids and reports.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "edit", "sample"], "What to do.")
+flags.DEFINE_list("images", [], "edit: image files (PNG/JPEG) or glob patterns.")
+flags.DEFINE_list("attributes", [], "edit/sample: +Name to add/set, -Name to remove/unset.")
+flags.DEFINE_float("strength", None, "edit: edit strength (None: the method's default).")
+flags.DEFINE_integer("num_samples", 16, "sample: number of samples.")
+flags.DEFINE_string("output_dir", None, "edit/sample: output directory (default under workdir).")
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/introvac.py:synthetic.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+FLAGS = flags.FLAGS
+
+
+def parse_attribute_changes(items, label_names) -> dict[str, float]:
+    """['+Eyeglasses', '-Smiling'] -> {'Eyeglasses': 1.0, 'Smiling': -1.0}."""
+    out = {}
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        sign, name = (item[0], item[1:]) if item[0] in "+-" else ("+", item)
+        if name not in label_names:
+            raise ValueError(f"--attributes: {name!r} is not a label of this model; its labels "
+                             f"are {', '.join(label_names)}")
+        out[name] = 1.0 if sign == "+" else -1.0
+    if not out:
+        raise ValueError("--attributes: name at least one label, e.g. --attributes=+"
+                         + label_names[0])
+    return out
+
+
+def _expand_images(patterns) -> list[str]:
+    files = []
+    for p in patterns:
+        matches = sorted(glob.glob(p))
+        if not matches:
+            raise FileNotFoundError(f"--images: no file matches {p!r}")
+        files.extend(matches)
+    return files
+
+
+def run_edit(config, workdir):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from latent_jax import imageio, train
+    from latent_jax import logging as lj_logging
+
+    if not FLAGS.images:
+        raise ValueError("--images: give at least one image file for --mode=edit")
+    files = _expand_images(FLAGS.images)
+    exp, states, step = train.load_for_inference(config, workdir)
+    method = exp.method
+    changes = parse_attribute_changes(FLAGS.attributes, method.label_names)
+    size = exp.spec.image_shape[0]
+    x = np.stack([imageio.load_image(f, size) for f in files])
+    c = np.zeros((len(files), method.num_labels), np.float32)
+    for name, v in changes.items():
+        c[:, method.label_names.index(name)] = v
+    edit = jax.jit(method.edit, static_argnames=("strength",))
+    out = np.asarray(edit(states, jnp.asarray(x), jnp.asarray(c), strength=FLAGS.strength))
+    recon = np.asarray(jax.jit(method.reconstruct)(states, jnp.asarray(x)))
+    out_dir = FLAGS.output_dir or os.path.join(exp.workdir, "edits")
+    tag = "_".join(("add" if v > 0 else "remove") + "_" + k for k, v in changes.items())
+    for f, img in zip(files, out):
+        name = os.path.splitext(os.path.basename(f))[0]
+        lj_logging.save_png(os.path.join(out_dir, f"{name}_{tag}.png"), img)
+    lj_logging.save_grid(os.path.join(out_dir, f"grid_{tag}.png"),
+                         np.concatenate([x, recon, out]), nrow=len(files))
+    logging.info("wrote %d edited images (checkpoint step %d) to %s", len(files), step, out_dir)
+    print(f"wrote {len(files)} edited images to {out_dir}")
+
+
+def run_sample(config, workdir):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from latent_jax import data as data_lib
+    from latent_jax import train
+    from latent_jax import logging as lj_logging
+
+    exp, states, step = train.load_for_inference(config, workdir)
+    method = exp.method
+    changes = parse_attribute_changes(FLAGS.attributes, method.label_names)
+    n = int(FLAGS.num_samples)
+    if n <= 0:
+        raise ValueError("--num_samples: must be positive")
+    rows = next(iter(data_lib.iterate_eval_batches(config.data, "test", n)))["label"][:n]
+    y = np.array(rows, np.float32)
+    if y.shape[0] < n:
+        y = np.resize(y, (n, y.shape[1]))
+    for name, v in changes.items():
+        y[:, method.label_names.index(name)] = 1.0 if v > 0 else 0.0
+    rng = jax.random.fold_in(exp.base_key, 0x5A3)
+    images, accepted = jax.jit(method.sample)(states, rng, jnp.asarray(y))
+    images, accepted = np.asarray(images), np.asarray(accepted)
+    out_dir = FLAGS.output_dir or os.path.join(exp.workdir, "samples")
+    tag = "_".join(("with" if v > 0 else "without") + "_" + k for k, v in changes.items())
+    for i, img in enumerate(images):
+        suffix = "" if accepted[i] else "_rejected"
+        lj_logging.save_png(os.path.join(out_dir, f"{tag}_{i:03d}{suffix}.png"), img)
+    lj_logging.save_grid(os.path.join(out_dir, f"grid_{tag}.png"), images)
+    print(f"wrote {n} samples ({int(accepted.sum())} accepted by the model's own check) "
+          f"to {out_dir} (checkpoint step {step})")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config, workdir = FLAGS.config, FLAGS.workdir
+    from latent_jax import train
+    from latent_jax.data import DatasetNotPreparedError
+
+    try:
+        if FLAGS.mode == "train":
+            result = train.train_and_evaluate(config, workdir)
+            if result:
+                print("final evaluation:", {k: round(v, 4) for k, v in result.items()
+                                            if isinstance(v, float)})
+        elif FLAGS.mode == "evaluate":
+            train.evaluate_only(config, workdir)
+        elif FLAGS.mode == "edit":
+            run_edit(config, workdir)
+        else:
+            run_sample(config, workdir)
+    except train.Preempted as e:
+        logging.warning("%s", e)
+        print(str(e), file=sys.stderr)
+        return 0
+    except (ValueError, FileNotFoundError, DatasetNotPreparedError,
+            train.NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

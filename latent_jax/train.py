@@ -1,0 +1,280 @@
+"""The one training loop. It knows players and phases, never method names.
+
+Per step: the data iterator gives this process's rows of the global batch; they become one
+global array sharded along the mesh's `data` axis; the method's `train_step` for the current
+(static) phase runs as one jitted function over replicated player states; the step's RNG is
+`fold_in(PRNGKey(seed), step)`, so results do not depend on the number of devices or on
+restarts. Checkpoints every `checkpoint.every_steps`, at the end and on SIGTERM/preemption;
+a run whose workdir holds a checkpoint resumes from it, data iterator included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from latent_jax import checkpoint as ckpt_lib
+from latent_jax import configlib
+from latent_jax import data as data_lib
+from latent_jax import logging as lj_logging
+from latent_jax import methods
+from latent_jax import parallel
+from latent_jax import visualize
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced NaN/Inf; the last good checkpoint is kept."""
+
+
+class Preempted(Exception):
+    """SIGTERM or a preemption notice: a checkpoint was saved and training stopped."""
+
+
+class _SignalFlag:
+    """Sets a flag on SIGTERM (and SIGINT if asked) instead of dying mid-step."""
+
+    def __init__(self, signals=(signal.SIGTERM,)):
+        self.triggered = False
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in signals:
+                self._previous[s] = signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame):
+        del frame
+        logging.warning("received signal %d: saving a checkpoint and stopping", signum)
+        self.triggered = True
+
+    def restore(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _all_finite(metrics: dict) -> jax.Array:
+    vals = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]
+    return jnp.all(jnp.stack(vals)) if vals else jnp.array(True)
+
+
+class Experiment:
+    """Everything a run needs: spec, method, mesh, states; shared by train/evaluate/edit/sample."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        configlib.validate(config, workdir)
+        parallel.maybe_initialize_distributed(config)
+        self.config = config
+        self.workdir = os.path.abspath(workdir)
+        self.mesh = parallel.make_mesh(int(config.parallel.num_devices) or None)
+        parallel.check_batch_divisible(int(config.batch_size), self.mesh)
+        self.spec = data_lib.get_data_spec(config.data)
+        n_train = int(self.spec.num_examples["train"])
+        self.steps_per_epoch = max(1, n_train // int(config.batch_size))
+        if n_train < int(config.batch_size):
+            raise ValueError(f"config.batch_size: {config.batch_size} exceeds the "
+                             f"{n_train} training examples of {self.spec.name}")
+        self.total_steps = (int(config.num_steps) if int(config.num_steps) > 0 else
+                            int(round(float(config.num_epochs) * self.steps_per_epoch)))
+        self.method = methods.get_method(config, self.spec, self.steps_per_epoch)
+        self.base_key = jax.random.PRNGKey(int(config.seed))
+        self._replicated = parallel.replicated(self.mesh)
+        self._preview = None
+
+    def preview_batch(self) -> dict:
+        """A fixed batch of test images for image grids."""
+        if self._preview is None:
+            n = int(self.config.grid_size)
+            self._preview = next(iter(data_lib.iterate_eval_batches(self.config.data, "test", n)))
+        return self._preview
+
+    def grids(self, states) -> dict:
+        b = self.preview_batch()
+        return visualize.make_grids(self.method, states, b["image"], b["label"],
+                                    jax.random.fold_in(self.base_key, 0x6E1D))
+
+    # ------------------------------------------------------------------ state
+    def init_states(self) -> dict:
+        init = jax.jit(self.method.init, out_shardings=self._replicated)
+        return init(jax.random.fold_in(self.base_key, 0x1A17))
+
+    def make_workdir(self):
+        try:
+            os.makedirs(self.workdir, exist_ok=True)
+            probe = os.path.join(self.workdir, ".write_test")
+            with open(probe, "w") as f:
+                f.write("ok")
+            os.remove(probe)
+        except OSError as e:
+            raise ValueError(f"--workdir: cannot write to {self.workdir}: {e}") from e
+
+    def checkpointer(self) -> ckpt_lib.Checkpointer:
+        c = self.config.checkpoint
+        return ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
+                                     max_to_keep=int(c.max_to_keep),
+                                     asynchronous=bool(c.asynchronous))
+
+    def restore_latest(self, states: dict) -> tuple[int, dict, dict]:
+        """(step, states, data_state) of the latest checkpoint, or (0, states, {})."""
+        mngr = self.checkpointer()
+        try:
+            if mngr.latest_step() is None:
+                return 0, states, {}
+            target = {"players": states, "step": jnp.zeros((), jnp.int32),
+                      "rng": self.base_key}
+            target = jax.device_put(target, self._replicated)
+            step, restored, data_state = mngr.restore(target)
+            return int(step), restored["players"], data_state
+        finally:
+            mngr.close()
+
+    def step_fn(self, phase: int):
+        """The jitted train step of one phase, with a finiteness flag."""
+
+        def step(states, batch, rng):
+            new_states, metrics = self.method.train_step(states, batch, rng, phase)
+            return new_states, metrics, _all_finite(metrics)
+
+        return jax.jit(step, donate_argnums=(0,),
+                       out_shardings=(self._replicated, self._replicated, self._replicated))
+
+
+def _config_json(config) -> str:
+    return config.to_json_best_effort(sort_keys=True)
+
+
+def _data_state_to_json(state: Any) -> dict:
+    return json.loads(json.dumps(state, default=lambda o: o.tolist() if hasattr(o, "tolist")
+                                 else str(o)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (resuming if possible), evaluates at the configured intervals and at the end.
+
+    Returns the final evaluation's headline metrics.
+    """
+    exp = Experiment(config, workdir)
+    exp.make_workdir()
+    method, mesh, total = exp.method, exp.mesh, exp.total_steps
+    is_main = jax.process_index() == 0
+    if is_main:
+        with open(os.path.join(exp.workdir, "config.json"), "w") as f:
+            f.write(_config_json(config))
+
+    states = exp.init_states()
+    start_step, states, data_state = exp.restore_latest(states)
+    if start_step:
+        logging.info("resuming from step %d", start_step)
+    it = data_lib.make_train_iterator(
+        config.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
+        process_index=jax.process_index(), process_count=jax.process_count())
+    if data_state:
+        it.set_state(data_state)
+
+    mngr = exp.checkpointer()
+    writer = lj_logging.MetricWriter(exp.workdir)
+    bar = lj_logging.ProgressBar(total, initial_step=start_step, desc=method.name or config.method)
+    flag = _SignalFlag()
+    step_fns: dict[int, Any] = {}
+    finite_so_far = jnp.array(True)
+    last_metrics: dict = {}
+    step = start_step
+    eval_result: dict = {}
+
+    def save(at_step: int, force: bool = False):
+        if not bool(jax.device_get(finite_so_far)):
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient before step {at_step}; not saving. The last good "
+                f"checkpoint (step {mngr.latest_step()}) is kept in {mngr.directory}")
+        mngr.save(at_step, {"players": states, "step": jnp.asarray(at_step, jnp.int32),
+                            "rng": exp.base_key},
+                  _data_state_to_json(it.get_state()), _config_json(config), force=force)
+
+    try:
+        t_start = time.time()
+        while step < total:
+            phase = method.phase(step)
+            if phase not in step_fns:
+                step_fns[phase] = exp.step_fn(phase)
+            batch = parallel.shard_batch(next(it), mesh)
+            rng = jax.random.fold_in(exp.base_key, step)
+            states, metrics, finite = step_fns[phase](states, batch, rng)
+            finite_so_far = jnp.logical_and(finite_so_far, finite)
+            step += 1
+            if step % int(config.log_every_steps) == 0 or step == total:
+                host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not bool(jax.device_get(finite_so_far)):
+                    bad = sorted(k for k, v in host_metrics.items() if not np.isfinite(v))
+                    raise NonFiniteLossError(
+                        f"non-finite values at step {step} ({', '.join(bad) or 'earlier step'}); "
+                        f"training stopped. The last good checkpoint (step {mngr.latest_step()}) "
+                        f"is kept in {mngr.directory}")
+                host_metrics["train/phase"] = float(phase)
+                host_metrics["train/epoch"] = step / exp.steps_per_epoch
+                writer.write_scalars(step, host_metrics)
+                last_metrics = host_metrics
+            bar.update(step, last_metrics)
+            if flag.triggered or mngr.reached_preemption(step):
+                save(step, force=True)
+                mngr.wait()
+                raise Preempted(f"stopped at step {step} on request; checkpoint saved")
+            if step % int(config.checkpoint.every_steps) == 0 and step < total:
+                save(step)
+            grid_every = int(config.grids_every_steps) or int(config.eval_every_steps)
+            if grid_every and step % grid_every == 0 and step < total:
+                writer.write_images(step, exp.grids(states))
+            if int(config.eval_every_steps) and step % int(config.eval_every_steps) == 0 \
+                    and step < total:
+                eval_result = _evaluate(exp, states, step, writer)
+        bar.close()
+        if step > start_step or mngr.latest_step() != step:
+            save(step, force=True)
+        mngr.wait()
+        logging.info("trained %d steps in %.1f s", step - start_step, time.time() - t_start)
+        writer.write_images(step, exp.grids(states))
+        if config.evaluate_at_end:
+            eval_result = _evaluate(exp, states, step, writer)
+    finally:
+        bar.close()
+        flag.restore()
+        mngr.close()
+        writer.close()
+    return eval_result
+
+
+def _evaluate(exp: Experiment, states: dict, step: int, writer) -> dict:
+    from latent_jax.evaluate import report
+
+    result = report.run_evaluation(exp.method, states, exp.config, exp.workdir, step,
+                                   jax.random.fold_in(exp.base_key, 0xE7A1 + step))
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()
+                                if isinstance(v, (int, float))})
+    return result
+
+
+def load_for_inference(config: ml_collections.ConfigDict, workdir: str):
+    """(experiment, states, step) from the workdir's latest checkpoint."""
+    exp = Experiment(config, workdir)
+    states = exp.init_states()
+    step, states, _ = exp.restore_latest(states)
+    if step == 0:
+        raise FileNotFoundError(f"--workdir: no checkpoint under {exp.workdir}/checkpoints; "
+                                "train first (--mode=train)")
+    return exp, states, step
+
+
+def evaluate_only(config, workdir) -> dict:
+    exp, states, step = load_for_inference(config, workdir)
+    writer = lj_logging.MetricWriter(exp.workdir)
+    try:
+        return _evaluate(exp, states, step, writer)
+    finally:
+        writer.close()
+

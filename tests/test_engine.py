@@ -1,0 +1,215 @@
+"""Trainer, parallelism, checkpoint/resume, preemption, NaN handling and config validation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import tiny
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+
+
+def _main(workdir, **extra):
+    return [sys.executable, "-m", "latent_jax.main"] + tiny.flags(workdir, **extra)
+
+
+def _metric_steps(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    steps = []
+    with open(path) as f:
+        for line in f:
+            try:
+                steps.append(json.loads(line)["step"])
+            except (ValueError, KeyError):
+                pass
+    return steps
+
+
+def _final_players(workdir):
+    from latent_jax import checkpoint
+
+    mngr = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        step = mngr.latest_step()
+        import orbax.checkpoint as ocp
+        restored = mngr._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))
+        return step, restored["state"]["players"]
+    finally:
+        mngr.close()
+
+
+def _wait_for_step(proc, workdir, step, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"training exited early ({proc.returncode}):\n{out[-3000:]}")
+        if any(s >= step for s in _metric_steps(workdir)):
+            return
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"step {step} not reached in {timeout} s")
+
+
+def test_one_step_on_8_devices_matches_1_device(tmp_path):
+    """Same global batch and seed: same losses and parameters on 8 simulated devices as on 1."""
+    script = textwrap.dedent("""
+        import os, sys
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+        import jax, numpy as np
+        sys.path.insert(0, sys.argv[1])
+        import tiny
+        from latent_jax import train, parallel, data
+        assert len(jax.devices()) == 8, jax.devices()
+        out = {}
+        for n in (8, 1):
+            cfg = tiny.config(**{"parallel.num_devices": n})
+            exp = train.Experiment(cfg, sys.argv[2])
+            assert exp.mesh.devices.size == n
+            states = exp.init_states()
+            it = data.make_train_iterator(cfg.data, global_batch_size=cfg.batch_size, seed=cfg.seed)
+            batch = parallel.shard_batch(next(it), exp.mesh)
+            assert len(batch["image"].sharding.device_set) == n
+            for phase in (0, 1):   # VAC step, then an introspective step
+                rng = jax.random.fold_in(exp.base_key, phase)
+                states, metrics, finite = exp.step_fn(phase)(states, batch, rng)
+            out[n] = (jax.device_get(metrics), jax.device_get(states))
+        m8, s8 = out[8]; m1, s1 = out[1]
+        assert set(m8) == set(m1) and "loss/adversarial_decoder" in m8
+        for k in m8:
+            np.testing.assert_allclose(m8[k], m1[k], rtol=2e-4, atol=1e-5, err_msg=k)
+        l8, l1 = jax.tree.leaves(s8), jax.tree.leaves(s1)
+        assert len(l8) == len(l1) > 10
+        for a, b in zip(l8, l1):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+        # and a global batch that does not divide the 8 devices is refused by name
+        try:
+            train.Experiment(tiny.config(batch_size=12), sys.argv[2])
+        except ValueError as e:
+            assert "config.batch_size" in str(e), e
+        else:
+            raise AssertionError("batch 12 on 8 devices was accepted")
+        print("MULTIDEVICE_OK", len(l8))
+    """)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-c", script, tests_dir, str(tmp_path)],
+                         capture_output=True, text=True, env=ENV, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert "MULTIDEVICE_OK" in res.stdout
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    total = 40
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    uninterrupted = subprocess.run(_main(ref, num_steps=total, **{"checkpoint.every_steps": 3}),
+                                   capture_output=True, text=True, env=ENV, timeout=600)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-4000:]
+
+    proc = subprocess.Popen(_main(killed, num_steps=total, **{"checkpoint.every_steps": 3}),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    _wait_for_step(proc, killed, 7)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    steps_before = _metric_steps(killed)
+    assert max(steps_before) < total, "the run finished before it was killed"
+
+    resumed = subprocess.run(_main(killed, num_steps=total, **{"checkpoint.every_steps": 3}),
+                             capture_output=True, text=True, env=ENV, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resuming from step" in resumed.stderr
+
+    step_a, players_a = _final_players(ref)
+    step_b, players_b = _final_players(killed)
+    assert step_a == step_b == total
+    la, lb = jax.tree.leaves(players_a), jax.tree.leaves(players_b)
+    assert len(la) == len(lb) > 10
+    for a, b in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = subprocess.Popen(_main(workdir, num_steps=400, **{"checkpoint.every_steps": 1000}),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    _wait_for_step(proc, workdir, 5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "checkpoint saved" in out
+    step, _ = _final_players(workdir)
+    assert 5 <= step < 400
+    assert step == max(_metric_steps(workdir))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    from latent_jax import train
+
+    workdir = str(tmp_path / "nan")
+    cfg = tiny.config(num_steps=12)
+    # A learning rate this large sends the parameters to inf within a few steps.
+    for player in ("encoder", "classifier", "decoder"):
+        cfg.optim[player].learning_rate = 1e30
+    with pytest.raises(train.NonFiniteLossError, match="non-finite"):
+        train.train_and_evaluate(cfg, workdir)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)):
+        _, players = _final_players(workdir)
+        for leaf in jax.tree.leaves(players):
+            assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"method": "introvak"}, "config.method"),
+    ({"data.labels": ("Eyeglases",)}, "config.data.labels"),
+    ({"batch_size": 0}, "config.batch_size"),
+    ({"num_steps": 0, "num_epochs": 0.0}, "config.num_epochs"),
+    ({"optim.encoder.name": "adamw2"}, "config.optim.encoder.name"),
+    ({"model.channels": (8, 16, 32, 64, 128)}, "channels"),
+])
+def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, monkeypatch, override, key):
+    from latent_jax import train
+
+    cfg = tiny.config()
+    for k, v in override.items():
+        node = cfg
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+
+    def no_compile(*a, **k):
+        raise AssertionError("compiled before validating the config")
+
+    monkeypatch.setattr(jax, "jit", no_compile)
+    workdir = tmp_path / "w"
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        train.train_and_evaluate(cfg, str(workdir))
+    assert not workdir.exists()
+
+
+def test_unwritable_workdir_is_reported(tmp_path):
+    from latent_jax import train
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="--workdir"):
+        train.train_and_evaluate(tiny.config(), str(blocker / "run"))
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    res = subprocess.run(_main(str(tmp_path / "w"), **{"data.labels": "('Nope',)"}),
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 1
+    assert "config.data.labels" in res.stderr and "Traceback" not in res.stderr
