@@ -1,0 +1,546 @@
+"""The judge: an independent attribute classifier that scores every method the same way.
+
+The judge is a small convolutional network trained on the dataset's *real* training images
+(the whole training split, `apply_subset=False`), one logit per attribute, for every attribute
+the dataset provides by default (`DataSpec.attribute_names`, derived labels such as FacialHair
+included). It never sees a method's outputs during training, so edit success, preservation and
+conditional-sample correctness measured with it are comparable across methods. Its penultimate
+features (`Judge.features`) are the embedding of the Fréchet distances in
+`latent_jax.evaluate.metrics` (a Fréchet distance in *judge* feature space, not Inception FID).
+
+Architecture (`JudgeNet`): a stride-2 3x3 conv, then stride-2 3x3 convs until the feature map is
+4x4 (32 px: three convs; 64 px: four), each with GroupNorm and ReLU, channels `width`, 2*width,
+4*width (capped at 4*width); the flattened map goes through a Dense layer of `feature_dim` units
+(the features, taken *before* their ReLU) and a linear head. Pixels are mapped to [-1, 1].
+GroupNorm rather than BatchNorm: no running statistics, identical behaviour in training and
+evaluation.
+
+Training: Adam with a warm-up + cosine schedule for `steps` steps of `batch_size` images; a
+per-attribute class-balanced BCE (positives weighted 1/(2p), negatives 1/(2(1-p)), p the positive
+rate estimated from the first training batches, clipped to [0.01, 0.99]) so rare attributes are
+not ignored; random horizontal flips and random blur as augmentation (reconstructions and samples
+are blurrier than real images; attributes are invariant to both).
+
+Cache: trained judges are cached per dataset under `judge_cfg.cache_dir`, by default
+`$LATENT_JAX_CACHE/judges` with `LATENT_JAX_CACHE` defaulting to `~/.cache/latent_jax`. The file
+name is a hash of everything that determines the trained weights: the dataset (name, image size,
+preprocessing, synthetic seed and sizes or the data directory), the attribute list, the judge
+settings (cache_dir excepted), the seed and `JUDGE_VERSION`. One file `<key>.msgpack` holds the
+parameters and the metadata (test accuracy per attribute...), written to a temporary name and
+renamed, so an interrupted write never leaves a half cache; an unreadable or mismatching cache
+file is reported and the judge retrained. A readable `<key>.json` next to it repeats the metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+log = logging.getLogger(__name__)
+
+#: Bump when the architecture, the training recipe or the cache format changes: old caches are
+#: then simply not found.
+JUDGE_VERSION = 1
+
+_CACHE_FORMAT = 1
+
+#: Judge settings and their defaults (`config.eval.judge`).
+JUDGE_DEFAULTS: dict[str, Any] = dict(
+    steps=1500,            # Adam steps
+    batch_size=64,
+    learning_rate=2e-3,    # peak of the warm-up + cosine schedule
+    width=32,              # channels of the first conv; doubled per level up to 4x
+    feature_dim=128,       # penultimate (Fréchet) feature size
+    balanced=True,         # class-balanced BCE per attribute
+    augment=True,          # random horizontal flip + random blur
+    test_examples=2000,    # test images used to measure the judge's accuracy (None: all)
+    cache_dir=None,        # None: $LATENT_JAX_CACHE/judges (~/.cache/latent_jax/judges)
+    seed=0,
+)
+
+#: Data-config keys that do not change the images or attributes the judge is trained on.
+_DATA_KEYS_IGNORED = frozenset({
+    "labels", "label_names", "subset", "subset_ratio", "subset_seed", "negative_ratio",
+    "semi_supervised", "labeled_fraction", "supervised_fraction", "num_workers", "worker_count",
+    "prefetch", "prefetch_buffer_size", "read_threads", "shuffle_seed", "batch_size",
+})
+
+
+# --------------------------------------------------------------------------------- network
+class JudgeNet(nn.Module):
+    """Small CNN attribute classifier; `__call__` returns (logits, features)."""
+
+    num_outputs: int
+    width: int = 32
+    feature_dim: int = 128
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = x.astype(jnp.float32) * 2.0 - 1.0
+        level = 0
+        while True:
+            channels = self.width * min(2 ** level, 4)
+            h = nn.Conv(channels, (3, 3), strides=2, padding="SAME", name=f"conv{level}")(h)
+            h = nn.GroupNorm(num_groups=min(8, channels), name=f"norm{level}")(h)
+            h = nn.relu(h)
+            level += 1
+            if min(h.shape[1], h.shape[2]) <= 4:
+                break
+        h = h.reshape(h.shape[0], -1)
+        features = nn.Dense(self.feature_dim, name="features")(h)
+        logits = nn.Dense(self.num_outputs, name="head")(nn.relu(features))
+        return logits, features
+
+
+# --------------------------------------------------------------------------------- settings
+def _as_dict(cfg) -> dict:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, ml_collections.ConfigDict):
+        return cfg.to_dict()
+    return dict(cfg)
+
+
+def judge_settings(judge_cfg) -> dict[str, Any]:
+    """The judge config with every default filled in (unknown keys are an error)."""
+    given = _as_dict(judge_cfg)
+    unknown = sorted(set(given) - set(JUDGE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"config.eval.judge: unknown key(s) {unknown}; "
+                         f"known: {sorted(JUDGE_DEFAULTS)}")
+    settings = dict(JUDGE_DEFAULTS)
+    nullable = ("cache_dir", "test_examples")
+    settings.update({k: v for k, v in given.items() if v is not None or k in nullable})
+    for key in ("steps", "batch_size", "width", "feature_dim"):
+        if int(settings[key]) <= 0:
+            raise ValueError(f"config.eval.judge.{key} must be positive, got {settings[key]!r}")
+    if float(settings["learning_rate"]) <= 0:
+        raise ValueError("config.eval.judge.learning_rate must be positive, "
+                         f"got {settings['learning_rate']!r}")
+    return settings
+
+
+def default_cache_dir() -> str:
+    """`$LATENT_JAX_CACHE/judges`, with `LATENT_JAX_CACHE` defaulting to ~/.cache/latent_jax."""
+    root = os.environ.get("LATENT_JAX_CACHE") or os.path.join("~", ".cache", "latent_jax")
+    return os.path.join(os.path.expanduser(root), "judges")
+
+
+def _jsonable(value):
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def data_identity(data_cfg, spec) -> dict:
+    """The part of the data config that determines the judge's training images and labels."""
+    cfg = {k: v for k, v in _as_dict(data_cfg).items() if k not in _DATA_KEYS_IGNORED}
+    return _jsonable(dict(cfg, _name=spec.name, _image_shape=list(spec.image_shape)))
+
+
+def cache_key(data_cfg, spec, attribute_names: Sequence[str], settings: Mapping[str, Any],
+              seed: int) -> str:
+    """Hash of the dataset identity, the attribute list, the judge settings and the seed."""
+    ident = {
+        "version": JUDGE_VERSION,
+        "data": data_identity(data_cfg, spec),
+        "attributes": list(attribute_names),
+        "judge": _jsonable({k: v for k, v in settings.items() if k not in ("cache_dir", "seed")}),
+        "seed": int(seed),
+    }
+    blob = json.dumps(ident, sort_keys=True).encode()
+    return f"{spec.name}-{spec.image_shape[0]}px-{hashlib.sha256(blob).hexdigest()[:20]}"
+
+
+# --------------------------------------------------------------------------------- the judge
+@dataclasses.dataclass
+class Judge:
+    """A trained judge. `logits`, `features` and `predict` take host or device images
+    `[N, H, W, C]` in [0, 1], any N (evaluated in fixed-size chunks), and return numpy arrays."""
+
+    attribute_names: tuple[str, ...]
+    module: JudgeNet
+    params: Any
+    test_accuracy: dict[str, float]
+    test_balanced_accuracy: dict[str, float]
+    test_positive_rate: dict[str, float]
+    test_predicted_positive_rate: dict[str, float]
+    key: str = ""
+    cache_path: str | None = None
+    train_seconds: float | None = None
+    loaded_from_cache: bool = False
+    chunk_size: int = 256
+
+    def __post_init__(self):
+        module = self.module
+        self._apply = jax.jit(lambda params, x: module.apply({"params": params}, x))
+
+    # pure function, usable inside other jitted code
+    def apply(self, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.module.apply({"params": params}, x)
+
+    def _run(self, x) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=np.float32)
+        n = x.shape[0]
+        if n == 0:
+            return (np.zeros((0, len(self.attribute_names)), np.float32),
+                    np.zeros((0, self.module.feature_dim), np.float32))
+        chunk = min(self.chunk_size, n)
+        logits, feats = [], []
+        for start in range(0, n, chunk):
+            part = x[start:start + chunk]
+            m = part.shape[0]
+            if m < chunk:  # pad to the compiled shape
+                part = np.concatenate([part, np.zeros((chunk - m,) + part.shape[1:], part.dtype)])
+            lg, ft = self._apply(self.params, part)
+            logits.append(np.asarray(lg)[:m])
+            feats.append(np.asarray(ft)[:m])
+        return np.concatenate(logits), np.concatenate(feats)
+
+    def logits(self, x) -> np.ndarray:
+        """Attribute logits [N, n_attributes]."""
+        return self._run(x)[0]
+
+    def features(self, x) -> np.ndarray:
+        """Penultimate features [N, feature_dim] (the Fréchet-distance embedding)."""
+        return self._run(x)[1]
+
+    def logits_and_features(self, x) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(x)
+
+    def predict(self, x) -> np.ndarray:
+        """Boolean attribute predictions [N, n_attributes] (logit > 0)."""
+        return self.logits(x) > 0
+
+    def index(self, name: str) -> int:
+        return self.attribute_names.index(name)
+
+    def summary(self) -> dict:
+        """Judge metadata for reports."""
+        return {
+            "key": self.key,
+            "attribute_names": list(self.attribute_names),
+            "test_accuracy": dict(self.test_accuracy),
+            "test_balanced_accuracy": dict(self.test_balanced_accuracy),
+            "test_positive_rate": dict(self.test_positive_rate),
+            "test_predicted_positive_rate": dict(self.test_predicted_positive_rate),
+            "mean_test_accuracy": _mean(self.test_accuracy.values()),
+            "mean_test_balanced_accuracy": _mean(self.test_balanced_accuracy.values()),
+            "train_seconds": self.train_seconds,
+            "loaded_from_cache": self.loaded_from_cache,
+        }
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+# --------------------------------------------------------------------------------- training
+def _blur(x: jax.Array) -> jax.Array:
+    """3x3 binomial blur with edge padding."""
+    k = jnp.array([1.0, 2.0, 1.0]) / 4.0
+    p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    h = k[0] * p[:, :-2] + k[1] * p[:, 1:-1] + k[2] * p[:, 2:]
+    return k[0] * h[:, :, :-2] + k[1] * h[:, :, 1:-1] + k[2] * h[:, :, 2:]
+
+
+def _augment(rng: jax.Array, x: jax.Array) -> jax.Array:
+    flip_rng, blur_rng, amount_rng = jax.random.split(rng, 3)
+    b = x.shape[0]
+    flip = jax.random.bernoulli(flip_rng, 0.5, (b, 1, 1, 1))
+    x = jnp.where(flip, x[:, :, ::-1], x)
+    # blur half of the batch by a random amount (one or two blur passes, mixed)
+    blurred = _blur(x)
+    blurred2 = _blur(blurred)
+    amount = jax.random.uniform(amount_rng, (b, 1, 1, 1), maxval=2.0)
+    amount = amount * jax.random.bernoulli(blur_rng, 0.5, (b, 1, 1, 1))
+    mixed = jnp.where(amount < 1.0, x + amount * (blurred - x),
+                      blurred + (amount - 1.0) * (blurred2 - blurred))
+    return mixed
+
+
+def _balanced_weights(labels: np.ndarray, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
+    n_attr = labels.shape[1]
+    if not balanced:
+        return np.ones(n_attr, np.float32), np.ones(n_attr, np.float32)
+    p = np.clip(labels.mean(axis=0), 0.01, 0.99)
+    return (0.5 / p).astype(np.float32), (0.5 / (1.0 - p)).astype(np.float32)
+
+
+def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings: Mapping[str, Any],
+                       seed: int, progress: Callable[[str], None] | None = None) -> tuple[Any, dict]:
+    """Trains a judge; returns (params, metadata with the test metrics and training time)."""
+    from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+
+    say = progress or log.info
+    attribute_names = tuple(attribute_names)
+    n_attr = len(attribute_names)
+    steps = int(settings["steps"])
+    batch_size = int(settings["batch_size"])
+    module = JudgeNet(num_outputs=n_attr, width=int(settings["width"]),
+                      feature_dim=int(settings["feature_dim"]))
+    t0 = time.time()
+    iterator = data_lib.make_train_iterator(data_cfg, global_batch_size=batch_size, seed=seed,
+                                            label_names=attribute_names, apply_subset=False)
+    # Positive rates for the balanced loss from the first batches (they are trained on too).
+    first = [next(iterator) for _ in range(min(steps, 16))]
+    labels0 = np.concatenate([np.asarray(b["label"], np.float32) for b in first])
+    if labels0.shape[1] != n_attr:
+        raise ValueError(f"judge: expected {n_attr} attribute columns, got {labels0.shape[1]}")
+    if np.any((labels0 != 0) & (labels0 != 1)):
+        raise ValueError("judge: attributes must be binary (0/1); use config.eval.judge "
+                         "attributes that are binary")
+    w_pos, w_neg = _balanced_weights(labels0, bool(settings["balanced"]))
+    augment = bool(settings["augment"])
+
+    lr = float(settings["learning_rate"])
+    warmup = max(1, min(100, steps // 10))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1),
+                                                  end_value=lr * 0.02)
+    tx = optax.adam(schedule)
+    rng = jax.random.PRNGKey(seed)
+    init_rng, rng = jax.random.split(rng)
+    params = module.init(init_rng, jnp.zeros((1,) + tuple(spec.image_shape), jnp.float32))["params"]
+    opt_state = tx.init(params)
+    w_pos_j, w_neg_j = jnp.asarray(w_pos), jnp.asarray(w_neg)
+
+    def loss_fn(p, x, y):
+        logits, _ = module.apply({"params": p}, x)
+        bce = optax.sigmoid_binary_cross_entropy(logits, y)
+        weights = y * w_pos_j + (1.0 - y) * w_neg_j
+        acc = jnp.mean((logits > 0) == (y > 0.5))
+        return jnp.mean(weights * bce), acc
+
+    @jax.jit
+    def train_step(p, o, x, y, step_rng):
+        if augment:
+            x = _augment(step_rng, x)
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss, acc
+
+    say(f"judge: training on {spec.name} ({spec.image_shape[0]} px) for {steps} steps of "
+        f"{batch_size}, {n_attr} attributes")
+    from latent_jax import logging as lj_logging  # pylint: disable=import-outside-toplevel
+    bar = lj_logging.ProgressBar(steps, desc="judge", enabled=jax.process_index() == 0)
+    t_train = time.time()
+    for step in range(steps):
+        batch = first[step] if step < len(first) else next(iterator)
+        x = np.asarray(batch["image"], np.float32)
+        y = np.asarray(batch["label"], np.float32)
+        params, opt_state, loss, acc = train_step(params, opt_state, x, y,
+                                                  jax.random.fold_in(rng, step))
+        bar.update(step + 1, {"loss": loss, "batch_accuracy": acc})
+    bar.close()
+    jax.block_until_ready(params)
+    say(f"judge: {steps} steps in {time.time() - t_train:.1f} s, last batch loss "
+        f"{float(loss):.4f}, accuracy {float(acc):.3f}")
+    del first
+    close = getattr(iterator, "close", None)
+    if callable(close):
+        close()
+    train_seconds = time.time() - t0
+
+    judge = Judge(attribute_names, module, params, {}, {}, {}, {})
+    test = measure_accuracy(judge, data_cfg, attribute_names,
+                            max_examples=settings["test_examples"],
+                            batch_size=max(batch_size, 128))
+    meta = dict(test, train_seconds=train_seconds, steps=steps)
+    say(f"judge: trained in {train_seconds:.0f} s; test accuracy "
+        f"{_mean(test['test_accuracy'].values()):.3f}, balanced "
+        f"{_mean(test['test_balanced_accuracy'].values()):.3f} on {test['test_examples']} images")
+    return params, meta
+
+
+def accuracy_table(pred: np.ndarray, truth: np.ndarray, names: Sequence[str]) -> dict:
+    """Per-attribute accuracy, balanced accuracy and positive rates of boolean predictions."""
+    pred = np.asarray(pred, bool)
+    truth = np.asarray(truth) > 0.5
+    acc, bal, pos, ppos = {}, {}, {}, {}
+    for j, name in enumerate(names):
+        p, t = pred[:, j], truth[:, j]
+        acc[name] = float(np.mean(p == t)) if len(t) else float("nan")
+        rates = []
+        if t.any():
+            rates.append(float(np.mean(p[t])))
+        if (~t).any():
+            rates.append(float(np.mean(~p[~t])))
+        bal[name] = float(np.mean(rates)) if rates else float("nan")
+        pos[name] = float(np.mean(t)) if len(t) else float("nan")
+        ppos[name] = float(np.mean(p)) if len(p) else float("nan")
+    return {"accuracy": acc, "balanced_accuracy": bal, "positive_rate": pos,
+            "predicted_positive_rate": ppos}
+
+
+def measure_accuracy(judge: Judge, data_cfg, attribute_names: Sequence[str],
+                     max_examples: int | None, batch_size: int) -> dict:
+    """The judge's accuracy on the (whole, un-subsetted) test split."""
+    from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+
+    preds, truths = [], []
+    for batch in data_lib.iterate_eval_batches(data_cfg, "test", batch_size,
+                                               label_names=tuple(attribute_names),
+                                               apply_subset=False, max_examples=max_examples):
+        mask = np.asarray(batch["mask"], bool)
+        preds.append(judge.predict(np.asarray(batch["image"])[mask]))
+        truths.append(np.asarray(batch["label"])[mask])
+    pred = np.concatenate(preds) if preds else np.zeros((0, len(attribute_names)), bool)
+    truth = np.concatenate(truths) if truths else np.zeros((0, len(attribute_names)))
+    table = accuracy_table(pred, truth, attribute_names)
+    return {"test_accuracy": table["accuracy"],
+            "test_balanced_accuracy": table["balanced_accuracy"],
+            "test_positive_rate": table["positive_rate"],
+            "test_predicted_positive_rate": table["predicted_positive_rate"],
+            "test_examples": int(pred.shape[0])}
+
+
+# --------------------------------------------------------------------------------- cache
+def _atomic_write(path: str, payload: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_judge_cache(path: str, params, meta: Mapping[str, Any]) -> None:
+    """Writes params + metadata atomically (temporary file, then rename)."""
+    state = {"format": _CACHE_FORMAT,
+             "meta_json": json.dumps(_jsonable(meta)),
+             "params": flax.serialization.to_state_dict(jax.device_get(params))}
+    _atomic_write(path, flax.serialization.msgpack_serialize(state))
+    _atomic_write(os.path.splitext(path)[0] + ".json",
+                  json.dumps(_jsonable(meta), indent=2).encode())
+
+
+def load_judge_cache(path: str, template_params, expected_key: str,
+                     attribute_names: Sequence[str]) -> tuple[Any, dict]:
+    """Reads a cache file; raises on anything missing, corrupt or not matching."""
+    with open(path, "rb") as f:
+        state = flax.serialization.msgpack_restore(f.read())
+    if not isinstance(state, dict) or state.get("format") != _CACHE_FORMAT:
+        raise ValueError("unknown cache format")
+    meta = json.loads(state["meta_json"])
+    if meta.get("key") != expected_key:
+        raise ValueError(f"cache key mismatch ({meta.get('key')!r})")
+    if list(meta.get("attribute_names", [])) != list(attribute_names):
+        raise ValueError("attribute list mismatch")
+    params = flax.serialization.from_state_dict(template_params, state["params"])
+    bad = [jax.tree_util.keystr(k) for k, (a, b) in
+           _zip_leaves(template_params, params) if np.shape(a) != np.shape(b)]
+    if bad:
+        raise ValueError(f"parameter shapes differ at {bad[:3]}")
+    for k in ("test_accuracy", "test_balanced_accuracy"):
+        if set(meta[k]) != set(attribute_names):
+            raise ValueError(f"{k} does not cover the attributes")
+    params = jax.tree.map(jnp.asarray, params)
+    return params, meta
+
+
+def _zip_leaves(a, b):
+    la = jax.tree_util.tree_flatten_with_path(a)[0]
+    lb = jax.tree.leaves(b)
+    if len(la) != len(lb):
+        raise ValueError("parameter tree structure differs")
+    return [(path, (x, y)) for (path, x), y in zip(la, lb)]
+
+
+def _binary_attributes(names: Sequence[str]) -> tuple[str, ...]:
+    """The binary ones among a dataset's attributes (categorical derived labels are skipped)."""
+    try:
+        from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return tuple(names)
+    return tuple(n for n in names if labels_lib.label_kind(n) == labels_lib.BINARY)
+
+
+def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
+                       attribute_names: Sequence[str] | None = None,
+                       progress: Callable[[str], None] | None = None) -> Judge:
+    """Loads the cached judge for this dataset, or trains (and caches) it.
+
+    Args:
+      data_cfg: the `config.data` ConfigDict.
+      judge_cfg: `config.eval.judge` (missing fields take `JUDGE_DEFAULTS`).
+      rng_seed: training seed; None uses `judge_cfg.seed`. It is part of the cache key. Use the
+        same seed for every method that is to be compared (the evaluation does: judge_cfg.seed).
+      attribute_names: attributes to judge; default every attribute of the dataset.
+      progress: callable receiving progress lines (default: logging at INFO).
+    """
+    from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+
+    settings = judge_settings(judge_cfg)
+    seed = int(settings["seed"] if rng_seed is None else rng_seed)
+    spec = data_lib.get_data_spec(data_cfg)
+    names = tuple(_binary_attributes(spec.attribute_names) if attribute_names is None
+                  else attribute_names)
+    unknown = [n for n in names if n not in spec.attribute_names]
+    if unknown:
+        raise ValueError(f"judge attributes {unknown} are not provided by dataset {spec.name!r}; "
+                         f"available: {list(spec.attribute_names)}")
+    key = cache_key(data_cfg, spec, names, settings, seed)
+    cache_dir = settings["cache_dir"] or default_cache_dir()
+    path = os.path.join(os.path.expanduser(str(cache_dir)), f"{key}.msgpack")
+
+    module = JudgeNet(num_outputs=len(names), width=int(settings["width"]),
+                      feature_dim=int(settings["feature_dim"]))
+    template = jax.eval_shape(
+        lambda: module.init(jax.random.PRNGKey(0),
+                            jnp.zeros((1,) + tuple(spec.image_shape), jnp.float32))["params"])
+    meta, params, loaded = None, None, False
+    if os.path.exists(path):
+        try:
+            params, meta = load_judge_cache(path, template, key, names)
+            loaded = True
+            log.info("judge: loaded %s", path)
+        except Exception as e:  # pylint: disable=broad-except
+            log.warning("judge: ignoring unusable cache %s (%s: %s); retraining", path,
+                        type(e).__name__, e)
+    if not loaded:
+        params, meta = train_judge_params(data_cfg, spec, names, settings, seed, progress)
+        meta = dict(meta, key=key, attribute_names=list(names),
+                    settings={k: v for k, v in settings.items() if k != "cache_dir"}, seed=seed,
+                    dataset=spec.name, image_shape=list(spec.image_shape),
+                    created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        try:
+            save_judge_cache(path, params, meta)
+            log.info("judge: cached at %s", path)
+        except OSError as e:
+            log.warning("judge: could not write the cache %s (%s)", path, e)
+
+    return Judge(attribute_names=names, module=module, params=params,
+                 test_accuracy=dict(meta["test_accuracy"]),
+                 test_balanced_accuracy=dict(meta["test_balanced_accuracy"]),
+                 test_positive_rate=dict(meta.get("test_positive_rate", {})),
+                 test_predicted_positive_rate=dict(meta.get("test_predicted_positive_rate", {})),
+                 key=key, cache_path=path, train_seconds=meta.get("train_seconds"),
+                 loaded_from_cache=loaded)

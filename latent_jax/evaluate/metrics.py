@@ -1,0 +1,461 @@
+"""Evaluation metrics shared by every method.
+
+Everything here reaches a method only through its capability functions (`reconstruct`, `edit`,
+`sample`, `classify`; see docs/contracts.md), each jitted once and fed fixed-size, zero-padded
+batches, and scores the outputs with the independent judge (`latent_jax.evaluate.judge`). It
+never looks at a method's name.
+
+Metrics (the names used in reports and metric files):
+- `recon_l1`, `recon_mse`: mean absolute / squared pixel error of reconstructions of test images.
+- `frechet_judge_recon`, `frechet_judge_sample`: Fréchet distance between Gaussians fitted to the
+  *judge's* penultimate features of real test images and of (a) their reconstructions, (b) samples
+  drawn with the test images' label rows. This is NOT the Inception FID: the embedding is the
+  judge trained on this dataset, so values are comparable between methods on one dataset and judge,
+  not with published FIDs.
+- edits, for every binary method label l and direction (add: test images whose true l is 0,
+  changes[:, l] = +1; remove: images with l = 1, changes[:, l] = -1):
+  `edit_success` = fraction of edited images that the judge assigns the target value of l;
+  `edit_preservation` = fraction of (image, other attribute) pairs whose judge prediction on the
+  edited image equals the prediction on the original image, over the judge attributes other than
+  l, its constituents and attributes derived from it (`latent_jax.data.labels.constituents`);
+  `edit_preservation_vs_recon` = the same against the prediction on the reconstruction (isolates
+  the edit from reconstruction loss); plus per-attribute preservation. With two or more labels,
+  one multi-attribute edit adds every label to the images lacking at least one of them
+  (`multi_edit_success`: the judge assigns all labels).
+- conditional sampling, for every binary label l and value v: y = label rows of random test images
+  with column l set to v; `sample_accept_rate` = fraction accepted by the method's own check;
+  `sample_correct` = fraction of *accepted* samples the judge classifies as v for l.
+- `classify_accuracy`, `classify_balanced_accuracy`: the method's own classifier on test images
+  (skipped when `classify` returns None).
+- `judge_accuracy`, `judge_balanced_accuracy`: the judge's test accuracy, so every report says how
+  far its verdicts can be trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from latent_jax.evaluate.judge import Judge, accuracy_table
+
+
+# --------------------------------------------------------------------------------- Fréchet
+def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance of features [N, D], in float64."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"need at least two feature rows [N, D], got shape {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((matrix + matrix.T) / 2.0)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2), with
+    tr sqrt(S1 S2) = sum sqrt(eig(sqrt(S1) S2 sqrt(S1))) (eigenvalues clipped at 0), computed with
+    numpy's symmetric eigensolver only.
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"shape mismatch: {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape}")
+    root1 = _sqrt_psd(s1)
+    inner = root1 @ s2 @ root1
+    eig = np.linalg.eigvalsh((inner + inner.T) / 2.0)
+    tr_covmean = float(np.sum(np.sqrt(np.clip(eig, 0.0, None))))
+    diff = mu1 - mu2
+    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+    return max(value, 0.0)
+
+
+def frechet_distance_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (judge features, not
+    Inception features: see the module docstring)."""
+    return frechet_distance(*gaussian_statistics(features1), *gaussian_statistics(features2))
+
+
+# --------------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class EvalSet:
+    """The test images an evaluation uses, with the judge's and the method's labels."""
+
+    images: np.ndarray                 # float32 [N, H, W, C] in [0, 1]
+    attributes: np.ndarray             # [N, n_attributes] 0/1, columns = attribute_names
+    attribute_names: tuple[str, ...]
+    labels: np.ndarray                 # [N, n_labels], columns = label_names (method labels)
+    label_names: tuple[str, ...]
+
+    def __post_init__(self):
+        n = len(self.images)
+        if len(self.attributes) != n or len(self.labels) != n:
+            raise ValueError("EvalSet: images, attributes and labels differ in length")
+        self.attribute_names = tuple(self.attribute_names)
+        self.label_names = tuple(self.label_names)
+
+    def __len__(self):
+        return len(self.images)
+
+
+def _is_binary(column: np.ndarray) -> bool:
+    return bool(np.all((column == 0) | (column == 1)))
+
+
+def related_attributes(name: str, names: Sequence[str],
+                       constituents: Callable[[str], Sequence[str]] | None = None) -> set[str]:
+    """`name`, its constituents, and every attribute defined from it or from a shared constituent
+    (e.g. FacialHair -> Mustache, Goatee, No_Beard; Mustache -> FacialHair). Excluded from edit
+    preservation because an edit of `name` is supposed to change them."""
+    if constituents is None:
+        constituents = _default_constituents
+    own = set(constituents(name)) | {name}
+    return own | {other for other in names if (set(constituents(other)) | {other}) & own}
+
+
+def _default_constituents(name: str) -> tuple[str, ...]:
+    try:
+        from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return (name,)
+    try:
+        return tuple(labels_lib.constituents(name))
+    except (KeyError, ValueError):
+        return (name,)
+
+
+# --------------------------------------------------------------------------------- capabilities
+def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
+    if x.shape[0] == size:
+        return x
+    pad = np.zeros((size - x.shape[0],) + x.shape[1:], x.dtype)
+    return np.concatenate([x, pad])
+
+
+def _seed_from_key(key: jax.Array) -> int:
+    return int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+
+
+class Capabilities:
+    """A method's capability functions, each jitted once, applied in fixed-size batches.
+
+    Inputs and outputs are host numpy arrays; the last batch is zero-padded to `batch_size`
+    (one compilation per function) and the padding rows are dropped from the outputs.
+    """
+
+    def __init__(self, method, states, batch_size: int, edit_strength: float | None = None):
+        self.method = method
+        self.states = states
+        self.batch_size = int(batch_size)
+        if self.batch_size <= 0:
+            raise ValueError(f"config.eval.batch_size must be positive, got {batch_size}")
+        strength = None if edit_strength is None else float(edit_strength)
+        self._reconstruct = jax.jit(method.reconstruct)
+        self._edit = jax.jit(lambda s, x, c: method.edit(s, x, c, strength))
+        self._sample = jax.jit(method.sample)
+        self._classify = jax.jit(method.classify)
+        self._has_classifier: bool | None = None
+
+    def _batches(self, n: int):
+        for start in range(0, n, self.batch_size):
+            yield start, min(start + self.batch_size, n)
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        out = []
+        for a, b in self._batches(len(x)):
+            r = self._reconstruct(self.states, _pad_to(x[a:b], self.batch_size))
+            out.append(np.asarray(r, np.float32)[:b - a])
+        return np.concatenate(out) if out else np.zeros_like(x)
+
+    def edit(self, x: np.ndarray, changes: np.ndarray) -> np.ndarray:
+        out = []
+        changes = np.asarray(changes, np.float32)
+        for a, b in self._batches(len(x)):
+            r = self._edit(self.states, _pad_to(x[a:b], self.batch_size),
+                           _pad_to(changes[a:b], self.batch_size))
+            out.append(np.asarray(r, np.float32)[:b - a])
+        return np.concatenate(out) if out else np.zeros_like(x)
+
+    def sample(self, rng: jax.Array, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xs, accs = [], []
+        y = np.asarray(y, np.float32)
+        for i, (a, b) in enumerate(self._batches(len(y))):
+            x, acc = self._sample(self.states, jax.random.fold_in(rng, i),
+                                  _pad_to(y[a:b], self.batch_size))
+            xs.append(np.asarray(x, np.float32)[:b - a])
+            accs.append(np.asarray(acc, bool).reshape(-1)[:b - a])
+        return np.concatenate(xs), np.concatenate(accs)
+
+    def has_classifier(self, example: np.ndarray) -> bool:
+        if self._has_classifier is None:
+            shape = jax.ShapeDtypeStruct((self.batch_size,) + example.shape[1:], jnp.float32)
+            self._has_classifier = jax.eval_shape(self.method.classify, self.states,
+                                                  shape) is not None
+        return self._has_classifier
+
+    def classify(self, x: np.ndarray) -> np.ndarray | None:
+        if len(x) == 0 or not self.has_classifier(x):
+            return None
+        out = []
+        for a, b in self._batches(len(x)):
+            r = self._classify(self.states, _pad_to(x[a:b], self.batch_size))
+            out.append(np.asarray(r, np.float32)[:b - a])
+        return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------------- metrics
+def _nanmean(values) -> float:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _frac(mask: np.ndarray) -> float:
+    return float(np.mean(mask)) if np.size(mask) else float("nan")
+
+
+def reconstruction_metrics(images: np.ndarray, recons: np.ndarray) -> dict:
+    diff = np.asarray(recons, np.float64) - np.asarray(images, np.float64)
+    return {"recon_l1": float(np.mean(np.abs(diff))), "recon_mse": float(np.mean(diff ** 2))}
+
+
+def _preservation(pred_edit: np.ndarray, reference: np.ndarray, cols: list[int],
+                  names: Sequence[str]) -> tuple[float, dict[str, float]]:
+    if not cols or len(pred_edit) == 0:
+        return float("nan"), {}
+    same = pred_edit[:, cols] == reference[:, cols]
+    return float(np.mean(same)), {names[c]: float(np.mean(same[:, k])) for k, c in enumerate(cols)}
+
+
+def _edit_setting(caps: Capabilities, judge: Judge, data: EvalSet, rows: np.ndarray,
+                  changes: np.ndarray, targets: Mapping[str, int], pred_orig: np.ndarray,
+                  pred_recon: np.ndarray, constituents) -> dict:
+    """Edits `data.images[rows]` with `changes` and scores them against `targets` (label -> value)."""
+    excluded = set()
+    for name in targets:
+        excluded |= related_attributes(name, judge.attribute_names, constituents)
+    cols = [j for j, a in enumerate(judge.attribute_names) if a not in excluded]
+    n = int(len(rows))
+    result: dict[str, Any] = {"n": n, "preserved_attributes": [judge.attribute_names[c] for c in cols]}
+    if n == 0:
+        result.update(success=float("nan"), preservation=float("nan"),
+                      preservation_vs_recon=float("nan"), recon_target_rate=float("nan"),
+                      per_label_success={}, per_attribute_preservation={},
+                      per_attribute_preservation_vs_recon={})
+        return result
+    edited = caps.edit(data.images[rows], changes)
+    pred_edit = judge.predict(edited)
+    judged = {name: v for name, v in targets.items() if name in judge.attribute_names}
+    per_label = {name: _frac(pred_edit[:, judge.index(name)] == bool(v))
+                 for name, v in judged.items()}
+    if judged:
+        hit = np.all([pred_edit[:, judge.index(name)] == bool(v) for name, v in judged.items()],
+                     axis=0)
+        base = np.all([pred_recon[rows, judge.index(name)] == bool(v)
+                       for name, v in judged.items()], axis=0)
+        success, recon_rate = _frac(hit), _frac(base)
+    else:  # the judge does not know this label: success cannot be measured
+        success, recon_rate = float("nan"), float("nan")
+    pres, per_attr = _preservation(pred_edit, pred_orig[rows], cols, judge.attribute_names)
+    pres_r, per_attr_r = _preservation(pred_edit, pred_recon[rows], cols, judge.attribute_names)
+    result.update(success=success, preservation=pres, preservation_vs_recon=pres_r,
+                  recon_target_rate=recon_rate, per_label_success=per_label,
+                  per_attribute_preservation=per_attr,
+                  per_attribute_preservation_vs_recon=per_attr_r,
+                  judged=bool(judged))
+    return result
+
+
+def edit_metrics(caps: Capabilities, judge: Judge, data: EvalSet, pred_orig: np.ndarray,
+                 pred_recon: np.ndarray, constituents=None) -> dict:
+    """Single-label add/remove edits for every binary method label, plus one multi-label edit."""
+    settings = []
+    notes = []
+    binary = []
+    n_labels = len(data.label_names)
+    for l, name in enumerate(data.label_names):
+        column = data.labels[:, l]
+        if not _is_binary(column):
+            notes.append(f"edit: label {name} is not binary; skipped")
+            continue
+        binary.append(l)
+        if name not in judge.attribute_names:
+            notes.append(f"edit: the judge has no attribute {name}; success not measured")
+        for direction, (source, change, target) in (("add", (0, 1.0, 1)),
+                                                     ("remove", (1, -1.0, 0))):
+            rows = np.flatnonzero(column == source)
+            changes = np.zeros((len(rows), n_labels), np.float32)
+            changes[:, l] = change
+            res = _edit_setting(caps, judge, data, rows, changes, {name: target}, pred_orig,
+                                pred_recon, constituents)
+            settings.append(dict(label=name, direction=direction, **res))
+    multi = None
+    if len(binary) >= 2:
+        names = [data.label_names[l] for l in binary]
+        rows = np.flatnonzero(np.any(data.labels[:, binary] == 0, axis=1))
+        changes = np.zeros((len(rows), n_labels), np.float32)
+        changes[:, binary] = 1.0
+        multi = dict(labels=names, direction="add",
+                     **_edit_setting(caps, judge, data, rows, changes, {n: 1 for n in names},
+                                     pred_orig, pred_recon, constituents))
+    return {
+        "settings": settings,
+        "multi": multi,
+        "edit_success": _nanmean(s["success"] for s in settings),
+        "edit_preservation": _nanmean(s["preservation"] for s in settings),
+        "edit_preservation_vs_recon": _nanmean(s["preservation_vs_recon"] for s in settings),
+        "notes": notes,
+    }
+
+
+def conditional_sampling_metrics(caps: Capabilities, judge: Judge, data: EvalSet,
+                                 num_samples: int, rng: jax.Array) -> dict:
+    """Class-conditional samples for every binary label and value, judged."""
+    settings, notes = [], []
+    np_rng = np.random.default_rng(_seed_from_key(jax.random.fold_in(rng, 0)))
+    for l, name in enumerate(data.label_names):
+        if not _is_binary(data.labels[:, l]):
+            notes.append(f"sample: label {name} is not binary; skipped")
+            continue
+        judged = name in judge.attribute_names
+        if not judged:
+            notes.append(f"sample: the judge has no attribute {name}; correctness not measured")
+        for v in (0, 1):
+            rows = np_rng.integers(0, len(data), size=int(num_samples))
+            y = np.asarray(data.labels[rows], np.float32).copy()
+            y[:, l] = v
+            x, accepted = caps.sample(jax.random.fold_in(rng, 1 + 2 * l + v), y)
+            entry = {"label": name, "value": v, "n": int(len(y)),
+                     "accept_rate": _frac(accepted), "n_accepted": int(accepted.sum())}
+            if judged:
+                hit = judge.predict(x)[:, judge.index(name)] == bool(v)
+                entry["correct"] = _frac(hit[accepted])
+                entry["correct_all"] = _frac(hit)
+            else:
+                entry["correct"] = entry["correct_all"] = float("nan")
+            settings.append(entry)
+    return {
+        "settings": settings,
+        "sample_accept_rate": _nanmean(s["accept_rate"] for s in settings),
+        "sample_correct": _nanmean(s["correct"] for s in settings),
+        "sample_correct_all": _nanmean(s["correct_all"] for s in settings),
+        "notes": notes,
+    }
+
+
+def classification_metrics(caps: Capabilities, data: EvalSet) -> dict | None:
+    """Accuracy of the method's own classifier on the binary labels, or None without one."""
+    logits = caps.classify(data.images)
+    if logits is None:
+        return None
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[1] < len(data.label_names):
+        raise ValueError(f"classify returned shape {logits.shape}; expected "
+                         f"[B, {len(data.label_names)}] label logits")
+    cols = [l for l in range(len(data.label_names)) if _is_binary(data.labels[:, l])]
+    names = [data.label_names[l] for l in cols]
+    table = accuracy_table(logits[:, cols] > 0, data.labels[:, cols], names)
+    return {
+        "accuracy": table["accuracy"],
+        "balanced_accuracy": table["balanced_accuracy"],
+        "classify_accuracy": _nanmean(table["accuracy"].values()),
+        "classify_balanced_accuracy": _nanmean(table["balanced_accuracy"].values()),
+    }
+
+
+def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: int,
+                    num_samples: int, rng: jax.Array, edit_strength: float | None = None,
+                    constituents=None, log: Callable[[str], None] | None = None) -> dict:
+    """Every metric of the module docstring for one method; a nested dict (see `headline`)."""
+    say = log or (lambda msg: None)
+    if len(data) < 2:
+        raise ValueError(f"evaluation needs at least 2 test images, got {len(data)}")
+    caps = Capabilities(method, states, batch_size, edit_strength)
+    timing = {}
+    results: dict[str, Any] = {"num_examples": len(data), "num_samples": int(num_samples)}
+
+    t = time.time()
+    recons = caps.reconstruct(data.images)
+    results["reconstruction"] = reconstruction_metrics(data.images, recons)
+    logits_orig, feats_orig = judge.logits_and_features(data.images)
+    logits_recon, feats_recon = judge.logits_and_features(recons)
+    pred_orig, pred_recon = logits_orig > 0, logits_recon > 0
+    results["recon_attribute_agreement"] = float(np.mean(pred_orig == pred_recon))
+    timing["reconstruction"] = time.time() - t
+    say(f"eval: reconstruction l1 {results['reconstruction']['recon_l1']:.4f}")
+
+    t = time.time()
+    x_samp, acc_samp = caps.sample(jax.random.fold_in(rng, 1), data.labels)
+    feats_samp = judge.features(x_samp)
+    results["frechet"] = {
+        "frechet_judge_recon": frechet_distance_from_features(feats_orig, feats_recon),
+        "frechet_judge_sample": frechet_distance_from_features(feats_orig, feats_samp),
+        "sample_accept_rate_test_labels": _frac(acc_samp),
+        "n": len(data),
+        "feature_dim": int(feats_orig.shape[1]),
+    }
+    timing["frechet"] = time.time() - t
+    say(f"eval: Fréchet (judge features) recon {results['frechet']['frechet_judge_recon']:.3f}, "
+        f"sample {results['frechet']['frechet_judge_sample']:.3f}")
+
+    t = time.time()
+    results["edit"] = edit_metrics(caps, judge, data, pred_orig, pred_recon, constituents)
+    timing["edit"] = time.time() - t
+    say(f"eval: edit success {results['edit']['edit_success']:.3f}, preservation "
+        f"{results['edit']['edit_preservation']:.3f}")
+
+    t = time.time()
+    results["sampling"] = conditional_sampling_metrics(caps, judge, data, num_samples,
+                                                       jax.random.fold_in(rng, 2))
+    timing["sampling"] = time.time() - t
+    say(f"eval: sample accept {results['sampling']['sample_accept_rate']:.3f}, correct "
+        f"{results['sampling']['sample_correct']:.3f}")
+
+    t = time.time()
+    results["classification"] = classification_metrics(caps, data)
+    timing["classification"] = time.time() - t
+
+    results["judge"] = judge.summary()
+    results["timing_seconds"] = timing
+    return results
+
+
+def headline(results: Mapping[str, Any]) -> dict[str, float]:
+    """The flat dict of scalars for metric writers (per-label edit and sampling scores included,
+    named `edit_success/<label>/<add|remove>` and `sample_correct/<label>/<0|1>`)."""
+    out: dict[str, float] = {}
+    out.update(results["reconstruction"])
+    fr = results["frechet"]
+    out["frechet_judge_recon"] = fr["frechet_judge_recon"]
+    out["frechet_judge_sample"] = fr["frechet_judge_sample"]
+    out["recon_attribute_agreement"] = results["recon_attribute_agreement"]
+    ed = results["edit"]
+    for key in ("edit_success", "edit_preservation", "edit_preservation_vs_recon"):
+        out[key] = ed[key]
+    for s in ed["settings"]:
+        tag = f"{s['label']}/{s['direction']}"
+        out[f"edit_success/{tag}"] = s["success"]
+        out[f"edit_preservation/{tag}"] = s["preservation"]
+    if ed["multi"] is not None:
+        out["multi_edit_success"] = ed["multi"]["success"]
+        out["multi_edit_preservation"] = ed["multi"]["preservation"]
+    sm = results["sampling"]
+    out["sample_accept_rate"] = sm["sample_accept_rate"]
+    out["sample_correct"] = sm["sample_correct"]
+    for s in sm["settings"]:
+        out[f"sample_correct/{s['label']}/{s['value']}"] = s["correct"]
+    cl = results.get("classification")
+    if cl is not None:
+        out["classify_accuracy"] = cl["classify_accuracy"]
+        out["classify_balanced_accuracy"] = cl["classify_balanced_accuracy"]
+    jd = results["judge"]
+    out["judge_accuracy"] = jd["mean_test_accuracy"]
+    out["judge_balanced_accuracy"] = jd["mean_test_balanced_accuracy"]
+    return {k: float(v) for k, v in out.items()}

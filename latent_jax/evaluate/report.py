@@ -1,0 +1,296 @@
+"""Evaluation reports: one protocol for every method.
+
+`run_evaluation(method, states, config, workdir, step, rng)` gets (or trains) the dataset's judge,
+scores the method through its capability functions (`latent_jax.evaluate.metrics`) and writes
+
+    workdir/eval/report_<step>.json   every number, plus a summary of the run's config
+    workdir/eval/report_<step>.md     the same as readable tables
+    workdir/eval/latest.json          a copy of the newest JSON report
+
+It returns the flat dict of headline scalars (`metrics.headline`) for the metric writers.
+
+The evaluation config, `config.eval` (`default_eval_config()`; every method config starts from it):
+
+    num_examples   1000   test images used (the first ones of the un-subsetted test split): for
+                          reconstruction, the Fréchet distances (as many samples, drawn with these
+                          images' label rows) and the edits (every image, once per label)
+    num_samples    128    samples per conditional-sampling setting (label x value)
+    batch_size     100    batch size of every capability call (last batch zero-padded)
+    edit_strength  None   passed to `method.edit`; None = the method's own default
+    judge                 the attribute classifier (`latent_jax.evaluate.judge`):
+      steps         1500  Adam steps
+      batch_size    64
+      learning_rate 2e-3  peak of a warm-up + cosine schedule
+      width         32    channels of the first conv (doubled per level, at most 4x)
+      feature_dim   128   penultimate features (the Fréchet embedding)
+      balanced      True  class-balanced BCE per attribute
+      augment       True  random horizontal flip and blur
+      test_examples 2000  test images for the judge's accuracy (None: the whole test split)
+      attributes    ()    attributes to judge; () = every attribute of the dataset
+      cache_dir     None  None: $LATENT_JAX_CACHE/judges, LATENT_JAX_CACHE = ~/.cache/latent_jax
+      seed          0     the judge's training seed (not the run's, so that every method on a
+                          dataset is scored by the same judge)
+
+Only process 0 writes files; every process computes (the evaluation is meant for one process).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+from ml_collections import config_dict
+import numpy as np
+
+from latent_jax.evaluate import judge as judge_lib
+from latent_jax.evaluate import metrics as metrics_lib
+
+log = logging.getLogger(__name__)
+
+_EVAL_DEFAULTS = dict(num_examples=1000, num_samples=128, batch_size=100)
+
+
+def default_eval_config() -> ml_collections.ConfigDict:
+    """The `config.eval` block documented at the top of this module."""
+    c = ml_collections.ConfigDict()
+    c.num_examples = _EVAL_DEFAULTS["num_examples"]
+    c.num_samples = _EVAL_DEFAULTS["num_samples"]
+    c.batch_size = _EVAL_DEFAULTS["batch_size"]
+    c.edit_strength = config_dict.placeholder(float)
+    j = judge_lib.JUDGE_DEFAULTS
+    c.judge = ml_collections.ConfigDict()
+    c.judge.steps = j["steps"]
+    c.judge.batch_size = j["batch_size"]
+    c.judge.learning_rate = j["learning_rate"]
+    c.judge.width = j["width"]
+    c.judge.feature_dim = j["feature_dim"]
+    c.judge.balanced = j["balanced"]
+    c.judge.augment = j["augment"]
+    c.judge.test_examples = j["test_examples"]
+    c.judge.attributes = ()
+    c.judge.cache_dir = config_dict.placeholder(str)
+    c.judge.seed = j["seed"]
+    return c
+
+
+def validate_eval_config(eval_cfg) -> None:
+    """Raises ValueError naming the offending `config.eval` key."""
+    for key in ("num_examples", "num_samples", "batch_size"):
+        value = eval_cfg.get(key, _EVAL_DEFAULTS[key])
+        if value is None or int(value) <= 0:
+            raise ValueError(f"config.eval.{key} must be a positive integer, got {value!r}")
+    strength = eval_cfg.get("edit_strength", None)
+    if strength is not None and not math.isfinite(float(strength)):
+        raise ValueError(f"config.eval.edit_strength must be finite or None, got {strength!r}")
+    judge_cfg = _judge_cfg_without_attributes(eval_cfg.get("judge", None))
+    judge_lib.judge_settings(judge_cfg)
+
+
+def _judge_cfg_without_attributes(judge_cfg) -> dict:
+    d = judge_cfg.to_dict() if isinstance(judge_cfg, ml_collections.ConfigDict) else \
+        dict(judge_cfg or {})
+    d.pop("attributes", None)
+    return d
+
+
+# --------------------------------------------------------------------------------- data
+def load_eval_set(data_cfg, spec, attribute_names, num_examples: int,
+                  batch_size: int) -> metrics_lib.EvalSet:
+    """The first `num_examples` images of the un-subsetted test split with the judge's attributes
+    and the method's labels."""
+    from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+
+    attribute_names = tuple(attribute_names)
+    label_names = tuple(spec.label_names)
+    names = attribute_names + tuple(n for n in label_names if n not in attribute_names)
+    images, labels = [], []
+    for batch in data_lib.iterate_eval_batches(data_cfg, "test", batch_size, label_names=names,
+                                               apply_subset=False, max_examples=num_examples):
+        mask = np.asarray(batch["mask"], bool)
+        images.append(np.asarray(batch["image"], np.float32)[mask])
+        labels.append(np.asarray(batch["label"], np.float32)[mask])
+    if not images:
+        raise ValueError("evaluation: the test split is empty")
+    images = np.concatenate(images)[:num_examples]
+    labels = np.concatenate(labels)[:num_examples]
+    cols = [names.index(n) for n in label_names]
+    return metrics_lib.EvalSet(images=images, attributes=labels[:, :len(attribute_names)],
+                               attribute_names=attribute_names, labels=labels[:, cols],
+                               label_names=label_names)
+
+
+# --------------------------------------------------------------------------------- output
+def _clean(value):
+    """JSON-safe copy: numpy -> python, NaN/Inf -> None."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if value is None or isinstance(value, str):
+        return value
+    return repr(value)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |"
+              for row in rows]
+    return lines + [""]
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """Human-readable tables of a report (as returned in `report_<step>.json`)."""
+    run, res, head = report["run"], report["results"], report["headline"]
+    out = [f"# Evaluation of {run['method']} at step {run['step']}", "",
+           f"Dataset `{run['dataset']}` ({'x'.join(str(s) for s in run['image_shape'])}), "
+           f"labels: {', '.join(run['label_names']) or '-'}; {res['num_examples']} test images, "
+           f"{res['num_samples']} samples per conditional setting. Fréchet distances are in the "
+           "judge's feature space (not Inception FID).", "", "## Headline", ""]
+    main_keys = [k for k in head if "/" not in k]
+    out += _table(["metric", "value"], [[k, head[k]] for k in main_keys])
+
+    jd = res["judge"]
+    out += ["## Judge (independent attribute classifier, test split)", "",
+            f"Mean accuracy {_fmt(jd['mean_test_accuracy'])}, mean balanced accuracy "
+            f"{_fmt(jd['mean_test_balanced_accuracy'])}; cache key `{jd['key']}`.", ""]
+    out += _table(["attribute", "accuracy", "balanced acc.", "positive rate", "predicted pos."],
+                  [[a, jd["test_accuracy"].get(a), jd["test_balanced_accuracy"].get(a),
+                    jd["test_positive_rate"].get(a), jd["test_predicted_positive_rate"].get(a)]
+                   for a in jd["attribute_names"]])
+
+    ed = res["edit"]
+    out += ["## Edits", "",
+            "success: the judge assigns the target value; preservation: other attributes keep the "
+            "judge's prediction on the original (vs recon: on the reconstruction); recon target: "
+            "the target already holds on the reconstruction.", ""]
+    rows = [[s["label"], s["direction"], s["n"], s["success"], s["preservation"],
+             s["preservation_vs_recon"], s["recon_target_rate"]] for s in ed["settings"]]
+    if ed.get("multi"):
+        m = ed["multi"]
+        rows.append(["+".join(m["labels"]), "add all", m["n"], m["success"], m["preservation"],
+                     m["preservation_vs_recon"], m["recon_target_rate"]])
+    out += _table(["label", "direction", "n", "success", "preservation", "preservation vs recon",
+                   "recon target"], rows)
+    if ed["settings"]:
+        attrs = sorted({a for s in ed["settings"] for a in s["per_attribute_preservation"]},
+                       key=lambda a: res["judge"]["attribute_names"].index(a)
+                       if a in res["judge"]["attribute_names"] else 0)
+        cols = [f"{s['label']} {s['direction']}" for s in ed["settings"]]
+        out += ["### Preservation per attribute", ""]
+        out += _table(["attribute"] + cols,
+                      [[a] + [s["per_attribute_preservation"].get(a) for s in ed["settings"]]
+                       for a in attrs])
+
+    sm = res["sampling"]
+    out += ["## Conditional sampling", "",
+            "accepted: the method's own check; correct: accepted samples the judge classifies as "
+            "the requested value (all: over every sample).", ""]
+    out += _table(["label", "value", "n", "accept rate", "correct", "correct (all)"],
+                  [[s["label"], str(s["value"]), s["n"], s["accept_rate"], s["correct"],
+                    s["correct_all"]] for s in sm["settings"]])
+
+    cl = res.get("classification")
+    out += ["## Method's classifier", ""]
+    if cl is None:
+        out += ["The method has no classifier.", ""]
+    else:
+        out += _table(["label", "accuracy", "balanced accuracy"],
+                      [[n, cl["accuracy"][n], cl["balanced_accuracy"][n]] for n in cl["accuracy"]])
+    notes = list(ed.get("notes", [])) + list(sm.get("notes", []))
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    t = res.get("timing_seconds", {})
+    out += ["Timing (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()), ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------- entry point
+def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: str, step: int,
+                   rng: jax.Array | None = None) -> dict[str, float]:
+    """Evaluates `method` at `states`, writes the reports and returns the headline scalars."""
+    from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+
+    t0 = time.time()
+    eval_cfg = config.get("eval", None) or default_eval_config()
+    validate_eval_config(eval_cfg)
+    num_examples = int(eval_cfg.get("num_examples", _EVAL_DEFAULTS["num_examples"]))
+    num_samples = int(eval_cfg.get("num_samples", _EVAL_DEFAULTS["num_samples"]))
+    batch_size = int(eval_cfg.get("batch_size", _EVAL_DEFAULTS["batch_size"]))
+    strength = eval_cfg.get("edit_strength", None)
+    judge_cfg = eval_cfg.get("judge", None)
+    attributes = tuple(judge_cfg.get("attributes", ()) or ()) if judge_cfg is not None else ()
+    if rng is None:
+        rng = jax.random.PRNGKey(0)
+
+    spec = data_lib.get_data_spec(config.data)
+    judge = judge_lib.get_or_train_judge(
+        config.data, _judge_cfg_without_attributes(judge_cfg),
+        attribute_names=attributes or None, progress=log.info)
+    data = load_eval_set(config.data, spec, judge.attribute_names, num_examples, batch_size)
+    results = metrics_lib.evaluate_method(method, states, judge, data, batch_size=batch_size,
+                                          num_samples=num_samples, rng=rng,
+                                          edit_strength=strength, log=log.info)
+    head = metrics_lib.headline(results)
+    method_name = str(config.get("method", "") or getattr(method, "name", "") or
+                      type(method).__name__)
+    report = {
+        "run": {
+            "method": method_name,
+            "step": int(step),
+            "dataset": spec.name,
+            "image_shape": list(spec.image_shape),
+            "label_names": list(spec.label_names),
+            "attribute_names": list(judge.attribute_names),
+            "seed": config.get("seed", None),
+            "eval_config": eval_cfg.to_dict() if hasattr(eval_cfg, "to_dict") else dict(eval_cfg),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": time.time() - t0,
+        },
+        "headline": head,
+        "results": results,
+    }
+    report = _clean(report)
+    if jax.process_index() == 0:
+        out_dir = os.path.join(workdir, "eval")
+        os.makedirs(out_dir, exist_ok=True)
+        text = json.dumps(report, indent=2)
+        _write_atomic(os.path.join(out_dir, f"report_{int(step)}.json"), text)
+        _write_atomic(os.path.join(out_dir, f"report_{int(step)}.md"), render_markdown(report))
+        _write_atomic(os.path.join(out_dir, "latest.json"), text)
+        log.info("eval: report written to %s (%.0f s)", out_dir, time.time() - t0)
+    return head
