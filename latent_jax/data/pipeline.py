@@ -1,0 +1,613 @@
+"""The data pipeline: config validation, labelled random-access sources and grain iterators.
+
+See docs/contracts.md ("Data") for the interface and docs/data.md for what happens to the
+images and labels. Everything here is host-side numpy; nothing imports JAX.
+
+Flow for training: dataset records (`{'image': uint8, 'attributes': {name: bool}}`) ->
+`LabeledSource` (subset selection, preprocessing, label vector) -> grain `MapDataset.source`
+-> a seeded order that reshuffles every epoch and hands each process its rows of each global
+batch -> float32 conversion -> batches -> `to_iter_dataset` (read threads, prefetch buffer)
+-> optional worker processes (`mp_prefetch`). The resulting iterator supports `get_state()` /
+`set_state()` (a small JSON-serialisable dict) and resumes at the same batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import threading
+import zlib
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import grain
+import ml_collections
+import numpy as np
+from ml_collections import config_dict
+
+from latent_jax.data import celeba
+from latent_jax.data import labels as labels_lib
+from latent_jax.data import preprocess as preprocess_lib
+
+SPLITS = ("train", "validation", "test")
+
+
+# ---------------------------------------------------------------------------------------------
+# Config.
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """`config.data` with every field the data pipeline reads, at its default."""
+    return ml_collections.ConfigDict(dict(
+        # 'synthetic_faces' (embedded, procedurally rendered) or 'celeb_a' (tfds, prepared with
+        # launch/prepare_celeba).
+        name="synthetic_faces",
+        # Final square image size.
+        image_size=64,
+        # 'introvac_crop' | 'center_crop' | 'resize' for celeb_a; 'resize' | 'none' for
+        # synthetic_faces (rendered at image_size). See preprocess.py.
+        preprocess="resize",
+        # The method's labels, in label-vector order: raw attributes or derived labels
+        # (labels.py: Beard, FacialHair).
+        labels=("Eyeglasses",),
+        # Keep every example positive for ANY of `positives` plus round(ratio * n_positive)
+        # negatives drawn at random with `subset_seed`, per split; () = no subsetting.
+        subset=ml_collections.ConfigDict(dict(positives=(), ratio=1.0)),
+        subset_seed=0,
+        # tfds data directory (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+        data_dir=config_dict.placeholder(str),
+        # Where CelebA's attribute tables are cached (None: next to the prepared dataset).
+        cache_dir=config_dict.placeholder(str),
+        synthetic=ml_collections.ConfigDict(dict(
+            seed=0, num_train=20000, num_validation=2000, num_test=2000)),
+        # grain worker processes for training (0: read in the training process).
+        num_workers=0,
+        # Threads reading and preprocessing batches in each process (grain ReadOptions).
+        read_threads=4,
+        # Batches read ahead per process (grain's prefetch buffer; per worker with workers).
+        prefetch=4,
+    ))
+
+
+_TOP_KEYS = tuple(default_data_config().keys())
+_SUBSET_KEYS = ("positives", "ratio")
+_SYNTHETIC_KEYS = ("seed", "num_train", "num_validation", "num_test")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """A validated `config.data`."""
+
+    name: str
+    image_size: int
+    preprocess: str
+    labels: tuple[str, ...]
+    positives: tuple[str, ...]
+    ratio: float
+    subset_seed: int
+    data_dir: str | None
+    cache_dir: str | None
+    synthetic_seed: int
+    synthetic_sizes: Mapping[str, int]
+    num_workers: int
+    read_threads: int
+    prefetch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _DatasetDef:
+    """What the pipeline needs to know about one dataset."""
+
+    attribute_names: Callable[[], tuple[str, ...]]  # raw attributes, attribute-table order
+    preprocessing: tuple[str, ...]                  # allowed values of config.data.preprocess
+    open: Callable[[_Options, str], Any]            # split -> records with image, attributes
+    table: Callable[[_Options, str, Any], np.ndarray]  # attribute table of the opened split
+    image_sizes: Callable[[], tuple[int, int]] = lambda: (1, 1 << 30)  # allowed image_size
+
+
+def _synthetic_module():
+    from latent_jax.data import synthetic_faces
+
+    return synthetic_faces
+
+
+def _synthetic_open(opts: _Options, split: str):
+    return _synthetic_module().SyntheticFaces(
+        split, image_size=opts.image_size, seed=opts.synthetic_seed,
+        num_examples=opts.synthetic_sizes[split])
+
+
+def _celeba_open(opts: _Options, split: str):
+    return celeba.open_split(split, opts.data_dir)
+
+
+def _celeba_table(opts: _Options, split: str, source) -> np.ndarray:
+    return celeba.attribute_table(split, opts.data_dir, source=source, cache_dir=opts.cache_dir)
+
+
+DATASETS: dict[str, _DatasetDef] = {
+    "synthetic_faces": _DatasetDef(
+        attribute_names=lambda: tuple(_synthetic_module().ATTRIBUTES),
+        preprocessing=("resize", "none"),
+        open=_synthetic_open,
+        table=lambda opts, split, source: np.asarray(source.attributes_table(), bool),
+        image_sizes=lambda: (_synthetic_module().MIN_SIZE, _synthetic_module().MAX_SIZE),
+    ),
+    "celeb_a": _DatasetDef(
+        attribute_names=lambda: celeba.ATTRIBUTE_NAMES,
+        preprocessing=("introvac_crop", "center_crop", "resize"),
+        open=_celeba_open,
+        table=_celeba_table,
+    ),
+}
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _int(cfg, key: str, path: str, minimum: int) -> int:
+    value = cfg.get(key)
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{path}: must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _optional_str(cfg, key: str, path: str) -> str | None:
+    value = cfg.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{path}: must be a path string or None, got {value!r}")
+    return value
+
+
+def _names(value, path: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ValueError(f"{path}: must be a tuple of names, got the string {value!r} "
+                         f"(write ({value!r},))")
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise ValueError(f"{path}: must be a tuple of names, got {value!r}") from None
+    for n in names:
+        if not isinstance(n, str):
+            raise ValueError(f"{path}: must be a tuple of names, got {value!r}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{path}: repeated names {dup}")
+    return names
+
+
+def _check_keys(cfg, known: Sequence[str], path: str) -> None:
+    unknown = sorted(set(cfg.keys()) - set(known))
+    if unknown:
+        raise ValueError(f"{path}.{unknown[0]}: unknown key; {path} has: {', '.join(known)}")
+
+
+def _check_labels(names: Sequence[str], dataset: str, known: Sequence[str], path: str) -> None:
+    for n in names:
+        if n not in known:
+            raise ValueError(f"{path}: unknown attribute {n!r} for dataset {dataset}; "
+                             f"known: {', '.join(known)}")
+
+
+def _validate(data_cfg) -> _Options:
+    """Checks `config.data` without touching any data; raises ValueError naming the key."""
+    if data_cfg is None or not hasattr(data_cfg, "keys"):
+        raise ValueError(f"config.data: must be a ConfigDict, got {type(data_cfg).__name__}")
+    _check_keys(data_cfg, _TOP_KEYS, "config.data")
+    name = data_cfg.get("name")
+    if name not in DATASETS:
+        raise ValueError(f"config.data.name: unknown dataset {name!r}; known: "
+                         f"{', '.join(DATASETS)}")
+    dataset = DATASETS[name]
+    image_size = _int(data_cfg, "image_size", "config.data.image_size", 1)
+    lo, hi = dataset.image_sizes()
+    if not lo <= image_size <= hi:
+        raise ValueError(f"config.data.image_size: {name} supports sizes {lo}..{hi}, got "
+                         f"{image_size}")
+    method = data_cfg.get("preprocess")
+    if method not in dataset.preprocessing:
+        raise ValueError(f"config.data.preprocess: {method!r} is not available for dataset "
+                         f"{name}; use one of: {', '.join(dataset.preprocessing)}")
+    known = labels_lib.available_labels(dataset.attribute_names())
+    label_names = _names(data_cfg.get("labels", ()), "config.data.labels")
+    _check_labels(label_names, name, known, "config.data.labels")
+
+    subset = data_cfg.get("subset")
+    if subset is None or not hasattr(subset, "keys"):
+        raise ValueError("config.data.subset: must be a ConfigDict(positives=..., ratio=...)")
+    _check_keys(subset, _SUBSET_KEYS, "config.data.subset")
+    positives = _names(subset.get("positives", ()), "config.data.subset.positives")
+    _check_labels(positives, name, known, "config.data.subset.positives")
+    for p in positives:
+        if labels_lib.label_kind(p) != labels_lib.BINARY:
+            raise ValueError(f"config.data.subset.positives: {p!r} is not a binary label")
+    ratio = subset.get("ratio", 1.0)
+    if (not isinstance(ratio, (int, float, np.number)) or isinstance(ratio, bool)
+            or not math.isfinite(ratio) or ratio < 0):
+        raise ValueError(f"config.data.subset.ratio: must be a number >= 0, got {ratio!r}")
+    subset_seed = _int(data_cfg, "subset_seed", "config.data.subset_seed", 0)
+
+    synthetic = data_cfg.get("synthetic")
+    if synthetic is None or not hasattr(synthetic, "keys"):
+        raise ValueError("config.data.synthetic: must be a ConfigDict(seed=..., num_train=..., "
+                         "num_validation=..., num_test=...)")
+    _check_keys(synthetic, _SYNTHETIC_KEYS, "config.data.synthetic")
+    synthetic_seed = _int(synthetic, "seed", "config.data.synthetic.seed", 0)
+    sizes = {split: _int(synthetic, f"num_{split}", f"config.data.synthetic.num_{split}", 1)
+             for split in SPLITS}
+
+    return _Options(
+        name=name,
+        image_size=image_size,
+        preprocess=method,
+        labels=label_names,
+        positives=positives,
+        ratio=float(ratio),
+        subset_seed=subset_seed,
+        data_dir=_optional_str(data_cfg, "data_dir", "config.data.data_dir"),
+        cache_dir=_optional_str(data_cfg, "cache_dir", "config.data.cache_dir"),
+        synthetic_seed=synthetic_seed,
+        synthetic_sizes=sizes,
+        num_workers=_int(data_cfg, "num_workers", "config.data.num_workers", 0),
+        read_threads=_int(data_cfg, "read_threads", "config.data.read_threads", 0),
+        prefetch=_int(data_cfg, "prefetch", "config.data.prefetch", 0),
+    )
+
+
+def _label_names(opts: _Options, label_names) -> tuple[str, ...]:
+    if label_names is None:
+        return opts.labels
+    names = _names(label_names, "label_names")
+    known = labels_lib.available_labels(DATASETS[opts.name].attribute_names())
+    _check_labels(names, opts.name, known, "label_names")
+    return names
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split: unknown split {split!r}; known: {', '.join(SPLITS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Subsetting.
+
+def balanced_subset_indices(
+    table: np.ndarray,
+    attribute_names: Sequence[str],
+    positives: Sequence[str],
+    ratio: float,
+    seed: int,
+    split: str,
+) -> np.ndarray:
+    """Rows kept by subset balancing, sorted: every positive plus random negatives.
+
+    An example is positive when it is positive for ANY label of `positives` (raw or derived).
+    The `round(ratio * n_positive)` negatives (Python's `round`; all negatives when there are
+    fewer) are drawn without replacement by a generator seeded with `(seed, crc32(split))`, so
+    each split draws independently and the draw does not depend on file order.
+    """
+    n = int(np.shape(table)[0])
+    if not positives:
+        return np.arange(n, dtype=np.int64)
+    columns = labels_lib.table_as_mapping(table, attribute_names)
+    positive = np.zeros(n, bool)
+    for label in positives:
+        positive |= labels_lib.label_values(label, columns).astype(bool)
+    pos = np.flatnonzero(positive)
+    neg = np.flatnonzero(~positive)
+    k = int(round(ratio * len(pos)))
+    if k > len(neg):
+        logging.warning("subset of %s: %d negatives wanted (ratio %g x %d positives), only %d "
+                        "exist; keeping all", split, k, ratio, len(pos), len(neg))
+        k = len(neg)
+    rng = np.random.default_rng([int(seed), zlib.crc32(split.encode())])
+    chosen = rng.choice(neg, size=k, replace=False) if k else np.zeros(0, np.int64)
+    return np.sort(np.concatenate([pos, chosen]).astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources.
+
+class LabeledSource:
+    """Random access to preprocessed examples: `src[i] -> {'image': uint8, 'label': float32}`.
+
+    Wraps a dataset's records (`{'image': uint8 [H, W, C], 'attributes': {name: bool}}`),
+    optionally restricted to `indices` (subset balancing). Picklable when the records' source
+    is (tfds data sources and the synthetic faces are), so grain workers can use it.
+    """
+
+    def __init__(self, records, *, label_names: Sequence[str], preprocess: str,
+                 image_size: int, indices: np.ndarray | None = None, name: str = ""):
+        self._records = records
+        self._label_names = tuple(label_names)
+        self._preprocess = preprocess
+        self._image_size = int(image_size)
+        self._indices = None if indices is None else np.asarray(indices, np.int64)
+        self._name = name
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self._label_names
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Record index of each example."""
+        if self._indices is None:
+            return np.arange(len(self._records), dtype=np.int64)
+        return self._indices
+
+    def __len__(self) -> int:
+        return len(self._records) if self._indices is None else len(self._indices)
+
+    def record_index(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} examples")
+        i = int(i) % n
+        return i if self._indices is None else int(self._indices[i])
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        record = self._records[self.record_index(i)]
+        image = preprocess_lib.preprocess(np.asarray(record["image"]), self._preprocess,
+                                          self._image_size)
+        label = labels_lib.compute_labels(self._label_names, record["attributes"])
+        return {"image": image, "label": label}
+
+    def __repr__(self) -> str:
+        return (f"LabeledSource({self._name}, n={len(self)}, labels={self._label_names}, "
+                f"preprocess={self._preprocess!r}, size={self._image_size})")
+
+
+def _source(opts: _Options, split: str, label_names: tuple[str, ...],
+            apply_subset: bool) -> LabeledSource:
+    _check_split(split)
+    dataset = DATASETS[opts.name]
+    records = dataset.open(opts, split)
+    indices = None
+    if apply_subset and opts.positives:
+        table = dataset.table(opts, split, records)
+        indices = balanced_subset_indices(table, dataset.attribute_names(), opts.positives,
+                                          opts.ratio, opts.subset_seed, split)
+    return LabeledSource(records, label_names=label_names, preprocess=opts.preprocess,
+                         image_size=opts.image_size, indices=indices,
+                         name=f"{opts.name}/{split}")
+
+
+def make_source(data_cfg, split: str, *, label_names: Sequence[str] | None = None,
+                apply_subset: bool = True) -> LabeledSource:
+    """Random access to one split: `len(src)`, `src[i] -> {'image': uint8, 'label': float32}`."""
+    opts = _validate(data_cfg)
+    _check_split(split)
+    return _source(opts, split, _label_names(opts, label_names), apply_subset)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What methods and the trainer need to know about the data (docs/contracts.md)."""
+
+    name: str
+    image_shape: tuple[int, int, int]
+    label_names: tuple[str, ...]
+    attribute_names: tuple[str, ...]
+    num_examples: Mapping[str, int]
+
+
+def get_data_spec(data_cfg) -> DataSpec:
+    """Validates `config.data` and describes the data; `DatasetNotPreparedError` for CelebA
+    that is not prepared. Cheap, except that the first subsetted use of a CelebA split reads
+    its attributes once (cached on disk afterwards)."""
+    opts = _validate(data_cfg)
+    dataset = DATASETS[opts.name]
+    num_examples = {}
+    for split in SPLITS:
+        num_examples[split] = len(_source(opts, split, opts.labels, apply_subset=True))
+    return DataSpec(
+        name=opts.name,
+        image_shape=(opts.image_size, opts.image_size, 3),
+        label_names=opts.labels,
+        attribute_names=labels_lib.available_labels(dataset.attribute_names()),
+        num_examples=num_examples,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# grain datasets.
+
+def to_float(example: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """uint8 image -> float32 in [0, 1]; label -> float32."""
+    out = dict(example)
+    out["image"] = np.asarray(example["image"], np.float32) / np.float32(255.0)
+    out["label"] = np.asarray(example["label"], np.float32)
+    return out
+
+
+class _ProcessShareOfEpochs(grain.MapDataset):
+    """An endless stream of this process's rows of each global batch, reshuffled every epoch.
+
+    Epoch `e` visits the parent's elements in the order of a permutation drawn by
+    `numpy.random.default_rng([seed, e])`; its first `(n // B) * B` positions form `n // B`
+    global batches of `B` rows (the remainder, a different random set each epoch, is dropped).
+    Process `p` of `P` gets rows `[p * B / P, (p + 1) * B / P)` of every global batch, so the
+    processes' shares are disjoint and together make up the global batch. Element `j` of this
+    dataset is row `j % b` of local batch `j // b` (`b = B / P`).
+    """
+
+    def __init__(self, parent: grain.MapDataset, *, global_batch_size: int, seed: int,
+                 process_index: int, process_count: int):
+        super().__init__(parent)
+        self._n = len(parent)
+        self._global_batch = int(global_batch_size)
+        self._local_batch = self._global_batch // process_count
+        self._process_index = int(process_index)
+        self._steps_per_epoch = self._n // self._global_batch
+        self._seed = int(seed)
+        self._permutations: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __str__(self) -> str:
+        return (f"ProcessShareOfEpochs(global_batch={self._global_batch}, "
+                f"process={self._process_index}, seed={self._seed})")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_permutations"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        with self._lock:
+            perm = self._permutations.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([self._seed, epoch]).permutation(self._n)
+            with self._lock:
+                self._permutations[epoch] = perm
+                for old in [e for e in self._permutations if e < epoch - 1]:
+                    del self._permutations[old]
+        return perm
+
+    def parent_index(self, index: int) -> int:
+        step, row = divmod(int(index), self._local_batch)
+        epoch, step_in_epoch = divmod(step, self._steps_per_epoch)
+        position = (step_in_epoch * self._global_batch
+                    + self._process_index * self._local_batch + row)
+        return int(self._permutation(epoch)[position])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self.parent_index(index)]
+
+
+class _PadWithMask(grain.MapDataset):
+    """The parent's elements with `mask=True`, then zero rows with `mask=False` up to a
+    multiple of `batch_size`."""
+
+    def __init__(self, parent: grain.MapDataset, *, batch_size: int,
+                 image_shape: tuple[int, ...], num_labels: int):
+        super().__init__(parent)
+        self._n = len(parent)
+        self._length = -(-self._n // batch_size) * batch_size
+        self._image_shape = tuple(image_shape)
+        self._num_labels = int(num_labels)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __str__(self) -> str:
+        return f"PadWithMask(n={self._n}, padded={self._length})"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        index = int(index) % self._length
+        if index < self._n:
+            return {**self._parent[index], "mask": np.bool_(True)}
+        return {"image": np.zeros(self._image_shape, np.float32),
+                "label": np.zeros((self._num_labels,), np.float32),
+                "mask": np.bool_(False)}
+
+
+def _read_options(opts: _Options) -> grain.ReadOptions:
+    threads = opts.read_threads if opts.prefetch > 0 else 0
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=opts.prefetch)
+
+
+def _ensure_absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app (tests, notebooks) mark
+    them parsed so that their defaults are used instead of raising UnparsedFlagAccessError."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def make_train_iterator(
+    data_cfg,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    label_names: Sequence[str] | None = None,
+    apply_subset: bool = True,
+) -> grain.DatasetIterator:
+    """Endless iterator over this process's share of each global training batch.
+
+    Yields `{'image': float32 [b, H, W, C], 'label': float32 [b, n]}` with
+    `b = global_batch_size // process_count`. Reshuffled every epoch (seeded by `seed`);
+    the incomplete last global batch of each epoch is dropped. `get_state()` returns a small
+    JSON-serialisable dict; `set_state()` on a fresh iterator resumes at the same batch.
+    """
+    opts = _validate(data_cfg)
+    names = _label_names(opts, label_names)
+    if not _is_int(global_batch_size) or global_batch_size < 1:
+        raise ValueError(f"global_batch_size: must be a positive int, got {global_batch_size!r}")
+    if not _is_int(process_count) or process_count < 1:
+        raise ValueError(f"process_count: must be a positive int, got {process_count!r}")
+    if not _is_int(process_index) or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index: must be in [0, {process_count}), got "
+                         f"{process_index!r}")
+    if global_batch_size % process_count:
+        raise ValueError(f"global_batch_size: {global_batch_size} is not divisible by the "
+                         f"{process_count} processes")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed: must be an int >= 0, got {seed!r}")
+    source = _source(opts, "train", names, apply_subset)
+    if len(source) < global_batch_size:
+        raise ValueError(f"global_batch_size: {global_batch_size} is larger than the training "
+                         f"split ({len(source)} examples after subsetting)")
+    local_batch = global_batch_size // process_count
+    ds = grain.MapDataset.source(source)
+    ds = _ProcessShareOfEpochs(ds, global_batch_size=global_batch_size, seed=seed,
+                               process_index=process_index, process_count=process_count)
+    ds = ds.map(to_float)
+    ds = ds.batch(local_batch, drop_remainder=True)
+    it_ds = ds.to_iter_dataset(_read_options(opts))
+    if opts.num_workers > 0:
+        _ensure_absl_flags_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=opts.num_workers, per_worker_buffer_size=max(1, opts.prefetch)))
+    return iter(it_ds)
+
+
+def iterate_eval_batches(
+    data_cfg,
+    split: str,
+    batch_size: int,
+    *,
+    label_names: Sequence[str] | None = None,
+    apply_subset: bool = True,
+    max_examples: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Finite, ordered batches of a split (its first `max_examples` examples if given).
+
+    Every batch has `batch_size` rows: the last one is padded with zero rows, and `mask`
+    (bool `[batch_size]`) is False on the padding.
+    """
+    opts = _validate(data_cfg)
+    names = _label_names(opts, label_names)
+    _check_split(split)
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}")
+    if max_examples is not None and (not _is_int(max_examples) or max_examples < 0):
+        raise ValueError(f"max_examples: must be an int >= 0 or None, got {max_examples!r}")
+    source = _source(opts, split, names, apply_subset)
+    n = len(source) if max_examples is None else min(len(source), int(max_examples))
+    ds = grain.MapDataset.source(source)
+    if n < len(source):
+        ds = ds[:n]
+    ds = ds.map(to_float)
+    ds = _PadWithMask(ds, batch_size=batch_size,
+                      image_shape=(opts.image_size, opts.image_size, 3), num_labels=len(names))
+    ds = ds.batch(batch_size, drop_remainder=False)
+    return iter(ds.to_iter_dataset(_read_options(opts)))
