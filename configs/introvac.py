@@ -79,11 +79,11 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
         c.data.subset.ratio = 2.0
         c.model.latent_dim = 64
         c.model.channels = (16, 32, 64)
-        c.num_epochs = 20.0
+        c.num_epochs = 10.0
         c.introspection.pretrain_epochs = 2.0
         for player in ("encoder", "classifier", "decoder"):
             c.optim[player].learning_rate = 5e-4
-            c.optim[player].schedule.boundaries_epochs = (12, 16)
+            c.optim[player].schedule.boundaries_epochs = (6, 8)
         c.edit.strength = 3.0
         c.langevin.num_steps = 1000
         c.langevin.step_size = 1e-3

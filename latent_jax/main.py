@@ -14,6 +14,7 @@ sample    --attributes=+Eyeglasses [--num_samples=N] writes class-conditional sa
 from __future__ import annotations
 
 import glob
+import logging as std_logging
 import os
 import sys
 
@@ -102,7 +103,7 @@ def run_sample(config, workdir):
     import jax.numpy as jnp
     import numpy as np
 
-    from latent_jax import data as data_lib
+    from latent_jax.data import pipeline as data_lib
     from latent_jax import train
     from latent_jax import logging as lj_logging
 
@@ -131,12 +132,24 @@ def run_sample(config, workdir):
           f"to {out_dir} (checkpoint step {step})")
 
 
+class _QuietLibraries(std_logging.Filter):
+    """Drops the INFO chatter of Orbax, grain and tfds (warnings and errors still show)."""
+
+    _NOISY = (os.sep + "orbax" + os.sep, os.sep + "grain" + os.sep,
+              os.sep + "tensorflow_datasets" + os.sep)
+
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or not any(
+            s in record.pathname for s in self._NOISY)
+
+
 def main(argv):
+    std_logging.getLogger("absl").addFilter(_QuietLibraries())
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config, workdir = FLAGS.config, FLAGS.workdir
     from latent_jax import train
-    from latent_jax.data import DatasetNotPreparedError
+    from latent_jax.data.celeba import DatasetNotPreparedError
 
     try:
         if FLAGS.mode == "train":

@@ -25,7 +25,7 @@ import numpy as np
 
 from latent_jax import checkpoint as ckpt_lib
 from latent_jax import configlib
-from latent_jax import data as data_lib
+from latent_jax.data import pipeline as data_lib
 from latent_jax import logging as lj_logging
 from latent_jax import methods
 from latent_jax import parallel

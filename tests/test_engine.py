@@ -70,29 +70,34 @@ def test_one_step_on_8_devices_matches_1_device(tmp_path):
         import jax, numpy as np
         sys.path.insert(0, sys.argv[1])
         import tiny
-        from latent_jax import train, parallel, data
+        from latent_jax import train, parallel
+        from latent_jax.data import pipeline as data
         assert len(jax.devices()) == 8, jax.devices()
         out = {}
         for n in (8, 1):
-            cfg = tiny.config(**{"parallel.num_devices": n})
+            # SGD keeps the update linear in the gradient, so parameter differences stay at
+            # float tolerance (Adam's first step is lr * sign(g) and flips on tiny gradients).
+            sgd = {f"optim.{p}.name": "sgd" for p in ("encoder", "classifier", "decoder")}
+            cfg = tiny.config(**{"parallel.num_devices": n}, **sgd)
             exp = train.Experiment(cfg, sys.argv[2])
             assert exp.mesh.devices.size == n
-            states = exp.init_states()
             it = data.make_train_iterator(cfg.data, global_batch_size=cfg.batch_size, seed=cfg.seed)
             batch = parallel.shard_batch(next(it), exp.mesh)
             assert len(batch["image"].sharding.device_set) == n
-            for phase in (0, 1):   # VAC step, then an introspective step
+            for phase in (0, 1):   # a VAC step and an introspective step, from the same init
                 rng = jax.random.fold_in(exp.base_key, phase)
-                states, metrics, finite = exp.step_fn(phase)(states, batch, rng)
-            out[n] = (jax.device_get(metrics), jax.device_get(states))
-        m8, s8 = out[8]; m1, s1 = out[1]
-        assert set(m8) == set(m1) and "loss/adversarial_decoder" in m8
-        for k in m8:
-            np.testing.assert_allclose(m8[k], m1[k], rtol=2e-4, atol=1e-5, err_msg=k)
-        l8, l1 = jax.tree.leaves(s8), jax.tree.leaves(s1)
-        assert len(l8) == len(l1) > 10
-        for a, b in zip(l8, l1):
-            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+                states, metrics, finite = exp.step_fn(phase)(exp.init_states(), batch, rng)
+                out[n, phase] = (jax.device_get(metrics), jax.device_get(states))
+        assert "loss/adversarial_decoder" in out[8, 1][0]
+        for phase in (0, 1):
+            (m8, s8), (m1, s1) = out[8, phase], out[1, phase]
+            assert set(m8) == set(m1)
+            for k in m8:
+                np.testing.assert_allclose(m8[k], m1[k], rtol=1e-4, atol=1e-6, err_msg=k)
+            l8, l1 = jax.tree.leaves(s8), jax.tree.leaves(s1)
+            assert len(l8) == len(l1) > 10
+            for a, b in zip(l8, l1):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
         # and a global batch that does not divide the 8 devices is refused by name
         try:
             train.Experiment(tiny.config(batch_size=12), sys.argv[2])
@@ -100,7 +105,7 @@ def test_one_step_on_8_devices_matches_1_device(tmp_path):
             assert "config.batch_size" in str(e), e
         else:
             raise AssertionError("batch 12 on 8 devices was accepted")
-        print("MULTIDEVICE_OK", len(l8))
+        print("MULTIDEVICE_OK")
     """)
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     res = subprocess.run([sys.executable, "-c", script, tests_dir, str(tmp_path)],
