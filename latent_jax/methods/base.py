@@ -170,7 +170,7 @@ def get_method(config: ml_collections.ConfigDict, data_spec, steps_per_epoch: in
 
 def tree_l2(tree: PyTree) -> jax.Array:
     """Global L2 norm of a pytree (for gradient-norm metrics)."""
-    return optax.global_norm(tree)
+    return optax.tree.norm(tree)
 
 
 def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -1,0 +1,109 @@
+"""The command line: train, then edit / sample / evaluate from the checkpoint; README and CI agree."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tiny
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+
+
+def _run(workdir, *args, **overrides):
+    cmd = [sys.executable, "-m", "latent_jax.main"] + tiny.flags(workdir, **overrides) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("cli") / "run")
+    res = _run(workdir, num_steps=6)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return workdir
+
+
+def test_train_writes_metrics_grids_checkpoint_and_config(trained):
+    assert os.path.isfile(os.path.join(trained, "config.json"))
+    assert "6" in os.listdir(os.path.join(trained, "checkpoints"))
+    with open(os.path.join(trained, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert all("loss/reconstruction_l1" in r for r in rows)
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(trained))
+    pngs = os.listdir(os.path.join(trained, "images"))
+    for kind in ("reconstructions", "edits", "samples"):
+        assert any(p.startswith(kind) for p in pngs), (kind, pngs)
+
+
+def test_edit_mode_writes_edited_images(trained, tmp_path):
+    from latent_jax.data import synthetic_faces
+
+    files = []
+    for i, size in enumerate((40, 64)):   # any size: cropped to a square and resized
+        img, _ = synthetic_faces.render(0, "test", i, size)
+        path = tmp_path / f"face{i}.png"
+        Image.fromarray(img).save(path)
+        files.append(str(path))
+    out = tmp_path / "out"
+    res = _run(trained, "--mode=edit", "--images=" + ",".join(files),
+               "--attributes=+Eyeglasses", "--strength=5", f"--output_dir={out}")
+    assert res.returncode == 0, res.stderr[-4000:]
+    edited = sorted(p for p in os.listdir(out) if p.startswith("face"))
+    assert edited == ["face0_add_Eyeglasses.png", "face1_add_Eyeglasses.png"]
+    arr = np.asarray(Image.open(out / edited[0]))
+    assert arr.shape == (16, 16, 3)
+    assert os.path.isfile(out / "grid_add_Eyeglasses.png")
+
+
+def test_edit_mode_rejects_unknown_attribute_and_missing_files(trained, tmp_path):
+    res = _run(trained, "--mode=edit", f"--images={tmp_path}/nothing*.png", "--attributes=+Eyeglasses")
+    assert res.returncode == 1 and "--images" in res.stderr
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
+    res = _run(trained, "--mode=edit", f"--images={img}", "--attributes=+Smiling")
+    assert res.returncode == 1 and "--attributes" in res.stderr and "Eyeglasses" in res.stderr
+
+
+def test_sample_mode_writes_conditional_samples(trained, tmp_path):
+    out = tmp_path / "samples"
+    res = _run(trained, "--mode=sample", "--attributes=+Eyeglasses", "--num_samples=5",
+               f"--output_dir={out}")
+    assert res.returncode == 0, res.stderr[-4000:]
+    files = [p for p in os.listdir(out) if p.startswith("with_Eyeglasses_")]
+    assert len(files) == 5
+    assert "accepted" in res.stdout
+
+
+def test_evaluate_mode_writes_a_report(trained, tmp_path):
+    res = _run(trained, "--mode=evaluate", **{
+        "eval.judge.steps": 30, "eval.judge.test_examples": 32, "eval.judge.width": 8,
+        "eval.judge.cache_dir": str(tmp_path / "judges"), "eval.num_examples": 32,
+        "eval.num_samples": 8})
+    assert res.returncode == 0, res.stderr[-4000:]
+    with open(os.path.join(trained, "eval", "latest.json")) as f:
+        report = json.load(f)
+    text = json.dumps(report)
+    for key in ("edit_success", "edit_preservation", "frechet_judge_recon", "recon_l1"):
+        assert key in text, key
+    assert os.path.isfile(os.path.join(trained, "eval", "report_6.md"))
+
+
+def test_modes_without_a_checkpoint_fail_clearly(tmp_path):
+    res = _run(str(tmp_path / "empty"), "--mode=evaluate")
+    assert res.returncode == 1 and "no checkpoint" in res.stderr
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    root = tiny.REPO
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(root, ".ci", "run")) as f:
+        ci_lines = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    command = ci_lines[-1]
+    assert "pytest" in command
+    assert "    " + command + "\n" in readme
