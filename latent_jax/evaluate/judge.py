@@ -19,7 +19,10 @@ Training: Adam with a warm-up + cosine schedule for `steps` steps of `batch_size
 per-attribute class-balanced BCE (positives weighted 1/(2p), negatives 1/(2(1-p)), p the positive
 rate estimated from the first training batches, clipped to [0.01, 0.99]) so rare attributes are
 not ignored; random horizontal flips and random blur as augmentation (reconstructions and samples
-are blurrier than real images; attributes are invariant to both).
+are blurrier than real images; attributes are invariant to both). Batches come from the data
+pipeline's training iterator over the whole split; when more than one epoch is needed and the
+split fits in `memory_mb` (as uint8), later epochs are reshuffled from the first epoch's images
+kept in memory rather than read (or rendered) again.
 
 Cache: trained judges are cached per dataset under `judge_cfg.cache_dir`, by default
 `$LATENT_JAX_CACHE/judges` with `LATENT_JAX_CACHE` defaulting to `~/.cache/latent_jax`. The file
@@ -59,7 +62,7 @@ _CACHE_FORMAT = 1
 
 #: Judge settings and their defaults (`config.eval.judge`).
 JUDGE_DEFAULTS: dict[str, Any] = dict(
-    steps=1500,            # Adam steps
+    steps=2500,            # Adam steps
     batch_size=64,
     learning_rate=2e-3,    # peak of the warm-up + cosine schedule
     width=32,              # channels of the first conv; doubled per level up to 4x
@@ -67,15 +70,15 @@ JUDGE_DEFAULTS: dict[str, Any] = dict(
     balanced=True,         # class-balanced BCE per attribute
     augment=True,          # random horizontal flip + random blur
     test_examples=2000,    # test images used to measure the judge's accuracy (None: all)
+    memory_mb=1024,        # replay epochs after the first from memory if the split fits (uint8)
     cache_dir=None,        # None: $LATENT_JAX_CACHE/judges (~/.cache/latent_jax/judges)
     seed=0,
 )
 
 #: Data-config keys that do not change the images or attributes the judge is trained on.
 _DATA_KEYS_IGNORED = frozenset({
-    "labels", "label_names", "subset", "subset_ratio", "subset_seed", "negative_ratio",
-    "semi_supervised", "labeled_fraction", "supervised_fraction", "num_workers", "worker_count",
-    "prefetch", "prefetch_buffer_size", "read_threads", "shuffle_seed", "batch_size",
+    "labels", "subset", "subset_seed",                     # the judge reads the whole split
+    "num_workers", "read_threads", "prefetch", "cache_dir",  # how, not what, data is read
 })
 
 
@@ -281,6 +284,72 @@ def _augment(rng: jax.Array, x: jax.Array) -> jax.Array:
     return mixed
 
 
+class _Exhausted:
+    def __next__(self):
+        raise RuntimeError("judge: the training iterator was closed")
+
+
+class _TrainBatches:
+    """Training batches from the data pipeline's iterator.
+
+    When more than one epoch is needed and the (un-subsetted) training split fits in
+    `memory_mb` as uint8, the first epoch's batches are kept and later epochs are reshuffled from
+    memory (seeded), instead of reading or rendering every image again."""
+
+    def __init__(self, iterator, num_train: int, batch_size: int, steps: int, image_shape,
+                 memory_mb: float, seed: int):
+        self._it = iterator
+        self._batch_size = batch_size
+        self._epoch_batches = num_train // batch_size
+        nbytes = num_train * int(np.prod(image_shape))
+        self._keep = (steps > self._epoch_batches > 0 and nbytes <= memory_mb * 2 ** 20)
+        self._pending: list[dict] = []
+        self._images: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._read = 0
+        self._rng = np.random.default_rng(seed)
+        self._order = np.zeros((0,), np.int64)
+
+    def _read_batch(self) -> dict:
+        batch = next(self._it)
+        x = np.asarray(batch["image"], np.float32)
+        y = np.asarray(batch["label"], np.float32)
+        self._read += 1
+        if self._keep and self._read <= self._epoch_batches:
+            self._images.append(np.round(x * 255.0).astype(np.uint8))
+            self._labels.append(y)
+            if self._read == self._epoch_batches:  # the whole split is in memory now
+                self._images = np.concatenate(self._images)
+                self._labels = np.concatenate(self._labels)
+                self.close()
+        return {"image": x, "label": y}
+
+    def peek(self, n: int) -> list[dict]:
+        while len(self._pending) < n:
+            self._pending.append(self._read_batch())
+        return self._pending[:n]
+
+    def next(self) -> dict:
+        if self._pending:
+            return self._pending.pop(0)
+        if not (self._keep and self._read >= self._epoch_batches):
+            return self._read_batch()
+        if len(self._order) < self._batch_size:
+            self._order = self._rng.permutation(len(self._images))
+        idx, self._order = self._order[:self._batch_size], self._order[self._batch_size:]
+        return {"image": self._images[idx].astype(np.float32) / 255.0, "label": self._labels[idx]}
+
+    def close(self) -> None:
+        close, self._it = getattr(self._it, "close", None), _Exhausted()
+        if callable(close):
+            close()
+
+    def describe(self) -> str:
+        if self._keep:
+            return "first epoch read, later epochs replayed from memory"
+        return "every batch read from the pipeline"
+
+
 def _balanced_weights(labels: np.ndarray, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
     n_attr = labels.shape[1]
     if not balanced:
@@ -304,9 +373,12 @@ def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings:
     t0 = time.time()
     iterator = data_lib.make_train_iterator(data_cfg, global_batch_size=batch_size, seed=seed,
                                             label_names=attribute_names, apply_subset=False)
+    num_train = len(data_lib.make_source(data_cfg, "train", label_names=attribute_names,
+                                         apply_subset=False))
+    batches = _TrainBatches(iterator, num_train, batch_size, steps, spec.image_shape,
+                            float(settings["memory_mb"]), seed)
     # Positive rates for the balanced loss from the first batches (they are trained on too).
-    first = [next(iterator) for _ in range(min(steps, 16))]
-    labels0 = np.concatenate([np.asarray(b["label"], np.float32) for b in first])
+    labels0 = np.concatenate([b["label"] for b in batches.peek(min(steps, 16))])
     if labels0.shape[1] != n_attr:
         raise ValueError(f"judge: expected {n_attr} attribute columns, got {labels0.shape[1]}")
     if np.any((labels0 != 0) & (labels0 != 1)):
@@ -347,20 +419,15 @@ def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings:
     bar = lj_logging.ProgressBar(steps, desc="judge", enabled=jax.process_index() == 0)
     t_train = time.time()
     for step in range(steps):
-        batch = first[step] if step < len(first) else next(iterator)
-        x = np.asarray(batch["image"], np.float32)
-        y = np.asarray(batch["label"], np.float32)
-        params, opt_state, loss, acc = train_step(params, opt_state, x, y,
-                                                  jax.random.fold_in(rng, step))
+        batch = batches.next()
+        params, opt_state, loss, acc = train_step(params, opt_state, batch["image"],
+                                                  batch["label"], jax.random.fold_in(rng, step))
         bar.update(step + 1, {"loss": loss, "batch_accuracy": acc})
     bar.close()
+    batches.close()
     jax.block_until_ready(params)
-    say(f"judge: {steps} steps in {time.time() - t_train:.1f} s, last batch loss "
-        f"{float(loss):.4f}, accuracy {float(acc):.3f}")
-    del first
-    close = getattr(iterator, "close", None)
-    if callable(close):
-        close()
+    say(f"judge: {steps} steps in {time.time() - t_train:.1f} s ({batches.describe()}), last "
+        f"batch loss {float(loss):.4f}, accuracy {float(acc):.3f}")
     train_seconds = time.time() - t0
 
     judge = Judge(attribute_names, module, params, {}, {}, {}, {})

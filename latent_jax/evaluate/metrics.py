@@ -24,7 +24,10 @@ Metrics (the names used in reports and metric files):
   (`multi_edit_success`: the judge assigns all labels).
 - conditional sampling, for every binary label l and value v: y = label rows of random test images
   with column l set to v; `sample_accept_rate` = fraction accepted by the method's own check;
-  `sample_correct` = fraction of *accepted* samples the judge classifies as v for l.
+  `sample_correct` = fraction of *accepted* samples the judge classifies as v for l (undefined,
+  and left out of the mean, for a setting with no accepted sample: see
+  `settings_without_accepted_samples`); `sample_yield` = fraction of all samples both accepted
+  and judged correct (penalises rejection).
 - `classify_accuracy`, `classify_balanced_accuracy`: the method's own classifier on test images
   (skipped when `classify` returns None).
 - `judge_accuracy`, `judge_balanced_accuracy`: the judge's test accuracy, so every report says how
@@ -338,14 +341,17 @@ def conditional_sampling_metrics(caps: Capabilities, judge: Judge, data: EvalSet
                 hit = judge.predict(x)[:, judge.index(name)] == bool(v)
                 entry["correct"] = _frac(hit[accepted])
                 entry["correct_all"] = _frac(hit)
+                entry["yield"] = _frac(hit & accepted)
             else:
-                entry["correct"] = entry["correct_all"] = float("nan")
+                entry["correct"] = entry["correct_all"] = entry["yield"] = float("nan")
             settings.append(entry)
     return {
         "settings": settings,
         "sample_accept_rate": _nanmean(s["accept_rate"] for s in settings),
         "sample_correct": _nanmean(s["correct"] for s in settings),
         "sample_correct_all": _nanmean(s["correct_all"] for s in settings),
+        "sample_yield": _nanmean(s["yield"] for s in settings),
+        "settings_without_accepted_samples": sum(s["n_accepted"] == 0 for s in settings),
         "notes": notes,
     }
 
@@ -449,6 +455,7 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
     sm = results["sampling"]
     out["sample_accept_rate"] = sm["sample_accept_rate"]
     out["sample_correct"] = sm["sample_correct"]
+    out["sample_yield"] = sm["sample_yield"]
     for s in sm["settings"]:
         out[f"sample_correct/{s['label']}/{s['value']}"] = s["correct"]
     cl = results.get("classification")

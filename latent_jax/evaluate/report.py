@@ -18,7 +18,7 @@ The evaluation config, `config.eval` (`default_eval_config()`; every method conf
     batch_size     100    batch size of every capability call (last batch zero-padded)
     edit_strength  None   passed to `method.edit`; None = the method's own default
     judge                 the attribute classifier (`latent_jax.evaluate.judge`):
-      steps         1500  Adam steps
+      steps         2500  Adam steps
       batch_size    64
       learning_rate 2e-3  peak of a warm-up + cosine schedule
       width         32    channels of the first conv (doubled per level, at most 4x)
@@ -26,6 +26,7 @@ The evaluation config, `config.eval` (`default_eval_config()`; every method conf
       balanced      True  class-balanced BCE per attribute
       augment       True  random horizontal flip and blur
       test_examples 2000  test images for the judge's accuracy (None: the whole test split)
+      memory_mb     1024  later epochs replayed from memory when the training split fits
       attributes    ()    attributes to judge; () = every attribute of the dataset
       cache_dir     None  None: $LATENT_JAX_CACHE/judges, LATENT_JAX_CACHE = ~/.cache/latent_jax
       seed          0     the judge's training seed (not the run's, so that every method on a
@@ -73,6 +74,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
     c.judge.balanced = j["balanced"]
     c.judge.augment = j["augment"]
     c.judge.test_examples = j["test_examples"]
+    c.judge.memory_mb = j["memory_mb"]
     c.judge.attributes = ()
     c.judge.cache_dir = config_dict.placeholder(str)
     c.judge.seed = j["seed"]
@@ -219,10 +221,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     sm = res["sampling"]
     out += ["## Conditional sampling", "",
             "accepted: the method's own check; correct: accepted samples the judge classifies as "
-            "the requested value (all: over every sample).", ""]
-    out += _table(["label", "value", "n", "accept rate", "correct", "correct (all)"],
+            "the requested value (all: over every sample); yield: accepted and correct, over "
+            "every sample.", ""]
+    out += _table(["label", "value", "n", "accept rate", "correct", "correct (all)", "yield"],
                   [[s["label"], str(s["value"]), s["n"], s["accept_rate"], s["correct"],
-                    s["correct_all"]] for s in sm["settings"]])
+                    s["correct_all"], s["yield"]] for s in sm["settings"]])
 
     cl = res.get("classification")
     out += ["## Method's classifier", ""]
