@@ -375,7 +375,7 @@ def test_judge_chunks_and_pads_any_batch_size():
     x = np.random.default_rng(0).uniform(size=(19, 16, 16, 3)).astype(np.float32)
     logits, feats = judge.logits_and_features(x)
     assert logits.shape == (19, 3) and feats.shape == (19, 16)
-    direct, _ = module.apply({"params": params}, x)
+    direct, _ = jax.jit(module.apply)({"params": params}, x)
     np.testing.assert_allclose(logits, np.asarray(direct), rtol=1e-4, atol=1e-5)
     assert judge.predict(x).dtype == bool
     assert judge.logits(x[:0]).shape == (0, 3)

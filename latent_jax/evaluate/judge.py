@@ -543,10 +543,8 @@ def _zip_leaves(a, b):
 
 def _binary_attributes(names: Sequence[str]) -> tuple[str, ...]:
     """The binary ones among a dataset's attributes (categorical derived labels are skipped)."""
-    try:
-        from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return tuple(names)
+    from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
+
     return tuple(n for n in names if labels_lib.label_kind(n) == labels_lib.BINARY)
 
 

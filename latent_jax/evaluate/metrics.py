@@ -125,14 +125,9 @@ def related_attributes(name: str, names: Sequence[str],
 
 
 def _default_constituents(name: str) -> tuple[str, ...]:
-    try:
-        from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return (name,)
-    try:
-        return tuple(labels_lib.constituents(name))
-    except (KeyError, ValueError):
-        return (name,)
+    from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
+
+    return tuple(labels_lib.constituents(name))
 
 
 # --------------------------------------------------------------------------------- capabilities
