@@ -174,7 +174,10 @@ class IntroVAC(base.Method):
                                                       new_cls.params, x_rr, k_rr2)
                 _, fake_g = self._fake_logit_of(new_enc.params, new_enc.batch_stats,
                                                 new_cls.params, x_g, k_g2)
-                l_g_r = _mean_bce(cls_rr, y) + _mean_bce(fake_rr, jnp.zeros_like(fake_rr))
+                # BCE of [class logits, fake logit] against [y, real], averaged over the
+                # n_labels + 1 entries (the reference's reduction of Eq. 6's two terms).
+                l_g_r = _mean_bce(jnp.concatenate([cls_rr, fake_rr[:, None]], axis=-1),
+                                  jnp.concatenate([y, jnp.zeros_like(fake_rr)[:, None]], axis=-1))
                 l_g_g = _mean_bce(fake_g, jnp.zeros_like(fake_g))
                 l_g = l_g_r + l_g_g
                 return w.adversarial_decoder * l_g, l_g
