@@ -88,7 +88,7 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
         for player in ("encoder", "classifier", "decoder"):
             c.optim[player].learning_rate = 5e-4
             c.optim[player].schedule.boundaries_epochs = (16, 18)
-        c.edit.strength = 5.0
+        c.edit.strength = 4.0  # the reference code's delta; the paper uses 3-5
         c.langevin.num_steps = 1000
         c.langevin.step_size = 1e-3
         c.checkpoint.every_steps = 500
