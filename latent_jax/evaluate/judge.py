@@ -326,12 +326,16 @@ class _TrainBatches:
 
     def peek(self, n: int) -> list[dict]:
         while len(self._pending) < n:
-            self._pending.append(self._read_batch())
+            self._pending.append(self._produce())
         return self._pending[:n]
 
     def next(self) -> dict:
         if self._pending:
             return self._pending.pop(0)
+        return self._produce()
+
+    def _produce(self) -> dict:
+        """The next batch: from the pipeline until the split is in memory, then replayed."""
         if not (self._keep and self._read >= self._epoch_batches):
             return self._read_batch()
         if len(self._order) < self._batch_size:
