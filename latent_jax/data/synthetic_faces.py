@@ -1,100 +1,114 @@
 """``synthetic_faces``: a procedural, deterministic data set of face-like images.
 
 Nothing is stored on disk: image ``i`` of a split is rendered on demand from
-``(seed, split, i)`` with vectorised numpy, at any size from 16 to 256 pixels
-(32, 64 and 128 are the sizes the project uses). Each image carries boolean
-attributes named as in CelebA, and for every attribute a boolean mask of the
-image region it occupies, used to measure how local an attribute edit is.
+``(seed, split, i)`` with vectorised numpy (anti-aliased signed-distance shapes
+painted back to front), at any size from 16 to 256 pixels (the project uses 32,
+64 and 128). Each image carries boolean attributes named as in CelebA and, for
+every attribute, a boolean mask of the image region it occupies, used to
+measure how local an attribute edit is.
+
+API: ``ATTRIBUTES``, ``SPLITS``, ``DEFAULT_SPLIT_SIZES``,
+``sample_attributes(seed, split, i)``, ``render(seed, split, i, size)``,
+``attribute_regions(seed, split, i, size)``, the data source ``SyntheticFaces``
+and, in addition, ``attributes_table(seed, split, n)`` (what
+``SyntheticFaces.attributes_table`` returns), ``face_attributes(seed, split, i,
+overrides)`` and the optional ``overrides=`` argument of ``render`` and
+``attribute_regions`` (see Overrides). Indices are any integer in [0, 2**62);
+``SyntheticFaces`` bounds them by its length.
 
 Randomness
 ----------
 Every random number is a counter-based hash (splitmix64) of
-``(seed, split id, index, stream, draw)``. The attributes come from one stream,
-all nuisance factors from another, so
+``(seed, split, index, draw)``: draws 1..16 decide the attributes, the next ones
+the nuisance factors, one draw each in a fixed order. Hence
 
-* an image depends on ``(seed, split, index)`` and the size only, splits never
-  share an image and the attribute table of a whole split is computed without
-  rendering (vectorised over indices, milliseconds for 20000 rows);
-* rendering the same face with some attributes overridden (``overrides=``)
-  keeps every nuisance factor (pose, colours, lighting, noise, hair shape, ...)
-  identical, so the pixel difference is the attribute alone.
+* an image depends on ``(seed, split, index)`` and the size only; the splits
+  (different split ids in the hash) never share an image;
+* the attribute table of a whole split is computed without rendering,
+  vectorised over indices (about 10 ms for 20000 rows);
+* the nuisance factors never depend on the attributes, so a face rendered with
+  some attributes overridden keeps its pose, colours, lighting and noise and the
+  pixel difference is the attribute alone.
 
 Attributes and their correlations
 ---------------------------------
-Sampled per image (M = Male, F = not Male):
+Sampled per image (M = Male, F = not Male; last column: the prevalence over the
+first 5000 train images of seed 0).
 
-============== ====================================================== ========
-attribute      rule                                                   approx.
-============== ====================================================== ========
-Male           p = 0.42                                               42 %
-Eyeglasses     p = 0.16 (M), 0.09 (F)  (CelebA has 6.5 %; we use ~12 %
-               so that small default runs see enough glasses)         12 %
-Smiling        p = 0.43 (M), 0.52 (F)                                 48 %
-Wearing_Hat    p = 0.075 (M), 0.055 (F)                               6 %
-Bald           p = 0.09 (M), 0.003 (F), never under a hat             3.5 %
-beard (jaw)    p = 0.22 (M), 0 (F)                                    --
-Mustache       p = 0.45 with a beard, 0.08 without (M); 0.004 (F)     7 %
-Goatee         p = 0.50 with a beard, 0.12 without (M); 0.004 (F)     9 %
-No_Beard       True iff no jaw beard, no mustache and no goatee       84 %
-hair colour    one of black / blond / brown / gray / red (red carries
-               no label); F: .22/.26/.24/.02/.26, M: .30/.04/.18/.08/.40,
-               Bald (side fringe only): .15/.05/.15/.35/.30
-Black_Hair,    True iff the hair colour is that colour AND hair is
-Blond_Hair,    visible (no hat). So the four are mutually exclusive,
-Brown_Hair,    all False under a hat (the hat hides all hair) and
-Gray_Hair      for red hair; Gray_Hair is enriched among Bald faces.
-Bangs          p = 0.10 (M), 0.22 (F); never with Bald or a hat         15 %
-Pale_Skin      p = 0.045 (M), 0.08 (F)                                 6.5 %
-Wearing_Lipstick p = 0.75 (F), 0.005 (M)                              44 %
-Rosy_Cheeks    p = 0.11 (F), 0.02 (M)                                 7 %
-============== ====================================================== ========
+================  ======================================================  =====
+attribute         rule                                                    share
+================  ======================================================  =====
+Male              p = 0.42                                                42.6%
+Eyeglasses        p = 0.16 (M), 0.09 (F). CelebA has 6.5 %; ~12 % gives   12.1%
+                  the small default runs enough faces with glasses.
+Smiling           p = 0.43 (M), 0.52 (F)                                  47.5%
+Wearing_Hat       p = 0.075 (M), 0.055 (F)                                 6.2%
+Bald              p = 0.09 (M), 0.003 (F); never under a hat               3.5%
+(jaw beard)       p = 0.22 (M), 0 (F); not an attribute of its own
+Mustache          M: p = 0.45 with a jaw beard, 0.08 without; F: 0.004     7.4%
+Goatee            M: p = 0.50 with a jaw beard, 0.12 without; F: 0.004     9.0%
+No_Beard          True iff no jaw beard, no mustache and no goatee        83.3%
+(hair colour)     black / blond / brown / gray / red with probabilities
+                  F .24/.26/.26/.03/.21, M .33/.05/.24/.09/.29,
+                  Bald (temple fringe) .20/.05/.15/.35/.25
+Black_Hair,       True iff the hair has that colour AND is visible: the   25.6%
+Blond_Hair,       four are mutually exclusive; red hair has no label;     17.1%
+Brown_Hair,       a hat hides all hair, so under a hat all four are       22.9%
+Gray_Hair         False. Gray_Hair is enriched among Bald faces.           5.8%
+Bangs             p = 0.10 (M), 0.22 (F); never with Bald or a hat        15.9%
+Pale_Skin         p = 0.045 (M), 0.08 (F)                                  6.6%
+Wearing_Lipstick  p = 0.75 (F), 0.005 (M)                                 43.8%
+Rosy_Cheeks       p = 0.11 (F), 0.02 (M)                                   7.4%
+================  ======================================================  =====
 
-Visual cues: Male -> wider, squarer jaw, thicker eyebrows and (88 % of the
-time) short hair, against long hair for 85 % of F; Eyeglasses -> two thick
-dark frames (round or rectangular) around the eyes with a bridge, temple arms
-and slightly tinted lenses; Smiling -> wider upturned open mouth showing
-teeth (closed, flat or slightly down-turned lips otherwise); Mustache -> dark
-band above the upper lip; Goatee -> dark patch on the chin; beard
-(No_Beard=False without mustache/goatee possible) -> dark lower face along the
-jaw; Bald -> skin-coloured scalp with a highlight, hair only as a fringe at
-the temples; Bangs -> hair down to the eyebrows; Wearing_Hat -> coloured hat
-(crown, optional brim) hiding all hair; Pale_Skin -> very light, desaturated
-skin (ordinary skin tones stop well before it); hair colours -> hair colour;
-Wearing_Lipstick -> saturated red / pink / plum lips; Rosy_Cheeks -> soft pink
-discs on the cheeks.
+Visual cues: Male -> square jaw (F: tapered chin), thicker eyebrows, short hair
+88 % of the time (F: long hair 85 % of the time); Eyeglasses -> two thick dark
+frames (round or rectangular) around the eyes, a bridge, temple arms and
+tinted lenses; Smiling -> a wider, upturned, open mouth showing teeth (lips
+closed, flat or slightly down-turned otherwise); Mustache -> dark band above
+the upper lip; Goatee -> dark patch on the chin; jaw beard -> the lower face
+darkened along the jaw (mustache and goatee are drawn darker on top of it);
+facial hair is gray (10 %) or dark, at most 40 % of the skin's brightness; Bald ->
+skin-coloured scalp with a highlight and hair only as a fringe at the temples;
+Bangs -> hair down to the eyebrows; Wearing_Hat -> coloured hat (crown with a
+band, brim 60 % of the time) and no hair; Pale_Skin -> very light, desaturated
+skin (ordinary tones, dark to light, stop well short of it); hair colours ->
+the colour of the hair; Wearing_Lipstick -> red / pink / plum lips;
+Rosy_Cheeks -> soft pink discs on the cheeks.
 
-Nuisance factors (independent of the attributes): face position (+-6 % of the
-image), scale (21.5..26 % of the image per face unit), rotation (+-10
-degrees), face width/height and jaw taper, skin tone (dark to light),
-background colour with a linear gradient, lighting direction and brightness
-(a global multiplicative gradient), Gaussian pixel noise (sigma 0..0.035),
-hair volume, hairline, parting, length, eye/eyebrow/mouth position, size and
-shape, iris colour and gaze, eyebrow / facial-hair / frame / hat / lipstick /
-clothes colours, glasses shape and tint, hat shape.
+Nuisance factors: face position (+-6 % of the image across, 50..56 % down),
+scale (one face unit = 24..28.5 % of the image; the face is about 1.8 units
+wide), rotation (+-10 degrees), face width/height and jaw taper, skin tone,
+background colours and gradient direction, clothes colour, lighting direction,
+strength and brightness (a global multiplicative gradient), Gaussian pixel
+noise (sigma 0..0.035), hair volume, hairline height and curve, parting, length,
+eye position/size/shape, iris colour, gaze, eyebrow gap/tilt/arch/colour,
+nose and mouth position, mouth width and curvature, facial hair colour, glasses
+size/frame thickness/colour/tint/shape, hat shape and colour.
 
-Regions (``attribute_regions``), each the set of pixels where the attribute
-is or would be drawn on this face, dilated by one pixel:
-Eyeglasses -> the glasses (frames, lenses, bridge, arms; covers the eyes);
-Smiling and Wearing_Lipstick -> the mouth (smiling and neutral shapes);
-Mustache -> the upper lip band; Goatee -> the chin patch; No_Beard -> the jaw
-beard zone plus the mustache and goatee areas; Bald, Bangs excepted, and the
-hair colours -> the hair (cap, long hair, fringe) plus the scalp; Bangs -> the
-forehead between the hairline and the eyebrows; Wearing_Hat -> the hat plus the
-hair it hides; Male -> the head (face, ears, neck, hair in either length);
-Pale_Skin -> the skin (face, ears, neck); Rosy_Cheeks -> the cheek discs.
+Regions (``attribute_regions``): where the attribute is or would be drawn on
+this face, dilated by one pixel. Eyeglasses -> frames, lenses, bridge and arms
+(covers the eyes); Smiling and Wearing_Lipstick -> the mouth, smiling and
+neutral shapes; Mustache -> the upper-lip band; Goatee -> the chin patch;
+No_Beard -> the jaw-beard zone plus the mustache and goatee areas; Bald and
+the hair colours -> the hair (cap with and without bangs, long hair, temple
+fringe) plus the scalp; Bangs -> the forehead hair that bangs add; Wearing_Hat
+-> the hat plus the hair it hides; Male -> the head (face in both jaw shapes,
+ears, neck, eyebrows, hair in both lengths); Pale_Skin -> the skin (face, ears,
+neck); Rosy_Cheeks -> the cheek discs.
 
 Overrides
 ---------
 ``render``, ``attribute_regions`` and ``face_attributes`` accept
-``overrides={name: bool}`` to draw the same face with some attributes forced.
-The rest of the face is kept; the rules are: No_Beard=True removes beard,
-mustache and goatee, No_Beard=False adds a jaw beard if there is no facial
-hair; a hair colour set True replaces the hair colour, the current colour set
-False becomes the unlabelled red; Bald=True, Bangs=True or a hair colour set
-True remove a hat; Wearing_Hat=True hides the hair; Bald=True removes Bangs,
-Bangs=True removes baldness. Overrides that contradict each other (e.g.
-Wearing_Hat=True with Bangs=True) raise ``ValueError``. The returned
-attributes always describe the rendered image.
+``overrides={name: bool}`` to draw the same face with some attributes forced
+(useful as ground truth for attribute edits). Rules: No_Beard=True removes jaw
+beard, mustache and goatee; No_Beard=False adds a jaw beard if there is no
+facial hair; a hair colour set True becomes the hair colour, the current colour
+set False becomes the unlabelled red; Bald=True, Bangs=True or a hair colour
+set True take off a hat; Wearing_Hat=True hides the hair (so clears the hair
+colours, Bangs and Bald); Bald=True clears Bangs and Bangs=True clears Bald.
+Contradictory overrides (e.g. Wearing_Hat=True with Bangs=True) and unknown
+names raise ``ValueError``. The attributes returned always describe the image.
 """
 
 from __future__ import annotations
@@ -148,10 +162,7 @@ _SPLIT_IDS = {'train': 1, 'validation': 2, 'test': 3}
 _MAX_INDEX = 2**62
 _HAIR_COLOUR_NAMES = ('Black_Hair', 'Blond_Hair', 'Brown_Hair', 'Gray_Hair')
 _RED_HAIR = 4  # hair colour index without a label
-_ATTRIBUTE_STREAM = 0
-_NUISANCE_STREAM = 1
 _NUM_ATTRIBUTE_DRAWS = 16
-_NUM_NUISANCE_DRAWS = 96
 
 
 # ----------------------------------------------------------------------------
@@ -190,7 +201,7 @@ def _check_index(index, limit: int = _MAX_INDEX) -> int:
 
 
 def _check_seed(seed) -> int:
-  return _check_int(seed, 'seed') & 0xFFFFFFFFFFFFFFFF
+  return _check_int(seed, 'seed') & 0xFFFFFFFFFFFFFFFF  # any integer; hashed modulo 2**64
 
 
 # ----------------------------------------------------------------------------
@@ -210,14 +221,33 @@ def _mix64(z: np.ndarray) -> np.ndarray:
   return z ^ (z >> _S31)
 
 
-def _uniforms(seed: int, split_id: int, indices: np.ndarray, stream: int, n: int) -> np.ndarray:
-  """float64 [len(indices), n] uniforms in [0, 1), a pure function of its arguments."""
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _mix64_int(z: int) -> int:
+  """splitmix64 finaliser on a Python int (same function as ``_mix64``)."""
+  z &= _M64
+  z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+  z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+  return z ^ (z >> 31)
+
+
+@functools.lru_cache(maxsize=64)
+def _split_key(seed: int, split_id: int) -> np.uint64:
+  key = _mix64_int(seed + 0x9E3779B97F4A7C15)
+  return _U64(_mix64_int(key ^ (split_id * 0x632BE59BD9B4E019)))
+
+
+def _uniforms(seed: int, split_id: int, indices: np.ndarray, n: int) -> np.ndarray:
+  """float64 [len(indices), n]: draws 1..n of each image, uniform in [0, 1).
+
+  Draw ``j`` of image ``i`` is a pure function of (seed, split, i, j), whatever ``n`` is:
+  draws 1..16 are the attributes, the following ones the nuisance factors.
+  """
   with np.errstate(over='ignore'):
-    key = _mix64(np.array([seed], dtype=np.uint64) + _GOLDEN)
-    key = _mix64(key ^ _U64(split_id * 0x632BE59BD9B4E019 & 0xFFFFFFFFFFFFFFFF))
-    key = _mix64(key + _U64(stream) * _MIX2)
-    keys = _mix64(key ^ (np.asarray(indices, dtype=np.uint64) * _MIX1 + _GOLDEN))
-    draws = (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN)
+    idx = np.asarray(indices, dtype=np.uint64)
+    keys = _mix64(_split_key(seed, split_id) ^ (idx * _MIX1 + _GOLDEN))
+    draws = np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN
     bits = _mix64(keys[:, None] + draws[None, :])
   return (bits >> _S11).astype(np.float64) * (1.0 / 2**53)
 
@@ -225,68 +255,81 @@ def _uniforms(seed: int, split_id: int, indices: np.ndarray, stream: int, n: int
 # ----------------------------------------------------------------------------
 # Attributes.
 
-# Hair colour cumulative probabilities (black, blond, brown, gray, red).
-_HAIR_CDF_F = np.cumsum([0.22, 0.26, 0.24, 0.02, 0.26])
-_HAIR_CDF_M = np.cumsum([0.30, 0.04, 0.18, 0.08, 0.40])
-_HAIR_CDF_BALD = np.cumsum([0.15, 0.05, 0.15, 0.35, 0.30])
+# Hair colour cumulative probabilities (black, blond, brown, gray; red is the rest).
+_HAIR_CDF_F = (0.24, 0.50, 0.76, 0.79)
+_HAIR_CDF_M = (0.33, 0.38, 0.62, 0.71)
+_HAIR_CDF_BALD = (0.20, 0.25, 0.40, 0.75)
 
 
-def _sample_states(seed: int, split_id: int, indices: np.ndarray) -> dict[str, np.ndarray]:
-  """Vectorised latent face state: the generative variables behind the labels."""
-  u = _uniforms(seed, split_id, indices, _ATTRIBUTE_STREAM, _NUM_ATTRIBUTE_DRAWS)
-  male = u[:, 0] < 0.42
-  m = lambda pm, pf: np.where(male, pm, pf)  # noqa: E731
-  hat = u[:, 3] < m(0.075, 0.055)
-  bald = ~hat & (u[:, 4] < m(0.09, 0.003))
-  beard = u[:, 5] < m(0.22, 0.0)
-  mustache = u[:, 6] < m(np.where(beard, 0.45, 0.08), 0.004)
-  goatee = u[:, 7] < m(np.where(beard, 0.50, 0.12), 0.004)
-  cdf = np.where(bald[:, None], _HAIR_CDF_BALD, np.where(male[:, None], _HAIR_CDF_M, _HAIR_CDF_F))
-  hair = np.minimum((u[:, 8:9] >= cdf).sum(axis=1), _RED_HAIR)
+def _where(c, a, b):
+  """``a if c else b`` for Python bools and, elementwise, for bool arrays."""
+  return b + (a - b) * c
+
+
+def _state_rules(u) -> dict:
+  """The latent face state from the 16 attribute draws ``u[0..15]``.
+
+  Written once for both Python floats (one image) and float arrays (a whole table),
+  with operators that mean the same on both (``^ True`` is "not").
+  """
+  male = u[0] < 0.42
+  w = lambda pm, pf: _where(male, pm, pf)  # noqa: E731
+  hat = u[3] < w(0.075, 0.055)
+  bald = (hat ^ True) & (u[4] < w(0.09, 0.003))
+  beard = u[5] < w(0.22, 0.0)
+  mustache = u[6] < w(_where(beard, 0.45, 0.08), 0.004)
+  goatee = u[7] < w(_where(beard, 0.50, 0.12), 0.004)
+  hair = 0
+  for f, m, b in zip(_HAIR_CDF_F, _HAIR_CDF_M, _HAIR_CDF_BALD):
+    hair = hair + (u[8] >= _where(bald, b, w(m, f))) * 1
   return {
       'male': male,
-      'glasses': u[:, 1] < m(0.16, 0.09),
-      'smiling': u[:, 2] < m(0.43, 0.52),
+      'glasses': u[1] < w(0.16, 0.09),
+      'smiling': u[2] < w(0.43, 0.52),
       'hat': hat,
       'bald': bald,
       'beard': beard,
       'mustache': mustache,
       'goatee': goatee,
-      'hair': hair.astype(np.int64),
-      'bangs': ~hat & ~bald & (u[:, 9] < m(0.10, 0.22)),
-      'pale': u[:, 10] < m(0.045, 0.08),
-      'lipstick': u[:, 11] < m(0.005, 0.75),
-      'rosy': u[:, 12] < m(0.02, 0.11),
+      'hair': hair,
+      'bangs': (hat ^ True) & (bald ^ True) & (u[9] < w(0.10, 0.22)),
+      'pale': u[10] < w(0.045, 0.08),
+      'lipstick': u[11] < w(0.005, 0.75),
+      'rosy': u[12] < w(0.02, 0.11),
   }
 
 
-def _labels(st: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Attribute labels (what is visible) from latent states; works on arrays and scalars."""
-  hat = np.asarray(st['hat'], bool)
-  bald = np.asarray(st['bald'], bool) & ~hat
-  hair = np.asarray(st['hair'])
+def _labels(st: Mapping) -> dict:
+  """Attribute labels (what is visible) from a latent state of Python bools or of bool arrays."""
+  hat = st['hat']
+  shown = hat ^ True  # a hat hides all hair
+  bald = st['bald'] & shown
   out = {
-      'Male': np.asarray(st['male'], bool),
-      'Eyeglasses': np.asarray(st['glasses'], bool),
-      'Smiling': np.asarray(st['smiling'], bool),
-      'Mustache': np.asarray(st['mustache'], bool),
-      'Goatee': np.asarray(st['goatee'], bool),
-      'No_Beard': ~(np.asarray(st['beard'], bool) | st['mustache'] | st['goatee']),
+      'Male': st['male'],
+      'Eyeglasses': st['glasses'],
+      'Smiling': st['smiling'],
+      'Mustache': st['mustache'],
+      'Goatee': st['goatee'],
+      'No_Beard': (st['beard'] | st['mustache'] | st['goatee']) ^ True,
       'Bald': bald,
   }
   for c, name in enumerate(_HAIR_COLOUR_NAMES):
-    out[name] = ~hat & (hair == c)
-  out['Bangs'] = np.asarray(st['bangs'], bool) & ~hat & ~bald
+    out[name] = shown & (st['hair'] == c)
+  out['Bangs'] = st['bangs'] & shown & (bald ^ True)
   out['Wearing_Hat'] = hat
-  out['Pale_Skin'] = np.asarray(st['pale'], bool)
-  out['Wearing_Lipstick'] = np.asarray(st['lipstick'], bool)
-  out['Rosy_Cheeks'] = np.asarray(st['rosy'], bool)
+  out['Pale_Skin'] = st['pale']
+  out['Wearing_Lipstick'] = st['lipstick']
+  out['Rosy_Cheeks'] = st['rosy']
   return out
 
 
-def _state(seed: int, split_id: int, index: int) -> dict:
-  arrays = _sample_states(seed, split_id, np.array([index], dtype=np.uint64))
-  return {k: v[0].item() for k, v in arrays.items()}
+def _face(seed: int, split_id: int, index: int, nuisance: bool = True):
+  """(latent state of Python bools/ints, nuisance parameters or None) of one image."""
+  u = _uniforms(seed, split_id, np.array([index], dtype=np.uint64),
+                _NUM_ATTRIBUTE_DRAWS + (len(_NUISANCE) if nuisance else 0))[0]
+  st = {k: (int(v) if k == 'hair' else bool(v))
+        for k, v in _state_rules(u[:_NUM_ATTRIBUTE_DRAWS].tolist()).items()}
+  return st, (_Params(u[_NUM_ATTRIBUTE_DRAWS:]) if nuisance else None)
 
 
 def _apply_overrides(st: dict, overrides: Mapping[str, bool] | None) -> dict:
@@ -345,14 +388,14 @@ def _labels_dict(st: dict) -> dict[str, bool]:
 def sample_attributes(seed: int, split: str, index: int) -> dict[str, bool]:
   """The attributes of image ``index`` of ``split`` (no rendering)."""
   split_id = _check_split(split)
-  return _labels_dict(_state(_check_seed(seed), split_id, _check_index(index)))
+  return _labels_dict(_face(_check_seed(seed), split_id, _check_index(index), False)[0])
 
 
 def face_attributes(seed: int, split: str, index: int,
                     overrides: Mapping[str, bool] | None = None) -> dict[str, bool]:
   """Like ``sample_attributes`` but after ``overrides`` (what ``render`` would return)."""
   split_id = _check_split(split)
-  st = _state(_check_seed(seed), split_id, _check_index(index))
+  st = _face(_check_seed(seed), split_id, _check_index(index), False)[0]
   return _labels_dict(_apply_overrides(st, overrides))
 
 
@@ -362,7 +405,8 @@ def attributes_table(seed: int, split: str, num_examples: int) -> np.ndarray:
   n = _check_int(num_examples, 'num_examples')
   if n < 0:
     raise ValueError(f'synthetic_faces: num_examples must be >= 0, got {n}.')
-  labels = _labels(_sample_states(_check_seed(seed), split_id, np.arange(n, dtype=np.uint64)))
+  u = _uniforms(_check_seed(seed), split_id, np.arange(n, dtype=np.uint64), _NUM_ATTRIBUTE_DRAWS)
+  labels = _labels(_state_rules(list(u.T)))
   table = np.zeros((n, len(ATTRIBUTES)), dtype=bool)
   for j, name in enumerate(ATTRIBUTES):
     table[:, j] = labels[name]
@@ -376,19 +420,19 @@ _F32 = np.float32
 
 
 def _rgb(*c) -> np.ndarray:
-  return np.array(c, dtype=_F32)
+  """A colour, shaped [3, 1, 1] to broadcast over the channel-first canvas."""
+  return np.array(c, dtype=_F32).reshape(3, 1, 1)
 
 
 def _hsv(h, s, v) -> np.ndarray:
-  return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)),
-                  dtype=_F32)
+  return _rgb(*colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0)))
 
 
 def _lerp(a, b, t):
   return a + (b - a) * t
 
 
-_SKIN_DARK = np.array([0.33, 0.21, 0.14])
+_SKIN_DARK = np.array([0.42, 0.27, 0.18])
 _SKIN_LIGHT = np.array([0.91, 0.71, 0.56])
 _SKIN_PALE = np.array([0.985, 0.915, 0.875])
 _HAIR_BASE = (
@@ -396,101 +440,103 @@ _HAIR_BASE = (
     np.array([0.88, 0.74, 0.45]),  # blond
     np.array([0.44, 0.28, 0.15]),  # brown
     np.array([0.72, 0.72, 0.72]),  # gray
-    np.array([0.72, 0.30, 0.12]),  # red / auburn (no label)
+    np.array([0.64, 0.26, 0.12]),  # red / auburn (no label)
 )
-_IRIS = (_rgb(0.25, 0.15, 0.08), _rgb(0.12, 0.08, 0.05), _rgb(0.2, 0.35, 0.6), _rgb(0.25, 0.4, 0.25))
+_IRIS = (_rgb(0.25, 0.15, 0.08), _rgb(0.12, 0.08, 0.05), _rgb(0.2, 0.35, 0.6),
+         _rgb(0.25, 0.4, 0.25))
+_ROSY = _rgb(0.93, 0.42, 0.48)
+_WHITE = _rgb(1.0, 1.0, 1.0)
+_EYE_WHITE = _rgb(0.94, 0.94, 0.92)
+_TEETH = _rgb(0.97, 0.96, 0.92)
+_LIP_GAIN, _LIP_RED = _rgb(0.78, 0.5, 0.5), _rgb(0.1, 0.0, 0.0)  # natural lips from the skin
 _LIPSTICK = (_rgb(0.78, 0.08, 0.16), _rgb(0.88, 0.28, 0.45), _rgb(0.52, 0.05, 0.22),
              _rgb(0.85, 0.15, 0.10))
 
 
-class _Params:
-  """Per-image nuisance parameters, drawn in a fixed order (so they never depend on attributes)."""
-
-  def __init__(self, seed: int, split_id: int, index: int):
-    u = _uniforms(seed, split_id, np.array([index], dtype=np.uint64), _NUISANCE_STREAM,
-                  _NUM_NUISANCE_DRAWS)[0].tolist()
-    it = iter(u)
-    r = lambda lo=0.0, hi=1.0: lo + (hi - lo) * next(it)  # noqa: E731
+# Nuisance factors: (name, low, high), each drawn uniformly, in this fixed order. Names
+# ending in ``_u`` are raw uniforms that ``_Params`` turns into a discrete choice or colour.
+_NUISANCE = (
     # Pose (image fractions; one face unit = ``scale`` of the image width).
-    self.cx = r(0.44, 0.56)
-    self.cy = r(0.53, 0.61)
-    self.scale = r(0.215, 0.26)
-    self.angle = r(-0.17, 0.17)
-    # Face shape.
-    self.a = r(0.84, 0.95)
-    self.b = r(1.17, 1.29)
-    t = next(it)
-    self.taper_f, self.taper_m = 0.3 + 0.12 * t, 0.05 + 0.1 * t
-    # Skin.
-    t = next(it) ** 0.6
-    self.skin = _lerp(_SKIN_DARK, _SKIN_LIGHT, t) * r(0.96, 1.04)
-    self.skin = np.minimum(self.skin, _SKIN_LIGHT * 1.02)
-    self.pale = _SKIN_PALE * r(0.985, 1.01)
-    # Background: two colours and a gradient direction.
-    h, s, v = r(), r(0.05, 0.55), r(0.25, 0.9)
-    self.bg0 = _hsv(h, s, v)
-    self.bg1 = _hsv(h + r(-0.12, 0.12), s * r(0.6, 1.2), v + r(-0.3, 0.3))
-    self.bg_dir = r(0.0, 2 * math.pi)
-    # Clothes.
-    self.clothes = _hsv(r(), r(0.1, 0.8), r(0.15, 0.85))
+    ('cx', 0.44, 0.56), ('cy', 0.5, 0.56), ('scale', 0.24, 0.285), ('angle', -0.17, 0.17),
+    # Face shape; the jaw taper is larger for F.
+    ('a', 0.84, 0.95), ('b', 1.17, 1.29), ('taper_u', 0.0, 1.0),
+    # Skin: tone from dark to light (skewed to light), brightness jitter.
+    ('tone_u', 0.0, 1.0), ('skin_gain', 0.96, 1.04), ('pale_gain', 0.985, 1.01),
+    # Background: two colours and a gradient direction; clothes.
+    ('bg_h', 0.0, 1.0), ('bg_s', 0.05, 0.55), ('bg_v', 0.25, 0.9), ('bg_dh', -0.12, 0.12),
+    ('bg_ds', 0.6, 1.2), ('bg_dv', -0.3, 0.3), ('bg_dir', 0.0, 2 * math.pi),
+    ('clothes_h', 0.0, 1.0), ('clothes_s', 0.1, 0.8), ('clothes_v', 0.15, 0.85),
     # Lighting and noise.
-    self.brightness = r(0.87, 1.1)
-    self.light = r(0.0, 0.28)
-    self.light_dir = r(0.0, 2 * math.pi)
-    self.noise = r(0.0, 0.035)
-    self.noise_x, self.noise_y = next(it), next(it)
+    ('brightness', 0.87, 1.1), ('light', 0.0, 0.28), ('light_dir', 0.0, 2 * math.pi),
+    ('noise', 0.0, 0.035), ('noise_x', 0.0, 1.0), ('noise_y', 0.0, 1.0),
     # Hair.
-    self.hair_jitter = r(0.88, 1.1)
-    self.hair_hue = r(-0.04, 0.04)
-    self.volume = r(0.06, 0.2)
-    self.hairline = r(-0.88, -0.72)
-    self.hair_curve = r(0.35, 0.7)
-    self.parting = r(-0.25, 0.25)
-    self.long_u = next(it)
-    self.length = r(0.45, 1.5)
-    self.bangs_depth = r(0.05, 0.12)
-    self.fringe_top = r(-0.6, -0.45)
+    ('hair_jitter', 0.88, 1.1), ('hair_hue', -0.04, 0.04), ('volume', 0.06, 0.2),
+    ('hairline', -0.88, -0.72), ('hair_curve', 0.35, 0.7), ('parting', -0.25, 0.25),
+    ('long_u', 0.0, 1.0), ('length', 0.45, 1.5), ('bangs_depth', 0.05, 0.12),
+    ('fringe_top', -0.6, -0.45),
     # Eyes and eyebrows.
-    self.ex = r(0.33, 0.4)
-    self.ey = r(-0.13, -0.03)
-    self.ew = r(0.13, 0.17)
-    self.eh = r(0.055, 0.09)
-    self.iris = _IRIS[min(int(next(it) * 4), 3)]
-    self.gaze = r(-0.03, 0.03)
-    self.brow_gap = r(0.2, 0.26)
-    self.brow_tilt = r(-0.15, 0.15)
-    self.brow_arch = r(0.0, 0.05)
-    t = next(it)
-    self.brow_f, self.brow_m = 0.05 + 0.03 * t, 0.09 + 0.04 * t
-    self.brow_colour = _hsv(0.07, r(0.3, 0.6), r(0.08, 0.32))
+    ('ex', 0.33, 0.4), ('ey', -0.13, -0.03), ('ew', 0.13, 0.17), ('eh', 0.055, 0.09),
+    ('iris_u', 0.0, 1.0), ('gaze', -0.03, 0.03), ('brow_gap', 0.2, 0.26),
+    ('brow_tilt', -0.15, 0.15), ('brow_arch', 0.0, 0.05), ('brow_u', 0.0, 1.0),
+    ('brow_s', 0.3, 0.6), ('brow_v', 0.08, 0.32),
     # Nose and mouth.
-    self.nose_y = r(0.26, 0.34)
-    self.mouth_y = r(0.56, 0.64)
-    self.mouth_w = r(0.22, 0.29)
-    self.frown = r(-0.25, 0.2)
-    self.smile = r(0.85, 1.35)
-    self.lips = r(0.07, 0.095)
-    self.lipstick = _LIPSTICK[min(int(next(it) * 4), 3)] * r(0.9, 1.05)
-    # Facial hair.
-    t = next(it)
-    self.facial_hair = (_hsv(0.07, 0.35, 0.55) if t < 0.1 else
-                        _hsv(r(0.03, 0.09), r(0.3, 0.6), 0.06 + 0.3 * t))
-    self.beard_line = r(0.38, 0.5)
+    ('nose_y', 0.26, 0.34), ('mouth_y', 0.56, 0.64), ('mouth_w', 0.22, 0.29),
+    ('frown', -0.25, 0.2), ('smile', 0.85, 1.35), ('lips', 0.07, 0.095),
+    ('lipstick_u', 0.0, 1.0), ('lipstick_gain', 0.9, 1.05),
+    # Facial hair: mostly dark brown to black, sometimes gray.
+    ('facial_u', 0.0, 1.0), ('facial_h', 0.03, 0.09), ('facial_s', 0.3, 0.6),
+    ('beard_line', 0.38, 0.5),
     # Glasses.
-    self.glass_ry = r(0.19, 0.24)
-    self.glass_rx = r(0.07, 0.11)
-    self.frame_t = r(0.13, 0.17)
-    self.frame = _hsv(r(), r(0.0, 0.7), r(0.02, 0.22))
-    self.tint = r(0.1, 0.35)
-    self.round_frames = next(it) < 0.5
+    ('glass_ry', 0.19, 0.24), ('glass_rx', 0.07, 0.11), ('frame_t', 0.13, 0.17),
+    ('frame_h', 0.0, 1.0), ('frame_s', 0.0, 0.7), ('frame_v', 0.02, 0.22), ('tint', 0.1, 0.35),
+    ('round_u', 0.0, 1.0),
     # Hat.
-    self.hat_bottom = r(-0.72, -0.56)
-    self.crown = r(0.7, 1.0)
-    self.brim = next(it) < 0.6
-    self.brim_w = r(0.3, 0.55)
-    self.hat = _hsv(r(), r(0.35, 0.9), r(0.3, 0.9))
+    ('hat_bottom', -0.72, -0.56), ('crown', 0.7, 1.0), ('brim_u', 0.0, 1.0),
+    ('brim_w', 0.3, 0.55), ('hat_h', 0.0, 1.0), ('hat_s', 0.35, 0.9), ('hat_v', 0.3, 0.9),
     # Cheeks.
-    self.rosy = _rgb(0.93, 0.42, 0.48) * r(0.92, 1.05)
+    ('rosy_gain', 0.92, 1.05),
+)
+_NUISANCE_NAMES = tuple(n for n, _, _ in _NUISANCE)
+_NUISANCE_LOW = np.array([lo for _, lo, _ in _NUISANCE])
+_NUISANCE_SPAN = np.array([hi - lo for _, lo, hi in _NUISANCE])
+
+
+class _Params:
+  """Per-image nuisance parameters. They never depend on the attributes, so a face
+  rendered with overridden attributes keeps its pose, colours, lighting and noise."""
+
+  def __init__(self, u: np.ndarray):
+    self.__dict__.update(zip(_NUISANCE_NAMES, (_NUISANCE_LOW + _NUISANCE_SPAN * u).tolist()))
+    self.taper_f, self.taper_m = 0.3 + 0.12 * self.taper_u, 0.05 + 0.1 * self.taper_u
+    t = self.tone_u ** 0.6
+    skin = np.minimum(_lerp(_SKIN_DARK, _SKIN_LIGHT, t) * self.skin_gain, _SKIN_LIGHT * 1.02)
+    self.skin = _rgb(*skin)
+    self.pale = _rgb(*(_SKIN_PALE * self.pale_gain))
+    self.bg0 = _hsv(self.bg_h, self.bg_s, self.bg_v)
+    self.bg1 = _hsv(self.bg_h + self.bg_dh, self.bg_s * self.bg_ds, self.bg_v + self.bg_dv)
+    self.clothes = _hsv(self.clothes_h, self.clothes_s, self.clothes_v)
+    self.iris = _IRIS[min(int(self.iris_u * 4), 3)]
+    self.brow_f, self.brow_m = 0.05 + 0.03 * self.brow_u, 0.09 + 0.04 * self.brow_u
+    self.brow_colour = _hsv(0.07, self.brow_s, self.brow_v)
+    self.round_frames = self.round_u < 0.5
+    self.brim = self.brim_u < 0.6
+
+  # Colours of optional features, computed only when the feature is drawn.
+  def lipstick(self):
+    return _LIPSTICK[min(int(self.lipstick_u * 4), 3)] * _F32(self.lipstick_gain)
+
+  def facial_hair(self, skin):
+    if self.facial_u < 0.1:
+      return _hsv(0.07, 0.35, 0.55)
+    # At most 40 % of the skin's value, so that beards stay visible on dark skin.
+    value = min(0.06 + 0.3 * self.facial_u, 0.4 * float(skin.max()))
+    return _hsv(self.facial_h, self.facial_s, value)
+
+  def frame(self):
+    return _hsv(self.frame_h, self.frame_s, self.frame_v)
+
+  def hat(self):
+    return _hsv(self.hat_h, self.hat_s, self.hat_v)
 
 
 # ----------------------------------------------------------------------------
@@ -499,22 +545,37 @@ class _Params:
 
 
 def _ellipse(u, v, cu, cv, a, b):
-  return (np.hypot((u - cu) * (1.0 / a), (v - cv) * (1.0 / b)) - 1.0) * min(a, b)
+  """Approximate signed distance to an axis-aligned ellipse (exact on the minor axis)."""
+  if a <= b:
+    return np.hypot(u - cu, (v - cv) * (a / b)) - a
+  return np.hypot((u - cu) * (b / a), v - cv) - b
+
+
+def _face_radius(u, v, p: _Params, male: bool):
+  """The face outline is radius 1: an ellipse whose half-width shrinks linearly below the
+  eyes, giving a narrow chin for F and a square jaw for M."""
+  taper = p.taper_m if male else p.taper_f
+  half = np.maximum(v, 0.0)
+  half *= -p.a * taper / p.b
+  half += p.a
+  return np.hypot(u / half, v * (1.0 / p.b))
 
 
 def _face_sdf(u, v, p: _Params, male: bool):
-  taper = p.taper_m if male else p.taper_f
-  # The half-width shrinks linearly below the eyes: a narrow chin for F, a square jaw for M.
-  half = p.a * (1.0 - taper / p.b * np.maximum(v, 0.0))
-  return (np.hypot(u / half, v * (1.0 / p.b)) - 1.0) * p.a
+  r = _face_radius(u, v, p, male)
+  r -= 1.0
+  r *= p.a
+  return r
 
 
 def _skin_sdf(u, v, p: _Params, male: bool):
-  face = _face_sdf(u, v, p, male)
+  """(distance to the skin: face, ears and neck; the face radius, for shading)."""
+  r = _face_radius(u, v, p, male)
   au = np.abs(u)
-  neck = np.maximum(au - 0.36, 0.55 - v)
-  ears = _ellipse(au, v, p.a - 0.03, -0.02, 0.13, 0.21)
-  return np.minimum(np.minimum(face, neck), ears), face
+  d = np.maximum(au - 0.36, 0.55 - v)  # neck
+  np.minimum(d, _ellipse(au, v, p.a - 0.03, -0.02, 0.13, 0.21), out=d)  # ears
+  np.minimum(d, (r - 1.0) * p.a, out=d)
+  return d, r
 
 
 def _hair_long(st, p: _Params) -> bool:
@@ -527,15 +588,21 @@ def _cap_sdf(u, v, p: _Params, st):
 
 
 def _hairline(u, p: _Params, bangs: bool):
+  """v of the lower edge of the hair in front of the face; bangs only ever lower it."""
+  line = p.hairline + p.hair_curve * (u - p.parting) ** 2
   if bangs:
-    top = p.ey - p.brow_gap - p.bangs_depth
-    return top + 0.25 * (u - 0.5 * p.parting) ** 2
-  return p.hairline + p.hair_curve * (u - p.parting) ** 2
+    fringe = (p.ey - p.brow_gap - p.bangs_depth) + 0.25 * (u - 0.5 * p.parting) ** 2
+    np.maximum(line, fringe, out=line)
+  return line
+
+
+_HAIR_BOTTOM = 0.25  # the hair in front of the face ends at this v (about the ear lobes)
 
 
 def _hair_sdf(u, v, p: _Params, st):
-  """Hair in front of the face (the cap, cut at the hairline)."""
-  return np.maximum(_cap_sdf(u, v, p, st), v - _hairline(u, p, st['bangs']))
+  """Hair in front of the face: the cap, cut at the hairline and at ``_HAIR_BOTTOM``."""
+  d = np.maximum(_cap_sdf(u, v, p, st), v - _hairline(u, p, st['bangs']))
+  return np.maximum(d, v - _HAIR_BOTTOM, out=d)
 
 
 def _back_hair_sdf(u, v, p: _Params, st):
@@ -548,8 +615,8 @@ def _back_hair_sdf(u, v, p: _Params, st):
 def _fringe_sdf(u, v, p: _Params):
   """The hair a bald head keeps: patches at the temples."""
   ring = _ellipse(u, v, 0.0, 0.0, p.a + 0.05, p.b + 0.05)
-  return np.maximum(np.maximum(ring, np.abs(v - 0.5 * (p.fringe_top + 0.1)) - 0.5 * (0.1 - p.fringe_top)),
-                    (p.a - 0.22) - np.abs(u))
+  band = np.abs(v - 0.5 * (p.fringe_top + 0.1)) - 0.5 * (0.1 - p.fringe_top)  # fringe_top..0.1
+  return np.maximum(np.maximum(ring, band), (p.a - 0.22) - np.abs(u))
 
 
 def _scalp_sdf(u, v, p: _Params):
@@ -577,18 +644,19 @@ def _brow_sdf(u, v, p: _Params, male: bool):
 
 
 def _mouth_sdf(u, v, p: _Params, smiling: bool, teeth=False):
-  """A lens along the curve v = y0 - curve u^2: upturned corners when smiling."""
+  """A lens along the curve v = y0 - curve u^2 (upturned corners when smiling), of
+  half-thickness th (1 - x^2) at x = u / w; the teeth are a thinner lens inside it."""
   if smiling:
-    w, curve, th = p.mouth_w * 1.18, p.smile, 0.105
+    w, curve, th, lift = p.mouth_w * 1.18, p.smile, 0.105, 0.0
     if teeth:
-      th, y0 = 0.05, p.mouth_y - 0.02
-    else:
-      y0 = p.mouth_y
+      th, lift = 0.05, 0.02  # |lift| + th < 0.105 everywhere: inside the lips
   else:
-    w, curve, th, y0 = p.mouth_w, p.frown, 0.5 * p.lips, p.mouth_y
+    w, curve, th, lift = p.mouth_w, p.frown, 0.5 * p.lips, 0.0
   x = u * (1.0 / w)
-  return np.maximum(np.abs(v - (y0 - curve * w * w * x * x)) - th * (1.0 - x * x),
-                    (np.abs(u) - w) * 0.5)
+  x2 = x * x
+  taper = np.maximum(1.0 - x2, 0.0)
+  centre = p.mouth_y - curve * w * w * x2 - lift * taper
+  return np.maximum(np.abs(v - centre) - th * taper, (np.abs(u) - w) * 0.5)
 
 
 def _mustache_sdf(u, v, p: _Params):
@@ -601,10 +669,9 @@ def _goatee_sdf(u, v, p: _Params):
   return _ellipse(u, v, 0.0, p.mouth_y + 0.34, 0.21, 0.19)
 
 
-def _beard_sdf(u, v, p: _Params, male: bool, face=None):
-  if face is None:
-    face = _face_sdf(u, v, p, male)
-  return np.maximum(face, (p.beard_line - 0.3 * np.abs(u)) - v)
+def _beard_sdf(u, v, p: _Params, male: bool):
+  """The face below a line that rises towards the ears."""
+  return np.maximum(_face_sdf(u, v, p, male), (p.beard_line - 0.3 * np.abs(u)) - v)
 
 
 def _glasses_sdf(u, v, p: _Params, lenses=False):
@@ -626,7 +693,17 @@ def _glasses_sdf(u, v, p: _Params, lenses=False):
 
 
 def _cheek_sdf(u, v, p: _Params):
-  return _ellipse(np.abs(u), v, p.ex + 0.12, p.nose_y - 0.02, 0.16, 0.13)
+  """Soft pink discs: the distance is scaled down so the edge fades over ~5 pixels."""
+  d = _ellipse(np.abs(u), v, p.ex + 0.12, p.nose_y - 0.02, 0.16, 0.13)
+  d *= 0.2
+  return d
+
+
+def _shine_sdf(u, v, p: _Params):
+  """A soft highlight on a bald scalp."""
+  d = _ellipse(u, v, 0.22, -p.b + 0.25, 0.28, 0.13)
+  d *= 0.25
+  return d
 
 
 # ----------------------------------------------------------------------------
@@ -635,9 +712,17 @@ def _cheek_sdf(u, v, p: _Params):
 
 @functools.lru_cache(maxsize=None)
 def _grid(size: int):
-  """Pixel centres in image fractions and a bank of noise, per size (cached)."""
+  """Pixel centres in image fractions and a bank of Gaussian noise, per size (cached).
+
+  The noise comes from the same hash as everything else (Box-Muller), so images do not
+  depend on numpy's random generators; each image reads a window at its own offset.
+  """
   xs = ((np.arange(size, dtype=np.float64) + 0.5) / size).astype(_F32)
-  noise = np.random.default_rng(size).standard_normal((2 * size, 2 * size, 3), dtype=_F32)
+  n = 3 * (2 * size) ** 2
+  u = _uniforms(size, 0, np.arange(2), (n + 1) // 2)  # split id 0: no data split uses it
+  radius = np.sqrt(-2.0 * np.log1p(-u[0]))  # u < 1, so log1p(-u) is finite
+  noise = np.concatenate([radius * np.cos(2 * np.pi * u[1]), radius * np.sin(2 * np.pi * u[1])])
+  noise = noise[:n].astype(_F32).reshape(3, 2 * size, 2 * size)
   xs.flags.writeable = False
   noise.flags.writeable = False
   return xs, noise
@@ -654,44 +739,51 @@ class _Frame:
     dx, dy = xs - _F32(p.cx), xs - _F32(p.cy)
     self.u = (dx * _F32(cs * inv))[None, :] + (dy * _F32(sn * inv))[:, None]
     self.v = (dx * _F32(-sn * inv))[None, :] + (dy * _F32(cs * inv))[:, None]
-    self.k = p.scale * size  # pixels per face unit
-    self._t = (p.cx, p.cy, p.scale, cs, sn)
+    self.k = m = p.scale * size  # pixels per face unit
+    # Face frame -> pixel index: x = x0 + axu * u + axv * v, y = y0 + ayu * u + ayv * v.
+    self._t = (p.cx * size - 0.5, p.cy * size - 0.5, m * cs, -m * sn, m * sn, m * cs,
+               m * abs(cs), m * abs(sn))
 
   def box(self, u0, u1, v0, v1):
-    """Pixel slices covering the face-frame box [u0,u1]x[v0,v1] (+ a margin), or None."""
-    cx, cy, s, cs, sn = self._t
+    """Pixel slices (rows, columns) covering the face-frame box [u0,u1]x[v0,v1] plus two
+    pixels, or None when that is outside the image."""
+    x0, y0, axu, axv, ayu, ayv, mc, ms = self._t
     uc, vc, hu, hv = 0.5 * (u0 + u1), 0.5 * (v0 + v1), 0.5 * (u1 - u0), 0.5 * (v1 - v0)
-    xc = cx + s * (cs * uc - sn * vc)
-    yc = cy + s * (sn * uc + cs * vc)
-    hx = s * (abs(cs) * hu + abs(sn) * hv)
-    hy = s * (abs(sn) * hu + abs(cs) * hv)
+    xc = x0 + axu * uc + axv * vc
+    yc = y0 + ayu * uc + ayv * vc
+    hx = mc * hu + ms * hv + 2.5
+    hy = ms * hu + mc * hv + 2.5
     n = self.size
-    x0 = max(int(math.floor((xc - hx) * n - 2.5)), 0)
-    x1 = min(int(math.ceil((xc + hx) * n + 2.5)), n)
-    y0 = max(int(math.floor((yc - hy) * n - 2.5)), 0)
-    y1 = min(int(math.ceil((yc + hy) * n + 2.5)), n)
-    if x0 >= x1 or y0 >= y1:
+    # int() truncates towards zero, which only matters below 0 where we clamp anyway.
+    c0, c1 = max(int(xc - hx), 0), min(int(xc + hx) + 2, n)
+    r0, r1 = max(int(yc - hy), 0), min(int(yc + hy) + 2, n)
+    if c0 >= c1 or r0 >= r1:
       return None
-    return (slice(y0, y1), slice(x0, x1))
+    return (slice(r0, r1), slice(c0, c1))
 
   def uv(self, box):
     return self.u[box], self.v[box]
 
 
+_FULL = (slice(None), slice(None))
+
+
 def _paint(img, box, d, colour, k, opacity=1.0):
-  """Alpha-blend ``colour`` where the signed distance ``d`` < 0 (anti-aliased over ~1/k)."""
-  a = 0.5 - d * _F32(k)
+  """Alpha-blends ``colour`` where the signed distance ``d`` < 0, anti-aliased over one
+  pixel (``k`` pixels per face unit). ``d`` must be a temporary: it is overwritten."""
+  a = np.multiply(d, _F32(-k), out=d)
+  a += _F32(0.5)
   np.minimum(a, _F32(opacity), out=a)
   np.maximum(a, _F32(0.0), out=a)
-  c = img[box]
-  c += a[..., None] * (colour - c)
+  c = img[:, box[0], box[1]]
+  c += a * (colour - c)
 
 
 def _hair_colour(st, p: _Params) -> np.ndarray:
-  base = _HAIR_BASE[st['hair']]
-  if st['hair'] == 3:  # keep gray neutral
-    return (base * p.hair_jitter).astype(_F32)
-  return (base * p.hair_jitter + np.array([p.hair_hue, 0.0, -p.hair_hue])).clip(0, 1).astype(_F32)
+  base = _HAIR_BASE[st['hair']] * p.hair_jitter
+  if st['hair'] != 3:  # gray stays neutral
+    base = base + np.array([p.hair_hue, 0.0, -p.hair_hue])
+  return _rgb(*(min(max(x, 0.0), 1.0) for x in base.tolist()))
 
 
 def _render(st: dict, p: _Params, size: int) -> np.ndarray:
@@ -702,12 +794,12 @@ def _render(st: dict, p: _Params, size: int) -> np.ndarray:
   hat = st['hat']
   bald = st['bald'] and not hat
   hair_visible = not hat
-  bangs = st['bangs'] and not bald and hair_visible
 
   # Background: a linear gradient between two colours.
-  g = ((xs - 0.5) * _F32(math.cos(p.bg_dir)))[None, :] + ((xs - 0.5) * _F32(math.sin(p.bg_dir)))[:, None]
+  c = xs - _F32(0.5)
+  g = (c * _F32(math.cos(p.bg_dir)))[None, :] + (c * _F32(math.sin(p.bg_dir)))[:, None]
   g += _F32(0.5)
-  img = p.bg0 + g[..., None] * (p.bg1 - p.bg0)
+  img = p.bg0 + g * (p.bg1 - p.bg0)  # channel-first [3, S, S] while painting
 
   # Shoulders.
   bx = fr.box(-2.2, 2.2, p.b + 0.35, p.b + 1.9)
@@ -720,27 +812,24 @@ def _render(st: dict, p: _Params, size: int) -> np.ndarray:
 
   # Long hair behind the head.
   if hair_visible and not bald and _hair_long(st, p):
-    bx = fr.box(-p.a - vol, p.a + vol, -p.b - 1.3 * vol, max(p.length, 0.0))
-    if bx is not None:
-      u, v = fr.uv(bx)
-      _paint(img, bx, _back_hair_sdf(u, v, p, st), hair_col * _F32(0.85), k)
+    _paint(img, _FULL, _back_hair_sdf(fr.u, fr.v, p, st), hair_col * _F32(0.85), k)
 
   # Skin (face, ears, neck) with soft shading towards the face edge.
   skin = p.pale if st['pale'] else p.skin
-  skin = skin.astype(_F32)
-  bx = fr.box(-p.a - 0.15, p.a + 0.15, -p.b - 0.05, p.b + 2.0)
-  u, v = fr.uv(bx)
-  d, face = _skin_sdf(u, v, p, male)
-  shade = _F32(1.0) - _F32(0.22) * np.minimum(np.maximum(face * _F32(1.0 / p.a) + _F32(1.0), 0.0), 1.3) ** 2
-  _paint(img, bx, d, shade[..., None] * skin, k)
+  bx = _FULL
+  d, r = _skin_sdf(fr.u, fr.v, p, male)
+  r *= r
+  np.minimum(r, _F32(1.3), out=r)
+  r *= _F32(-0.22)
+  r += _F32(1.0)
+  _paint(img, bx, d, r * skin, k)
 
   if bald:
     # A highlight on the scalp and the remaining hair at the temples.
     bx = fr.box(-0.2, 0.6, -p.b, -p.b + 0.5)
     if bx is not None:
       u, v = fr.uv(bx)
-      _paint(img, bx, _ellipse(u, v, 0.22, -p.b + 0.25, 0.28, 0.13) * _F32(0.25), _rgb(1, 1, 1), k,
-             opacity=0.35)
+      _paint(img, bx, _shine_sdf(u, v, p), _WHITE, k, opacity=0.35)
     bx = fr.box(-p.a - 0.1, p.a + 0.1, p.fringe_top, 0.1)
     u, v = fr.uv(bx)
     _paint(img, bx, _fringe_sdf(u, v, p), hair_col, k)
@@ -749,7 +838,7 @@ def _render(st: dict, p: _Params, size: int) -> np.ndarray:
   bx = fr.box(-p.ex - p.ew - 0.05, p.ex + p.ew + 0.05, p.ey - p.eh - 0.05, p.ey + p.eh + 0.05)
   u, v = fr.uv(bx)
   _paint(img, bx, _eye_sdf(u, v, p, 0.025), skin * _F32(0.35), k)
-  _paint(img, bx, _eye_sdf(u, v, p), _rgb(0.94, 0.94, 0.92), k)
+  _paint(img, bx, _eye_sdf(u, v, p), _EYE_WHITE, k)
   ir = min(p.eh * 1.05, 0.085)
   _paint(img, bx, np.hypot(np.abs(u) - p.ex - p.gaze, v - p.ey) - ir, p.iris, k)
 
@@ -759,7 +848,7 @@ def _render(st: dict, p: _Params, size: int) -> np.ndarray:
   u, v = fr.uv(bx)
   _paint(img, bx, _brow_sdf(u, v, p, male), p.brow_colour, k)
   if hair_visible and not bald:
-    bx = fr.box(-p.a - vol, p.a + vol, -p.b - 1.3 * vol, by + 0.2 if bangs else 0.3)
+    bx = fr.box(-p.a - vol, p.a + vol, -p.b - 1.3 * vol, _HAIR_BOTTOM)
     u, v = fr.uv(bx)
     _paint(img, bx, _hair_sdf(u, v, p, st), hair_col, k)
 
@@ -771,61 +860,66 @@ def _render(st: dict, p: _Params, size: int) -> np.ndarray:
   if st['rosy']:
     bx = fr.box(-p.ex - 0.3, p.ex + 0.3, p.nose_y - 0.2, p.nose_y + 0.15)
     u, v = fr.uv(bx)
-    _paint(img, bx, _cheek_sdf(u, v, p) * _F32(0.2), p.rosy, k, opacity=0.75)
+    _paint(img, bx, _cheek_sdf(u, v, p), _ROSY * _F32(p.rosy_gain), k, opacity=0.75)
 
-  # Facial hair: one layer for beard, mustache and goatee.
+  # Facial hair: a lighter (less opaque) jaw beard, then mustache and goatee in one layer,
+  # so that a goatee or mustache stays visible on a bearded face.
   if st['beard'] or st['mustache'] or st['goatee']:
     bx = fr.box(-p.a, p.a, p.beard_line - 0.35 if st['beard'] else p.mouth_y - 0.3, p.b)
     u, v = fr.uv(bx)
-    d = None
+    colour = p.facial_hair(skin)
     if st['beard']:
-      d = _beard_sdf(u, v, p, male)
+      _paint(img, bx, _beard_sdf(u, v, p, male), colour, k, opacity=0.7)
+    d = None
     if st['mustache']:
-      m = _mustache_sdf(u, v, p)
-      d = m if d is None else np.minimum(d, m)
+      d = _mustache_sdf(u, v, p)
     if st['goatee']:
       m = _goatee_sdf(u, v, p)
       d = m if d is None else np.minimum(d, m)
-    _paint(img, bx, d, p.facial_hair, k, opacity=0.95)
+    if d is not None:
+      _paint(img, bx, d, colour * _F32(0.8), k, opacity=0.97)
 
   # Mouth.
-  lips = p.lipstick if st['lipstick'] else (skin * _rgb(0.78, 0.5, 0.5) + _rgb(0.1, 0.0, 0.0))
+  lips = p.lipstick() if st['lipstick'] else (skin * _LIP_GAIN + _LIP_RED)
   w = p.mouth_w * 1.2
   bx = fr.box(-w, w, p.mouth_y - 0.45, p.mouth_y + 0.2)
   u, v = fr.uv(bx)
   smiling = st['smiling']
   _paint(img, bx, _mouth_sdf(u, v, p, smiling), lips, k)
   if smiling:
-    _paint(img, bx, _mouth_sdf(u, v, p, True, teeth=True), _rgb(0.97, 0.96, 0.92), k)
+    _paint(img, bx, _mouth_sdf(u, v, p, True, teeth=True), _TEETH, k)
 
   # Glasses: tinted lenses, then frames with bridge and temple arms.
   if st['glasses']:
     bx = fr.box(-p.a - 0.05, p.a + 0.05, p.ey - p.glass_ry - 0.1, p.ey + p.glass_ry + 0.1)
     u, v = fr.uv(bx)
-    _paint(img, bx, _glasses_sdf(u, v, p, lenses=True), p.frame * _F32(0.5), k, opacity=p.tint)
-    _paint(img, bx, _glasses_sdf(u, v, p), p.frame, k)
+    frame = p.frame()
+    _paint(img, bx, _glasses_sdf(u, v, p, lenses=True), frame * _F32(0.5), k, opacity=p.tint)
+    _paint(img, bx, _glasses_sdf(u, v, p), frame, k)
 
   if hat:
     bx = fr.box(-p.a - p.brim_w, p.a + p.brim_w, p.hat_bottom - p.crown, p.hat_bottom + 0.12)
     if bx is not None:
       u, v = fr.uv(bx)
-      _paint(img, bx, _hat_sdf(u, v, p), p.hat, k)
+      colour = p.hat()
+      _paint(img, bx, _hat_sdf(u, v, p), colour, k)
       # A darker band just above the bottom of the crown.
       band = np.maximum(_hat_sdf(u, v, p), np.abs(v - (p.hat_bottom - 0.12)) - 0.06)
-      _paint(img, bx, band, p.hat * _F32(0.6), k)
+      _paint(img, bx, band, colour * _F32(0.6), k)
 
   # Lighting: a global brightness gradient; then pixel noise.
-  ld = ((xs - 0.5) * _F32(p.light * math.cos(p.light_dir)))[None, :] + (
-      (xs - 0.5) * _F32(p.light * math.sin(p.light_dir)))[:, None]
+  ld = (c * _F32(p.light * math.cos(p.light_dir)))[None, :] + (
+      c * _F32(p.light * math.sin(p.light_dir)))[:, None]
   ld += _F32(p.brightness)
-  img *= ld[..., None]
-  if p.noise > 0.0:
-    oy, ox = int(p.noise_y * size), int(p.noise_x * size)
-    img += noise[oy:oy + size, ox:ox + size] * _F32(p.noise)
-  img *= _F32(255.0)
-  img += _F32(0.5)
-  np.clip(img, 0.0, 255.0, out=img)
-  return img.astype(np.uint8)
+  ld *= _F32(255.0)
+  img *= ld
+  oy, ox = int(p.noise_y * size), int(p.noise_x * size)
+  img += noise[:, oy:oy + size, ox:ox + size] * _F32(p.noise * 255.0)
+  np.maximum(img, _F32(0.0), out=img)
+  np.minimum(img, _F32(255.0), out=img)
+  out = np.empty((size, size, 3), dtype=np.uint8)
+  np.copyto(out, img.transpose(1, 2, 0), casting='unsafe')  # truncates: <= 1/255 darker
+  return out
 
 
 def render(seed: int, split: str, index: int, size: int,
@@ -840,8 +934,8 @@ def render(seed: int, split: str, index: int, size: int,
   size = _check_size(size)
   seed = _check_seed(seed)
   index = _check_index(index)
-  st = _apply_overrides(_state(seed, split_id, index), overrides)
-  p = _Params(seed, split_id, index)
+  st, p = _face(seed, split_id, index)
+  st = _apply_overrides(st, overrides)
   return _render(st, p, size), _labels_dict(st)
 
 
@@ -857,26 +951,27 @@ def attribute_regions(seed: int, split: str, index: int, size: int,
   size = _check_size(size)
   seed = _check_seed(seed)
   index = _check_index(index)
-  st = _apply_overrides(_state(seed, split_id, index), overrides)
-  p = _Params(seed, split_id, index)
+  st, p = _face(seed, split_id, index)
+  st = _apply_overrides(st, overrides)
   fr = _Frame(size, p)
   u, v = fr.u, fr.v
   margin = 1.0 / fr.k  # one pixel in face units
   inside = lambda d: d < margin  # noqa: E731
   male = st['male']
 
-  skin, face = _skin_sdf(u, v, p, male)
-  skin_m = inside(skin)
+  skin_m = inside(_skin_sdf(u, v, p, male)[0])
   # Hair as drawn (long / short, bangs or not), and the hair the other attributes could add.
   st_b = dict(st, bangs=True)
   hair = inside(_hair_sdf(u, v, p, st)) | inside(_hair_sdf(u, v, p, st_b))
   if _hair_long(st, p):
     hair |= inside(_back_hair_sdf(u, v, p, st))
   hair |= inside(_fringe_sdf(u, v, p)) | inside(_scalp_sdf(u, v, p))
+  hair |= inside(_shine_sdf(u, v, p))
   hair_both = hair.copy()
   for male_alt in (True, False):  # the Male region covers both hair styles
     st_m = dict(st, male=male_alt)
-    hair_both |= inside(_hair_sdf(u, v, p, st_m)) | inside(_hair_sdf(u, v, p, dict(st_m, bangs=True)))
+    hair_both |= inside(_hair_sdf(u, v, p, st_m))
+    hair_both |= inside(_hair_sdf(u, v, p, dict(st_m, bangs=True)))
     if _hair_long(st_m, p):
       hair_both |= inside(_back_hair_sdf(u, v, p, st_m))
   face_any = inside(_face_sdf(u, v, p, True)) | inside(_face_sdf(u, v, p, False))
@@ -885,9 +980,9 @@ def attribute_regions(seed: int, split: str, index: int, size: int,
   mustache = inside(_mustache_sdf(u, v, p))
   goatee = inside(_goatee_sdf(u, v, p))
   beard = inside(_beard_sdf(u, v, p, male))
-  by = p.ey - p.brow_gap
-  forehead = (inside(_face_sdf(u, v, p, male)) & (v < by + 0.05) & (v > _hairline(u, p, False) - 0.1)) \
-      | (inside(_hair_sdf(u, v, p, st_b)) & (v > _hairline(u, p, False) - 0.1))
+  # Bangs: the forehead hair that bangs add to the ordinary hairline.
+  no_bangs = _hair_sdf(u, v, p, dict(st, bangs=False))
+  forehead = inside(_hair_sdf(u, v, p, st_b)) & (no_bangs > -margin)
   regions = {
       'Male': hair_both | face_any | skin_m | brows,
       'Eyeglasses': inside(_glasses_sdf(u, v, p)) | inside(_glasses_sdf(u, v, p, lenses=True)),
@@ -900,7 +995,7 @@ def attribute_regions(seed: int, split: str, index: int, size: int,
       'Wearing_Hat': inside(_hat_sdf(u, v, p)) | hair,
       'Pale_Skin': skin_m,
       'Wearing_Lipstick': mouth,
-      'Rosy_Cheeks': inside(_cheek_sdf(u, v, p) - 0.05),
+      'Rosy_Cheeks': inside(_cheek_sdf(u, v, p)),
   }
   for name in _HAIR_COLOUR_NAMES:
     regions[name] = hair
