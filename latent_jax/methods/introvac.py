@@ -129,9 +129,10 @@ class IntroVAC(base.Method):
         adversarial = phase == 1
         z_prior = jax.random.normal(k_prior, (n, self.latent_dim))
         if adversarial:
-            # Line 4: X_g = G(Z_g); only its value enters L1 (detached there).
-            x_g_value, _ = self._decode_train(dec.params, dec.batch_stats, z_prior)
-            x_g_value = sg(x_g_value)
+            # Line 4: X_g = G(Z_g). Its value enters L1 detached; its pullback gives theta's
+            # gradient of L^g_G in lines 12-13 without decoding Z_g a second time.
+            x_g_value, pull_g = jax.vjp(
+                lambda p: self._decode_train(p, dec.batch_stats, z_prior)[0], dec.params)
 
         def loss1(params_e, params_c, params_d):
             mu, logvar, stats_e = self._encode_train(params_e, enc.batch_stats, x)
@@ -166,10 +167,9 @@ class IntroVAC(base.Method):
         new_cls = base.apply_updates(cls, self.tx("classifier"), g_c)
 
         if adversarial:
-            def loss2(params_d):
-                # Lines 8 and 4: X_rr = G(dt(Z_r)), X_g = G(Z_g); E and C as just updated.
+            def loss2(params_d, x_g):
+                # Line 8: X_rr = G(dt(Z_r)); X_g from line 4; E and C as just updated.
                 x_rr, _ = self._decode_train(params_d, dec.batch_stats, sg(z_r))
-                x_g, _ = self._decode_train(params_d, dec.batch_stats, z_prior)
                 cls_rr, fake_rr = self._fake_logit_of(new_enc.params, new_enc.batch_stats,
                                                       new_cls.params, x_rr, k_rr2)
                 _, fake_g = self._fake_logit_of(new_enc.params, new_enc.batch_stats,
@@ -182,8 +182,10 @@ class IntroVAC(base.Method):
                 l_g = l_g_r + l_g_g
                 return w.adversarial_decoder * l_g, l_g
 
-            g_d2, l_g = jax.grad(loss2, has_aux=True)(dec.params)
-            g_d = jax.tree.map(jnp.add, g_d, g_d2)
+            (g_d2, g_x_g), l_g = jax.grad(loss2, argnums=(0, 1), has_aux=True)(
+                dec.params, x_g_value)
+            (g_d_via_x_g,) = pull_g(g_x_g)
+            g_d = jax.tree.map(lambda a, b, c: a + b + c, g_d, g_d2, g_d_via_x_g)
             metrics["loss/adversarial_decoder"] = l_g
         new_dec = base.apply_updates(dec, self.tx("decoder"), g_d, batch_stats=stats_d)
         metrics["grad_norm/encoder"] = base.tree_l2(g_e)
