@@ -38,12 +38,7 @@ def celeba_config(**overrides):
     c.preprocess = "center_crop"
     c.read_threads = 0
     c.prefetch = 0
-    for key, value in overrides.items():
-        target = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
+    c.update_from_flattened_dict(overrides)
     return c
 
 

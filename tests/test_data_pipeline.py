@@ -21,12 +21,7 @@ def config(num_train=48, **overrides):
     c.synthetic.num_test = 20
     c.read_threads = 2
     c.prefetch = 2
-    for key, value in overrides.items():
-        target = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
+    c.update_from_flattened_dict(overrides)
     return c
 
 

@@ -187,12 +187,7 @@ def test_bad_config_fails_before_compiling_and_names_the_key(tmp_path, monkeypat
     from latent_jax import train
 
     cfg = tiny.config()
-    for k, v in override.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
+    cfg.update_from_flattened_dict(override)
 
     def no_compile(*a, **k):
         raise AssertionError("compiled before validating the config")

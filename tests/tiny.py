@@ -40,14 +40,12 @@ def config(**extra):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config("synthetic")
-    for k, v in dict(OVERRIDES, **{k: str(v) for k, v in extra.items()}).items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
+    def parse(v):
         try:
-            value = ast.literal_eval(v)
+            return ast.literal_eval(v)
         except (ValueError, SyntaxError):
-            value = v
-        node[last] = value
+            return v
+
+    overrides = dict(OVERRIDES, **{k: str(v) for k, v in extra.items()})
+    c.update_from_flattened_dict({k: parse(v) for k, v in overrides.items()})
     return c
