@@ -163,10 +163,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     exp = Experiment(config, workdir)
     exp.make_workdir()
     method, mesh, total = exp.method, exp.mesh, exp.total_steps
-    is_main = jax.process_index() == 0
-    if is_main:
+    config_json = _config_json(config)
+    if jax.process_index() == 0:
         with open(os.path.join(exp.workdir, "config.json"), "w") as f:
-            f.write(_config_json(config))
+            f.write(config_json)
+    log_every = int(config.log_every_steps)
+    ckpt_every = int(config.checkpoint.every_steps)
+    eval_every = int(config.eval_every_steps)
+    grid_every = int(config.grids_every_steps) or eval_every
 
     states = exp.init_states()
     start_step, states, data_state = exp.restore_latest(states)
@@ -195,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 f"checkpoint (step {mngr.latest_step()}) is kept in {mngr.directory}")
         mngr.save(at_step, {"players": states, "step": jnp.asarray(at_step, jnp.int32),
                             "rng": exp.base_key},
-                  _data_state_to_json(it.get_state()), _config_json(config), force=force)
+                  _data_state_to_json(it.get_state()), config_json, force=force)
 
     try:
         t_start = time.time()
@@ -208,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             states, metrics, finite = step_fns[phase](states, batch, rng)
             finite_so_far = jnp.logical_and(finite_so_far, finite)
             step += 1
-            if step % int(config.log_every_steps) == 0 or step == total:
+            if step % log_every == 0 or step == total:
                 host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not bool(jax.device_get(finite_so_far)):
                     bad = sorted(k for k, v in host_metrics.items() if not np.isfinite(v))
@@ -225,13 +229,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 save(step, force=True)
                 mngr.wait()
                 raise Preempted(f"stopped at step {step} on request; checkpoint saved")
-            if step % int(config.checkpoint.every_steps) == 0 and step < total:
+            if step % ckpt_every == 0 and step < total:
                 save(step)
-            grid_every = int(config.grids_every_steps) or int(config.eval_every_steps)
             if grid_every and step % grid_every == 0 and step < total:
                 writer.write_images(step, exp.grids(states))
-            if int(config.eval_every_steps) and step % int(config.eval_every_steps) == 0 \
-                    and step < total:
+            if eval_every and step % eval_every == 0 and step < total:
                 eval_result = _evaluate(exp, states, step, writer)
         bar.close()
         if step > start_step or mngr.latest_step() != step:
