@@ -14,6 +14,7 @@ from latent_jax.data.pipeline import DATASETS
 from latent_jax.data.pipeline import SPLITS
 from latent_jax.data.pipeline import DataSpec
 from latent_jax.data.pipeline import LabeledSource
+from latent_jax.data.pipeline import attribute_regions
 from latent_jax.data.pipeline import balanced_subset_indices
 from latent_jax.data.pipeline import default_data_config
 from latent_jax.data.pipeline import get_data_spec
@@ -33,6 +34,7 @@ __all__ = [
     "LabeledSource",
     "PREPROCESSORS",
     "SPLITS",
+    "attribute_regions",
     "available_labels",
     "balanced_subset_indices",
     "compute_labels",

@@ -113,6 +113,8 @@ class _DatasetDef:
     open: Callable[[_Options, str], Any]            # split -> records with image, attributes
     table: Callable[[_Options, str, Any], np.ndarray]  # attribute table of the opened split
     image_sizes: Callable[[], tuple[int, int]] = lambda: (1, 1 << 30)  # allowed image_size
+    # (opts, split, record index) -> {attribute: bool [S, S]} where it is drawn; None: unknown
+    regions: Callable[[_Options, str, int], Mapping[str, np.ndarray]] | None = None
 
 
 def _synthetic_module():
@@ -142,6 +144,8 @@ DATASETS: dict[str, _DatasetDef] = {
         open=_synthetic_open,
         table=lambda opts, split, source: np.asarray(source.attributes_table(), bool),
         image_sizes=lambda: (_synthetic_module().MIN_SIZE, _synthetic_module().MAX_SIZE),
+        regions=lambda opts, split, i: _synthetic_module().attribute_regions(
+            opts.synthetic_seed, split, i, opts.image_size),
     ),
     "celeb_a": _DatasetDef(
         attribute_names=lambda: celeba.ATTRIBUTE_NAMES,
@@ -445,6 +449,21 @@ def make_source(data_cfg, split: str, *, label_names: Sequence[str] | None = Non
     opts = _validate(data_cfg)
     _check_split(split)
     return _source(opts, split, _label_names(opts, label_names), apply_subset)
+
+
+def attribute_regions(data_cfg, split: str, num_examples: int) -> dict[str, np.ndarray] | None:
+    """Per raw attribute, bool [N, S, S]: where it is drawn on each of the first `num_examples`
+    images of the un-subsetted `split` (the evaluation images), or None when the dataset does
+    not provide regions (CelebA). Used to measure how local attribute edits are."""
+    opts = _validate(data_cfg)
+    _check_split(split)
+    dataset = DATASETS[opts.name]
+    if dataset.regions is None or opts.preprocess not in ("resize", "none"):
+        return None
+    per = [dataset.regions(opts, split, i) for i in range(int(num_examples))]
+    if not per:
+        return None
+    return {name: np.stack([r[name] for r in per]).astype(bool) for name in per[0]}
 
 
 @dataclasses.dataclass(frozen=True)
