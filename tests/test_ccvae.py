@@ -111,8 +111,8 @@ def test_supervised_bound_weight_and_terms_match_a_direct_computation():
     log_px = jnp.asarray(rng.normal(-50, 5, size=b), jnp.float32)
     kl_free = jnp.asarray(rng.uniform(0, 3, size=b), jnp.float32)
     key = jax.random.PRNGKey(9)
-    bound, extra = m.supervised_bound(params, (log_px, kl_free, lq, kls, log_py, loc_c, scale_c),
-                                      jnp.asarray(y), key)
+    bound, extra = m.supervised_bound(
+        params, (log_px, kl_free, lq, kls, log_py, loc_c, scale_c, z_c), jnp.asarray(y), key)
     # direct: KL of each label's 1-D Gaussian against its class's prior entry
     locs, scales = (jax.device_get(t) for t in m.prior_tables({"model": states["model"].replace(
         params=params)}))
@@ -128,10 +128,32 @@ def test_supervised_bound_weight_and_terms_match_a_direct_computation():
     log_p_y = sum(np.log(np.clip(freqs[n][y[:, i].astype(int)], 1e-6, None))
                   for i, n in enumerate(LABELS))
     w = np.exp(log_qyzc - log_qyx)
-    expected = (w * (np.asarray(log_px) - np.asarray(kl_free) - kl_c - log_qyzc)
+    # sampled (default): log N(z_c; prior of y) - log N(z_c; q) at the z_c that w sees
+    def log_n(x, mu, sd):
+        return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
+    log_ratio = np.zeros(b)
+    for i in range(4):
+        c = y[:, i].astype(int)
+        zi = np.asarray(z_c[:, i], np.float64)
+        log_ratio += (log_n(zi, np.asarray(locs[i])[c, 0], np.asarray(scales[i])[c, 0])
+                      - log_n(zi, np.asarray(loc_c[:, i]), np.asarray(scale_c[:, i])))
+    expected = (w * (np.asarray(log_px) - np.asarray(kl_free) + log_ratio - log_qyzc)
                 + log_qyx + log_p_y)
     np.testing.assert_allclose(np.asarray(extra["train/weight"]), w, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(bound), expected, rtol=1e-4, atol=1e-3)
+    m.weighted_kl = "analytic"
+    bound_a, _ = m.supervised_bound(
+        params, (log_px, kl_free, lq, kls, log_py, loc_c, scale_c, z_c), jnp.asarray(y), key)
+    expected_a = (w * (np.asarray(log_px) - np.asarray(kl_free) - kl_c - log_qyzc)
+                  + log_qyx + log_p_y)
+    np.testing.assert_allclose(np.asarray(bound_a), expected_a, rtol=1e-4, atol=1e-3)
+    m.weighted_kl = "sampled"
+    # the weight passes no gradient to z_c (the encoder); the bound's other terms do
+    def weight_of(zc):
+        _, ex = m.supervised_bound(params, (log_px, kl_free, lq, kls, log_py, loc_c, scale_c,
+                                            zc), jnp.asarray(y), key)
+        return jnp.sum(ex["train/weight"])
+    assert not np.any(np.asarray(jax.grad(weight_of)(z_c)))
 
 
 def test_unsupervised_terms_enumerate_categorical_and_sample_binary_labels():
@@ -221,7 +243,7 @@ def test_diva_supervised_bound_uses_the_auxiliary_classifier_weight():
     scale_c = jnp.ones((2, 4))
     y = jnp.asarray([[1, 0, 1, 2], [0, 1, 0, 4]], jnp.float32)
     lq, kls, log_py = m.label_terms(params, loc_c, scale_c, loc_c)
-    parts = (jnp.zeros(2), jnp.zeros(2), lq, kls, log_py, loc_c, scale_c)
+    parts = (jnp.zeros(2), jnp.zeros(2), lq, kls, log_py, loc_c, scale_c, loc_c)
     b10, _ = m.supervised_bound(params, parts, y, None)
     m.alpha = 0.0
     b0, _ = m.supervised_bound(params, parts, y, None)

@@ -78,6 +78,7 @@ JUDGE_DEFAULTS: dict[str, Any] = dict(
 #: Data-config keys that do not change the images or attributes the judge is trained on.
 _DATA_KEYS_IGNORED = frozenset({
     "labels", "subset", "subset_seed",                     # the judge reads the whole split
+    "semi_supervised",                                     # ... with every label
     "num_workers", "read_threads", "prefetch", "cache_dir",  # how, not what, data is read
 })
 

@@ -19,8 +19,13 @@ CCVAE (`ccvae`; report Sec. 3.1, Eq. 2-3; Joy et al. Eq. 4-5):
 - Supervised bound: L(x, y) = E_q(z|x)[ w (log p(x|z) + log p(z|y) - log q(z|x) - log q(y|z_c)) ]
   + log q(y|x) + log p(y), with w = q(y|z_c) / q(y|x) and
   q(y|x) ~ (1/K) sum_k q(y|z_c^(k)), z^(k) ~ q(z|x), K = `loss.num_classifier_samples` (100).
-  The expectations over z use one reparameterised sample; KL terms are analytic
-  (E_q[log p(z|y) - log q(z|x)] = -KL(q(z|x) || p(z|y))). w is differentiated, as the bound is.
+  The expectations over z use one reparameterised sample. Inside the weighted term the z_c part
+  log p(z_c|y) - log q(z_c|x) is that one-sample estimate (`loss.weighted_kl='sampled'`): w
+  depends on z_c, so replacing it by -KL(q(z_c|x) || p(z_c|y)) (`'analytic'`) changes the bound
+  and leaves the classifier without any signal about which label is right (log q(y|x) and
+  -E[w log q(y|z_c)] then cancel for a narrow q(z_c|x)); the z_not_c part is the analytic KL. As in the reference code, the
+  q(y|z_c) inside w sees z_c with its gradient to the encoder stopped (the classifier and
+  q(y|x) keep theirs).
 - Unsupervised bound: L(x) = E_q(z|x) q(y|z_c)[ log p(x|z) + log p(z|y) + log p(y)
   - log q(z|x) - log q(y|z_c) ]. Every term but the reconstruction factorises over labels, so
   each label is handled on its own: a binary label's y_i is *sampled* from q(y_i|z_c^i) (not
@@ -179,6 +184,10 @@ class CCVAE(base.Method):
                                  self.layout.num_classes, self.layout.categorical,
                                  self.label_dims, self.free_dims)
         self.num_k = int(config.loss.num_classifier_samples)
+        self.weighted_kl = str(config.loss.get("weighted_kl", "sampled"))
+        if self.weighted_kl not in ("sampled", "analytic"):
+            raise ValueError("config.loss.weighted_kl: 'sampled' or 'analytic', got "
+                             f"{self.weighted_kl!r}")
         self.log_py = _log_prior_tables(config, self.layout)
 
     def player_names(self):
@@ -231,14 +240,32 @@ class CCVAE(base.Method):
         return total
 
     def supervised_bound(self, params, parts, y, rng):
-        log_px, kl_free, lq, kls, log_py, loc_c, scale_c = parts
+        log_px, kl_free, lq, kls, log_py, loc_c, scale_c, z_c = parts
         c = self.layout.classes(y)
         log_qyzc = sum(_take(lq[i], c[:, i]) for i in range(self.num_labels))
         kl_c = sum(_take(kls[i], c[:, i]) for i in range(self.num_labels))
         log_p_y = sum(log_py[i][c[:, i]] for i in range(self.num_labels))
         log_qyx = self.log_q_y_given_x(params, loc_c, scale_c, y, rng)
-        w = jnp.exp(log_qyzc - log_qyx)
-        bound = w * (log_px - kl_free - kl_c - log_qyzc) + log_qyx + log_p_y
+        # The weight's q(y|z_c) sees z_c without its gradient to the encoder (the reference:
+        # "we only want gradients wrt to params of qyz"); the classifier still gets one.
+        lq_w = self.layout.log_probs(self._apply(params, LatentModel.classify, sg(z_c)))
+        log_qyzc_w = sum(_take(lq_w[i], c[:, i]) for i in range(self.num_labels))
+        w = jnp.exp(log_qyzc_w - log_qyx)
+        if self.weighted_kl == "sampled":
+            # w depends on z_c, so E_q[w (log p(z_c|y) - log q(z_c|x))] is not -E_q[w] KL: the
+            # z_c part is the one-sample estimate at the z_c that w sees. (z_not_c is
+            # independent of w under q, so its analytic KL is exact.)
+            locs, scales = self._apply(params, LatentModel.prior_tables)
+            d = self.label_dims
+            log_ratio = 0.0
+            for i in range(self.num_labels):
+                sl = slice(i * d, (i + 1) * d)
+                log_ratio = log_ratio + jnp.sum(
+                    conv.normal_log_prob(z_c[:, sl], locs[i][c[:, i]], scales[i][c[:, i]])
+                    - conv.normal_log_prob(z_c[:, sl], loc_c[:, sl], scale_c[:, sl]), axis=-1)
+        else:   # "analytic": -KL(q(z_c|x) || p(z_c|y)) inside the weighted term
+            log_ratio = -kl_c
+        bound = w * (log_px - kl_free + log_ratio - log_qyzc) + log_qyx + log_p_y
         return bound, {"train/log_q_y_x": log_qyx, "train/weight": w}
 
     def bounds(self, params, x, y, rng):
@@ -251,7 +278,7 @@ class CCVAE(base.Method):
         n_c = self.n_c
         kl_free = jnp.sum(conv.gaussian_kl(loc[:, n_c:], scale[:, n_c:], 0.0, 1.0), axis=-1)
         lq, kls, log_py = self.label_terms(params, loc[:, :n_c], scale[:, :n_c], z[:, :n_c])
-        parts = (log_px, kl_free, lq, kls, log_py, loc[:, :n_c], scale[:, :n_c])
+        parts = (log_px, kl_free, lq, kls, log_py, loc[:, :n_c], scale[:, :n_c], z[:, :n_c])
         sup, extra = self.supervised_bound(params, parts, y, k_k)
         unsup = log_px - kl_free + self.unsupervised_label_terms(lq, kls, log_py, k_y)
         extra = dict(extra, **{"loss/reconstruction_l1": jnp.mean(jnp.abs(x - x_hat),
@@ -405,7 +432,7 @@ class DIVA(CCVAE):
 
     def supervised_bound(self, params, parts, y, rng):
         del rng
-        log_px, kl_free, lq, kls, log_py, _, _ = parts
+        log_px, kl_free, lq, kls, log_py = parts[:5]
         c = self.layout.classes(y)
         log_qyz = sum(_take(lq[i], c[:, i]) for i in range(self.num_labels))
         kl_c = sum(_take(kls[i], c[:, i]) for i in range(self.num_labels))

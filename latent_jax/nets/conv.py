@@ -157,6 +157,11 @@ def gaussian_kl(loc_q, scale_q, loc_p, scale_p):
     return 0.5 * (var_ratio + jnp.square((loc_q - loc_p) / scale_p) - 1.0 - jnp.log(var_ratio))
 
 
+def normal_log_prob(x, loc, scale):
+    """log N(x; loc, scale^2) elementwise."""
+    return -0.5 * jnp.square((x - loc) / scale) - jnp.log(scale) - 0.5 * jnp.log(2.0 * jnp.pi)
+
+
 def laplace_log_likelihood(x, loc):
     """sum over pixels of log Laplace(x; loc, 1), per example [B]."""
     return jnp.sum(-jnp.abs(x - loc) - jnp.log(2.0), axis=tuple(range(1, x.ndim)))
