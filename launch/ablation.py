@@ -12,7 +12,8 @@ and re-evaluates). Then every run's `eval/latest.json` is read and OUT/results.m
 the overview (method's classifier, judge-scored edits, locality, Wasserstein, reconstruction,
 wall time), per-label classifier accuracy, per-label edit success / preservation / locality,
 per-label class-conditional Wasserstein distances, categorical-label separation;
-OUT/wasserstein.png a grouped bar chart of the Wasserstein distances; OUT/summary.json every
+OUT/wasserstein.png a grouped bar chart of the Wasserstein distances; OUT/locality.png one of
+the edit locality per label next to each region's share of the image; OUT/summary.json every
 number. `--suite=ccvae_synthetic` is the six runs of docs/results.md (ccvae, m2, diva at
 f = 0.2 and 1.0 on the synthetic faces).
 """
@@ -155,6 +156,15 @@ def collect(runs: list[tuple[str, str]], out: str) -> str:
     share = per_setting("region_share")
     lines += _table(["label"] + names + ["region share"],
                     [r + [s[1]] for r, s in zip(loc_rows, share)])
+    if any(v is not None for r in loc_rows for v in r[1:]):
+        series = {n: {r[0]: (r[1 + k] if r[1 + k] is not None else float("nan"))
+                      for r in loc_rows} for k, n in enumerate(names)}
+        series["region share"] = {r[0]: (r[1] if r[1] is not None else float("nan"))
+                                  for r in share}
+        latent_lib.bar_chart_png(None, os.path.join(out, "locality.png"),
+                                 title="share of the edit's pixel change inside the attribute's "
+                                       "region (mean of add / remove)", series=series)
+        lines += ["Figure: locality.png", ""]
 
     w = {n: {l: v["wasserstein"] for l, v in
              ((reports[n]["results"].get("latent") or {}).get("binary") or {}).items()}

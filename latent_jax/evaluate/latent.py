@@ -130,7 +130,7 @@ def bar_chart_png(values: Mapping[str, float], path: str, title: str = "",
 
 
 def histograms_png(codes: np.ndarray, labels: np.ndarray, names: Sequence[str], path: str,
-                   bins: int = 40, class_names: Mapping[str, Sequence[str]] | None = None) -> None:
+                   bins: int = 24, class_names: Mapping[str, Sequence[str]] | None = None) -> None:
     """One panel per label: histograms of its 1-D code, one colour per class (Figures 5-6)."""
     codes = np.asarray(codes, np.float64)
     labels = np.round(np.asarray(labels)).astype(int)
