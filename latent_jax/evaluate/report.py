@@ -248,7 +248,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if lt is not None:
         out += ["## Per-label latent codes", "",
                 "W1: Wasserstein distance between the codes of y = 0 and y = 1 test images.", ""]
-        out += _table(["label", "W1", "mean | y=0", "mean | y=1", "n y=0", "n y=1"],
+        out += _table(["label", "W1", "mean (y=0)", "mean (y=1)", "n (y=0)", "n (y=1)"],
                       [[n, v["wasserstein"], v["mean_0"], v["mean_1"], v["n_0"], v["n_1"]]
                        for n, v in lt["binary"].items()])
         for n, v in lt["categorical"].items():
