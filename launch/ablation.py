@@ -55,6 +55,8 @@ def _fmt(v, digits=3):
         return "-"
     if isinstance(v, str):
         return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -135,19 +137,24 @@ def collect(runs: list[tuple[str, str]], out: str) -> str:
                             cl[n].get("categorical_accuracy", {}).get(l)) for n in names]
                      for l in labels])
 
-    def per_setting(key):
+    def per_setting(key, direction=None):
         out_rows = []
         for l in labels:
             row = [l]
             for n in names:
                 vals = [s.get(key) for s in reports[n]["results"]["edit"]["settings"]
-                        if s["label"] == l and s.get(key) is not None]
+                        if s["label"] == l and s.get(key) is not None
+                        and direction in (None, s["direction"])]
                 row.append(sum(vals) / len(vals) if vals else None)
             out_rows.append(row)
         return out_rows
 
-    lines += ["## Edits per label (mean of add and remove)", "", "Success (judge):", ""]
-    lines += _table(["label"] + names, per_setting("success"))
+    lines += ["## Edits per label", "",
+              "Success (judge), adding the attribute to test images without it:", ""]
+    lines += _table(["label"] + names, per_setting("success", "add"))
+    lines += ["Success (judge), removing it from test images with it:", ""]
+    lines += _table(["label"] + names, per_setting("success", "remove"))
+    lines += ["The rest of this section averages the add and remove edits.", ""]
     lines += ["Preservation of the other attributes (judge, against the original):", ""]
     lines += _table(["label"] + names, per_setting("preservation"))
     lines += ["Locality (share of the pixel change inside the attribute's region; the last "
