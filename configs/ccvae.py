@@ -51,6 +51,7 @@ def ccvae_config(method: str = "ccvae") -> ml_collections.ConfigDict:
     c.data.preprocess = "resize"
     c.data.labels = CELEBA_EASY_LABELS
     c.data.semi_supervised.fraction = 0.2
+    c.data.validation_from_train = 10000   # the reference: the last 10000 training images
     c.checkpoint.every_steps = 2000
     return c
 
@@ -67,6 +68,7 @@ def apply_preset(c: ml_collections.ConfigDict, arg: str) -> ml_collections.Confi
         c.data.name = "synthetic_faces"
         c.data.image_size = 32
         c.data.preprocess = "resize"
+        c.data.validation_from_train = 0     # the synthetic faces have their own validation split
         c.data.labels = tuple(synthetic_faces.ATTRIBUTES)
         if preset == "synthetic_multi":
             c.data.labels = tuple(n for n in c.data.labels if n not in HAIR) + ("Hair_MULTI",)

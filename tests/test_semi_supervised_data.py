@@ -144,3 +144,30 @@ def test_bad_fraction_names_the_key(value):
     c = config(fraction=value)
     with pytest.raises(ValueError, match=r"config\.data\.semi_supervised\.fraction"):
         data.get_data_spec(c)
+
+
+def test_validation_from_train_holds_out_the_last_training_examples():
+    c = config(num_train=40, fraction=None)
+    c.validation_from_train = 10
+    spec = data.get_data_spec(c)
+    assert spec.num_examples["train"] == 30 and spec.num_examples["validation"] == 10
+    faces = synthetic_faces.SyntheticFaces("train", 16, 0, 40)
+    val = data.make_source(c, "validation")
+    tr = data.make_source(c, "train")
+    np.testing.assert_array_equal(val[0]["image"], faces[30]["image"])
+    np.testing.assert_array_equal(tr[29]["image"], faces[29]["image"])
+    # the supervised subset and p(y) are drawn from the 30 remaining training examples
+    c.semi_supervised.fraction = 0.5
+    table = synthetic_faces.attributes_table(0, "train", 40)[:30]
+    male = table[:, synthetic_faces.ATTRIBUTES.index("Male")][data.supervised_positions(30, 0.5, 0)]
+    np.testing.assert_allclose(data.label_frequencies(c)["Male"][1], male.mean())
+    # with subset balancing the balanced rows are taken inside the held-out ranges
+    c.semi_supervised.fraction = None
+    c.subset.positives = ("Male",)
+    c.subset.ratio = 1.0
+    val = data.make_source(c, "validation")
+    assert np.all(val.indices >= 30)
+    assert np.all(data.make_source(c, "train").indices < 30)
+    c.validation_from_train = 40
+    with pytest.raises(ValueError, match=r"config\.data\.validation_from_train"):
+        data.get_data_spec(c)

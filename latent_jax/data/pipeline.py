@@ -67,6 +67,10 @@ def default_data_config() -> ml_collections.ConfigDict:
         # n_supervised / n_train (see `_SemiSupervisedStream`). None: no `labeled` key.
         semi_supervised=ml_collections.ConfigDict(dict(
             fraction=config_dict.placeholder(float), seed=0)),
+        # > 0: the last `validation_from_train` examples of the dataset's training split are the
+        # validation split and the rest the training split (the CCVAE reference's CelebA split:
+        # 10000); 0: the dataset's own validation split.
+        validation_from_train=0,
         # grain worker processes for training (0: read in the training process).
         num_workers=0,
         # Threads reading and preprocessing batches in each process (grain ReadOptions).
@@ -99,6 +103,7 @@ class _Options:
     synthetic_sizes: Mapping[str, int]
     supervised_fraction: float | None
     supervised_seed: int
+    validation_from_train: int
     num_workers: int
     read_threads: int
     prefetch: int
@@ -280,6 +285,8 @@ def _validate(data_cfg) -> _Options:
         synthetic_sizes=sizes,
         supervised_fraction=fraction,
         supervised_seed=supervised_seed,
+        validation_from_train=_int(data_cfg, "validation_from_train",
+                                   "config.data.validation_from_train", 0),
         num_workers=_int(data_cfg, "num_workers", "config.data.num_workers", 0),
         read_threads=_int(data_cfg, "read_threads", "config.data.read_threads", 0),
         prefetch=_int(data_cfg, "prefetch", "config.data.prefetch", 0),
@@ -360,6 +367,9 @@ def label_frequencies(data_cfg, label_names: Sequence[str] | None = None
     dataset = DATASETS[opts.name]
     records = dataset.open(opts, "train")
     table = np.asarray(dataset.table(opts, "train", records), bool)
+    base = _holdout_rows(opts, "train", len(records))
+    if base is not None:
+        table = table[base]
     if opts.positives:
         table = table[balanced_subset_indices(table, dataset.attribute_names(), opts.positives,
                                               opts.ratio, opts.subset_seed, "train")]
@@ -428,16 +438,40 @@ class LabeledSource:
                 f"preprocess={self._preprocess!r}, size={self._image_size})")
 
 
+def _record_split(opts: _Options, split: str) -> str:
+    """The dataset split a split's records come from (`validation_from_train`)."""
+    return "train" if opts.validation_from_train and split == "validation" else split
+
+
+def _holdout_rows(opts: _Options, split: str, n_records: int) -> np.ndarray | None:
+    """With `validation_from_train = k`: rows [0, n - k) of the dataset's training split for
+    'train', rows [n - k, n) for 'validation'; None otherwise."""
+    k = opts.validation_from_train
+    if not k or split not in ("train", "validation"):
+        return None
+    if k >= n_records:
+        raise ValueError(f"config.data.validation_from_train: {k} is not smaller than the "
+                         f"{n_records} training examples of {opts.name}")
+    return (np.arange(n_records - k, n_records) if split == "validation"
+            else np.arange(n_records - k)).astype(np.int64)
+
+
 def _source(opts: _Options, split: str, label_names: tuple[str, ...],
             apply_subset: bool) -> LabeledSource:
     _check_split(split)
     dataset = DATASETS[opts.name]
-    records = dataset.open(opts, split)
-    indices = None
+    record_split = _record_split(opts, split)
+    records = dataset.open(opts, record_split)
+    base = _holdout_rows(opts, split, len(records))
+    indices = base
     if apply_subset and opts.positives:
-        table = dataset.table(opts, split, records)
+        table = np.asarray(dataset.table(opts, record_split, records))
+        if base is not None:
+            table = table[base]
         indices = balanced_subset_indices(table, dataset.attribute_names(), opts.positives,
                                           opts.ratio, opts.subset_seed, split)
+        if base is not None:
+            indices = base[indices]
     return LabeledSource(records, label_names=label_names, preprocess=opts.preprocess,
                          image_size=opts.image_size, indices=indices,
                          name=f"{opts.name}/{split}")

@@ -160,6 +160,8 @@ def _jsonable(value):
 def data_identity(data_cfg, spec) -> dict:
     """The part of the data config that determines the judge's training images and labels."""
     cfg = {k: v for k, v in _as_dict(data_cfg).items() if k not in _DATA_KEYS_IGNORED}
+    if not cfg.get("validation_from_train"):   # the default: keys of older caches stay valid
+        cfg.pop("validation_from_train", None)
     return _jsonable(dict(cfg, _name=spec.name, _image_shape=list(spec.image_shape)))
 
 
