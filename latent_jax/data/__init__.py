@@ -14,12 +14,15 @@ from latent_jax.data.pipeline import DATASETS
 from latent_jax.data.pipeline import SPLITS
 from latent_jax.data.pipeline import DataSpec
 from latent_jax.data.pipeline import LabeledSource
+from latent_jax.data.pipeline import attribute_regions
 from latent_jax.data.pipeline import balanced_subset_indices
 from latent_jax.data.pipeline import default_data_config
 from latent_jax.data.pipeline import get_data_spec
 from latent_jax.data.pipeline import iterate_eval_batches
+from latent_jax.data.pipeline import label_frequencies
 from latent_jax.data.pipeline import make_source
 from latent_jax.data.pipeline import make_train_iterator
+from latent_jax.data.pipeline import supervised_positions
 from latent_jax.data.preprocess import PREPROCESSORS
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "LabeledSource",
     "PREPROCESSORS",
     "SPLITS",
+    "attribute_regions",
     "available_labels",
     "balanced_subset_indices",
     "compute_labels",
@@ -38,7 +42,9 @@ __all__ = [
     "default_data_config",
     "get_data_spec",
     "iterate_eval_batches",
+    "label_frequencies",
     "make_source",
     "make_train_iterator",
     "register_derived_label",
+    "supervised_positions",
 ]

@@ -5,7 +5,14 @@ of the dataset (CelebA's 40 binary attributes, the synthetic faces' subset of th
 *derived* label computed from raw attributes, registered here by name:
 
 - `Beard` = not `No_Beard`;
-- `FacialHair` = `Beard` or `Goatee` or `Mustache` (IntroVAC's facial-hair attribute).
+- `FacialHair` = `Beard` or `Goatee` or `Mustache` (IntroVAC's facial-hair attribute);
+- `Hair_MULTI` (categorical, 6 classes; the CCVAE reproduction report's multi-class hair label):
+  0 Bald, 1 Black_Hair, 2 Blond_Hair, 3 Brown_Hair, 4 Gray_Hair, 5 none of them. The report
+  has the five classes only and does not say what it did with faces that have none or several of
+  the attributes; here an example with several takes the first in that order (so Bald wins over
+  a fringe colour, which is how the synthetic faces draw a bald head with gray temples) and an
+  example with none (CelebA's unlabelled hair colours, the synthetic faces' red hair, hats)
+  gets class 5 rather than being dropped, so that every example keeps a label.
 
 A derived label is a function of the attribute dict. The function is vectorised: it gets a
 mapping from attribute name to a numpy bool scalar or array (one entry per example) and
@@ -91,6 +98,24 @@ register_derived_label("Beard", ("No_Beard",), _beard, description="not No_Beard
 register_derived_label(
     "FacialHair", ("No_Beard", "Goatee", "Mustache"), _facial_hair,
     description="Beard (= not No_Beard) or Goatee or Mustache (IntroVAC)")
+
+
+HAIR_MULTI_CLASSES = ("Bald", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+
+
+def _hair_multi(a: Mapping[str, Any]) -> np.ndarray:
+    out = np.full(np.shape(np.asarray(a[HAIR_MULTI_CLASSES[0]])), len(HAIR_MULTI_CLASSES),
+                  np.int64)
+    for k in reversed(range(len(HAIR_MULTI_CLASSES))):  # the first true attribute wins
+        out = np.where(np.asarray(a[HAIR_MULTI_CLASSES[k]], bool), k, out)
+    return out
+
+
+register_derived_label(
+    "Hair_MULTI", HAIR_MULTI_CLASSES, _hair_multi, kind=CATEGORICAL,
+    num_classes=len(HAIR_MULTI_CLASSES) + 1,
+    description="0 Bald, 1 Black, 2 Blond, 3 Brown, 4 Gray, 5 none (first true attribute wins; "
+                "CCVAE report's multi-class hair label)")
 
 
 def is_derived(label: str) -> bool:

@@ -60,6 +60,17 @@ def default_data_config() -> ml_collections.ConfigDict:
         cache_dir=config_dict.placeholder(str),
         synthetic=ml_collections.ConfigDict(dict(
             seed=0, num_train=20000, num_validation=2000, num_test=2000)),
+        # Semi-supervision (training split only): with `fraction` set, a seeded random share
+        # `fraction` of the (subsetted) training examples keeps its labels and the rest has them
+        # hidden (zeroed); every training batch then carries `labeled` (bool [B]). Batches are
+        # wholly supervised or wholly unsupervised, supervised ones spread evenly at the rate
+        # n_supervised / n_train (see `_SemiSupervisedStream`). None: no `labeled` key.
+        semi_supervised=ml_collections.ConfigDict(dict(
+            fraction=config_dict.placeholder(float), seed=0)),
+        # > 0: the last `validation_from_train` examples of the dataset's training split are the
+        # validation split and the rest the training split (the CCVAE reference's CelebA split:
+        # 10000); 0: the dataset's own validation split.
+        validation_from_train=0,
         # grain worker processes for training (0: read in the training process).
         num_workers=0,
         # Threads reading and preprocessing batches in each process (grain ReadOptions).
@@ -72,6 +83,7 @@ def default_data_config() -> ml_collections.ConfigDict:
 _TOP_KEYS = tuple(default_data_config().keys())
 _SUBSET_KEYS = ("positives", "ratio")
 _SYNTHETIC_KEYS = ("seed", "num_train", "num_validation", "num_test")
+_SEMI_KEYS = ("fraction", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +101,9 @@ class _Options:
     cache_dir: str | None
     synthetic_seed: int
     synthetic_sizes: Mapping[str, int]
+    supervised_fraction: float | None
+    supervised_seed: int
+    validation_from_train: int
     num_workers: int
     read_threads: int
     prefetch: int
@@ -103,6 +118,8 @@ class _DatasetDef:
     open: Callable[[_Options, str], Any]            # split -> records with image, attributes
     table: Callable[[_Options, str, Any], np.ndarray]  # attribute table of the opened split
     image_sizes: Callable[[], tuple[int, int]] = lambda: (1, 1 << 30)  # allowed image_size
+    # (opts, split, record index) -> {attribute: bool [S, S]} where it is drawn; None: unknown
+    regions: Callable[[_Options, str, int], Mapping[str, np.ndarray]] | None = None
 
 
 def _synthetic_module():
@@ -132,6 +149,8 @@ DATASETS: dict[str, _DatasetDef] = {
         open=_synthetic_open,
         table=lambda opts, split, source: np.asarray(source.attributes_table(), bool),
         image_sizes=lambda: (_synthetic_module().MIN_SIZE, _synthetic_module().MAX_SIZE),
+        regions=lambda opts, split, i: _synthetic_module().attribute_regions(
+            opts.synthetic_seed, split, i, opts.image_size),
     ),
     "celeb_a": _DatasetDef(
         attribute_names=lambda: celeba.ATTRIBUTE_NAMES,
@@ -239,6 +258,19 @@ def _validate(data_cfg) -> _Options:
     sizes = {split: _int(synthetic, f"num_{split}", f"config.data.synthetic.num_{split}", 1)
              for split in SPLITS}
 
+    semi = data_cfg.get("semi_supervised")
+    if semi is None or not hasattr(semi, "keys"):
+        raise ValueError("config.data.semi_supervised: must be a ConfigDict(fraction=..., seed=...)")
+    _check_keys(semi, _SEMI_KEYS, "config.data.semi_supervised")
+    fraction = semi.get("fraction")
+    if fraction is not None:
+        if (not isinstance(fraction, (int, float, np.number)) or isinstance(fraction, bool)
+                or not 0.0 < float(fraction) <= 1.0):
+            raise ValueError("config.data.semi_supervised.fraction: must be in (0, 1] or None, "
+                             f"got {fraction!r}")
+        fraction = float(fraction)
+    supervised_seed = _int(semi, "seed", "config.data.semi_supervised.seed", 0)
+
     return _Options(
         name=name,
         image_size=image_size,
@@ -251,6 +283,10 @@ def _validate(data_cfg) -> _Options:
         cache_dir=_optional_str(data_cfg, "cache_dir", "config.data.cache_dir"),
         synthetic_seed=synthetic_seed,
         synthetic_sizes=sizes,
+        supervised_fraction=fraction,
+        supervised_seed=supervised_seed,
+        validation_from_train=_int(data_cfg, "validation_from_train",
+                                   "config.data.validation_from_train", 0),
         num_workers=_int(data_cfg, "num_workers", "config.data.num_workers", 0),
         read_threads=_int(data_cfg, "read_threads", "config.data.read_threads", 0),
         prefetch=_int(data_cfg, "prefetch", "config.data.prefetch", 0),
@@ -308,6 +344,47 @@ def balanced_subset_indices(
     return np.sort(np.concatenate([pos, chosen]).astype(np.int64))
 
 
+def supervised_positions(num_examples: int, fraction: float, seed: int) -> np.ndarray:
+    """Positions (sorted) of the examples that keep their labels under semi-supervision.
+
+    `max(1, round(fraction * num_examples))` positions of `range(num_examples)` drawn without
+    replacement by a generator seeded with `(seed, crc32('supervised'))`; the rest have their
+    labels hidden. The same seed and size always give the same positions.
+    """
+    n = int(num_examples)
+    k = min(n, max(1, int(round(float(fraction) * n))))
+    rng = np.random.default_rng([int(seed), zlib.crc32(b"supervised")])
+    return np.sort(rng.permutation(n)[:k]).astype(np.int64)
+
+
+def label_frequencies(data_cfg, label_names: Sequence[str] | None = None
+                      ) -> dict[str, np.ndarray]:
+    """Per label, the class frequencies [num_classes] of the *supervised* training examples
+    (all training examples when `config.data.semi_supervised.fraction` is None), after subset
+    balancing: the p(y) of semi-supervised methods. Reads the attribute table only."""
+    opts = _validate(data_cfg)
+    names = _label_names(opts, label_names)
+    dataset = DATASETS[opts.name]
+    records = dataset.open(opts, "train")
+    table = np.asarray(dataset.table(opts, "train", records), bool)
+    base = _holdout_rows(opts, "train", len(records))
+    if base is not None:
+        table = table[base]
+    if opts.positives:
+        table = table[balanced_subset_indices(table, dataset.attribute_names(), opts.positives,
+                                              opts.ratio, opts.subset_seed, "train")]
+    if opts.supervised_fraction is not None:
+        table = table[supervised_positions(len(table), opts.supervised_fraction,
+                                           opts.supervised_seed)]
+    columns = labels_lib.table_as_mapping(table, dataset.attribute_names())
+    out = {}
+    for name in names:
+        values = labels_lib.label_values(name, columns).astype(np.int64)
+        counts = np.bincount(values, minlength=labels_lib.num_classes(name))
+        out[name] = counts.astype(np.float64) / max(1, counts.sum())
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Sources.
 
@@ -361,16 +438,40 @@ class LabeledSource:
                 f"preprocess={self._preprocess!r}, size={self._image_size})")
 
 
+def _record_split(opts: _Options, split: str) -> str:
+    """The dataset split a split's records come from (`validation_from_train`)."""
+    return "train" if opts.validation_from_train and split == "validation" else split
+
+
+def _holdout_rows(opts: _Options, split: str, n_records: int) -> np.ndarray | None:
+    """With `validation_from_train = k`: rows [0, n - k) of the dataset's training split for
+    'train', rows [n - k, n) for 'validation'; None otherwise."""
+    k = opts.validation_from_train
+    if not k or split not in ("train", "validation"):
+        return None
+    if k >= n_records:
+        raise ValueError(f"config.data.validation_from_train: {k} is not smaller than the "
+                         f"{n_records} training examples of {opts.name}")
+    return (np.arange(n_records - k, n_records) if split == "validation"
+            else np.arange(n_records - k)).astype(np.int64)
+
+
 def _source(opts: _Options, split: str, label_names: tuple[str, ...],
             apply_subset: bool) -> LabeledSource:
     _check_split(split)
     dataset = DATASETS[opts.name]
-    records = dataset.open(opts, split)
-    indices = None
+    record_split = _record_split(opts, split)
+    records = dataset.open(opts, record_split)
+    base = _holdout_rows(opts, split, len(records))
+    indices = base
     if apply_subset and opts.positives:
-        table = dataset.table(opts, split, records)
+        table = np.asarray(dataset.table(opts, record_split, records))
+        if base is not None:
+            table = table[base]
         indices = balanced_subset_indices(table, dataset.attribute_names(), opts.positives,
                                           opts.ratio, opts.subset_seed, split)
+        if base is not None:
+            indices = base[indices]
     return LabeledSource(records, label_names=label_names, preprocess=opts.preprocess,
                          image_size=opts.image_size, indices=indices,
                          name=f"{opts.name}/{split}")
@@ -382,6 +483,21 @@ def make_source(data_cfg, split: str, *, label_names: Sequence[str] | None = Non
     opts = _validate(data_cfg)
     _check_split(split)
     return _source(opts, split, _label_names(opts, label_names), apply_subset)
+
+
+def attribute_regions(data_cfg, split: str, num_examples: int) -> dict[str, np.ndarray] | None:
+    """Per raw attribute, bool [N, S, S]: where it is drawn on each of the first `num_examples`
+    images of the un-subsetted `split` (the evaluation images), or None when the dataset does
+    not provide regions (CelebA). Used to measure how local attribute edits are."""
+    opts = _validate(data_cfg)
+    _check_split(split)
+    dataset = DATASETS[opts.name]
+    if dataset.regions is None or opts.preprocess not in ("resize", "none"):
+        return None
+    per = [dataset.regions(opts, split, i) for i in range(int(num_examples))]
+    if not per:
+        return None
+    return {name: np.stack([r[name] for r in per]).astype(bool) for name in per[0]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,6 +604,95 @@ class _ProcessShareOfEpochs(grain.MapDataset):
         return self._parent[self.parent_index(index)]
 
 
+class _SemiSupervisedStream(grain.MapDataset):
+    """Endless semi-supervised batches: each global batch is wholly supervised (labels kept,
+    `labeled=True`) or wholly unsupervised (labels zeroed, `labeled=False`).
+
+    The parent's positions are split into a supervised set S (`supervised_positions`) and the
+    rest U. Global step `s` is supervised iff `floor((s + 1) r) > floor(s r)` with
+    `r = |S| / (|S| + |U|)`, which spreads the supervised batches evenly at rate r (the
+    reference code takes a supervised batch every `int(1 / f)` batches). Supervised batches read
+    S as one endless stream: position `q` of the stream is element `q mod |S|` of a permutation
+    drawn by `default_rng([seed, 1, q // |S|])`, so a small S (|S| < B) simply wraps around and
+    every pass over S is reshuffled; U likewise with stream id 2. Process `p` of `P` gets rows
+    `[p b, (p + 1) b)` of every global batch (`b = B / P`). Everything is a function of the
+    element index, so grain's iterator state resumes exactly.
+    """
+
+    def __init__(self, parent: grain.MapDataset, *, supervised: np.ndarray,
+                 global_batch_size: int, seed: int, process_index: int, process_count: int):
+        super().__init__(parent)
+        n = len(parent)
+        mask = np.zeros(n, bool)
+        mask[np.asarray(supervised, np.int64)] = True
+        self._streams = {True: np.flatnonzero(mask), False: np.flatnonzero(~mask)}
+        self._n = n
+        self._n_sup = int(mask.sum())
+        self._global_batch = int(global_batch_size)
+        self._local_batch = self._global_batch // process_count
+        self._process_index = int(process_index)
+        self._seed = int(seed)
+        self._permutations: dict[tuple[bool, int], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __str__(self) -> str:
+        return (f"SemiSupervisedStream(supervised={self._n_sup}/{self._n}, "
+                f"global_batch={self._global_batch}, seed={self._seed})")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_permutations"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def supervised_steps_before(self, step: int) -> int:
+        return (int(step) * self._n_sup) // self._n
+
+    def is_supervised_step(self, step: int) -> bool:
+        return self.supervised_steps_before(step + 1) > self.supervised_steps_before(step)
+
+    def _stream_element(self, supervised: bool, position: int) -> int:
+        members = self._streams[supervised]
+        epoch, offset = divmod(position, len(members))
+        key = (supervised, epoch)
+        with self._lock:
+            perm = self._permutations.get(key)
+        if perm is None:
+            perm = np.random.default_rng([self._seed, 1 if supervised else 2, epoch]
+                                         ).permutation(len(members))
+            with self._lock:
+                self._permutations[key] = perm
+                for old in [k for k in self._permutations if k[0] == supervised
+                            and k[1] < epoch - 1]:
+                    del self._permutations[old]
+        return int(members[perm[offset]])
+
+    def parent_index(self, index: int) -> tuple[int, bool]:
+        step, row = divmod(int(index), self._local_batch)
+        supervised = self.is_supervised_step(step)
+        before = self.supervised_steps_before(step)
+        k = before if supervised else step - before
+        position = k * self._global_batch + self._process_index * self._local_batch + row
+        return self._stream_element(supervised, position), supervised
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        parent_index, supervised = self.parent_index(index)
+        example = dict(self._parent[parent_index])
+        if not supervised:
+            example["label"] = np.zeros_like(np.asarray(example["label"], np.float32))
+        example["labeled"] = np.bool_(supervised)
+        return example
+
+
 class _PadWithMask(grain.MapDataset):
     """The parent's elements with `mask=True`, then zero rows with `mask=False` up to a
     multiple of `batch_size`."""
@@ -545,7 +750,9 @@ def make_train_iterator(
 
     Yields `{'image': float32 [b, H, W, C], 'label': float32 [b, n]}` with
     `b = global_batch_size // process_count`. Reshuffled every epoch (seeded by `seed`);
-    the incomplete last global batch of each epoch is dropped. `get_state()` returns a small
+    the incomplete last global batch of each epoch is dropped. With
+    `config.data.semi_supervised.fraction` set, batches also carry `labeled` (bool [b]) and
+    are drawn by `_SemiSupervisedStream` instead (labels of unlabeled rows zeroed). `get_state()` returns a small
     JSON-serialisable dict; `set_state()` on a fresh iterator resumes at the same batch.
     """
     opts = _validate(data_cfg)
@@ -568,8 +775,15 @@ def make_train_iterator(
                          f"split ({len(source)} examples after subsetting)")
     local_batch = global_batch_size // process_count
     ds = grain.MapDataset.source(source)
-    ds = _ProcessShareOfEpochs(ds, global_batch_size=global_batch_size, seed=seed,
-                               process_index=process_index, process_count=process_count)
+    if opts.supervised_fraction is None:
+        ds = _ProcessShareOfEpochs(ds, global_batch_size=global_batch_size, seed=seed,
+                                   process_index=process_index, process_count=process_count)
+    else:
+        ds = _SemiSupervisedStream(
+            ds, supervised=supervised_positions(len(source), opts.supervised_fraction,
+                                                opts.supervised_seed),
+            global_batch_size=global_batch_size, seed=seed, process_index=process_index,
+            process_count=process_count)
     ds = ds.map(to_float)
     ds = ds.batch(local_batch, drop_remainder=True)
     it_ds = ds.to_iter_dataset(_read_options(opts))

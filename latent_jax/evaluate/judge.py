@@ -78,6 +78,7 @@ JUDGE_DEFAULTS: dict[str, Any] = dict(
 #: Data-config keys that do not change the images or attributes the judge is trained on.
 _DATA_KEYS_IGNORED = frozenset({
     "labels", "subset", "subset_seed",                     # the judge reads the whole split
+    "semi_supervised",                                     # ... with every label
     "num_workers", "read_threads", "prefetch", "cache_dir",  # how, not what, data is read
 })
 
@@ -159,6 +160,8 @@ def _jsonable(value):
 def data_identity(data_cfg, spec) -> dict:
     """The part of the data config that determines the judge's training images and labels."""
     cfg = {k: v for k, v in _as_dict(data_cfg).items() if k not in _DATA_KEYS_IGNORED}
+    if not cfg.get("validation_from_train"):   # the default: keys of older caches stay valid
+        cfg.pop("validation_from_train", None)
     return _jsonable(dict(cfg, _name=spec.name, _image_shape=list(spec.image_shape)))
 
 

@@ -28,8 +28,17 @@ Metrics (the names used in reports and metric files):
   and left out of the mean, for a setting with no accepted sample: see
   `settings_without_accepted_samples`); `sample_yield` = fraction of all samples both accepted
   and judged correct (penalises rejection).
+- `edit_locality` (datasets with attribute regions, e.g. the synthetic faces): for single-label
+  edits, the share of the pixel change against the reconstruction (|edit - recon| summed over
+  channels) inside the edited attribute's region, averaged over images; `region_share` is the
+  share of the image that region covers (the locality of a change spread evenly). See
+  `latent_jax.evaluate.latent.edit_locality`.
 - `classify_accuracy`, `classify_balanced_accuracy`: the method's own classifier on test images
-  (skipped when `classify` returns None).
+  (skipped when `classify` returns None); `categorical_accuracy` for categorical labels, whose
+  `classify` column is the predicted class index.
+- `latent`: for methods with `label_codes` (one latent coordinate per label), the Wasserstein
+  distance between each binary label's two class-conditional code distributions (`mean_wasserstein`)
+  and, for categorical labels, whether the classes separate (`latent.latent_code_metrics`).
 - `judge_accuracy`, `judge_balanced_accuracy`: the judge's test accuracy, so every report says how
   far its verdicts can be trusted.
 """
@@ -44,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from latent_jax.evaluate import latent as latent_lib
 from latent_jax.evaluate.judge import Judge, accuracy_table
 
 
@@ -97,6 +107,7 @@ class EvalSet:
     attribute_names: tuple[str, ...]
     labels: np.ndarray                 # [N, n_labels], columns = label_names (method labels)
     label_names: tuple[str, ...]
+    regions: Mapping[str, np.ndarray] | None = None  # attribute -> bool [N, H, W], if known
 
     def __post_init__(self):
         n = len(self.images)
@@ -160,6 +171,8 @@ class Capabilities:
         self._edit = jax.jit(lambda s, x, c: method.edit(s, x, c, strength))
         self._sample = jax.jit(method.sample)
         self._classify = jax.jit(method.classify)
+        self._label_codes = jax.jit(method.label_codes) if hasattr(method, "label_codes") \
+            else None
         self._has_classifier: bool | None = None
 
     def _batches(self, n: int):
@@ -209,6 +222,20 @@ class Capabilities:
         return np.concatenate(out)
 
 
+    def label_codes(self, x: np.ndarray) -> np.ndarray | None:
+        """The method's per-label latent coordinates [N, n_labels], or None without them."""
+        if self._label_codes is None or len(x) == 0:
+            return None
+        shape = jax.ShapeDtypeStruct((self.batch_size,) + x.shape[1:], jnp.float32)
+        if jax.eval_shape(self.method.label_codes, self.states, shape) is None:
+            return None
+        out = []
+        for a, b in self._batches(len(x)):
+            r = self._label_codes(self.states, _pad_to(x[a:b], self.batch_size))
+            out.append(np.asarray(r, np.float32)[:b - a])
+        return np.concatenate(out)
+
+
 # --------------------------------------------------------------------------------- metrics
 def _nanmean(values) -> float:
     vals = [float(v) for v in values if v is not None and np.isfinite(v)]
@@ -234,8 +261,9 @@ def _preservation(pred_edit: np.ndarray, reference: np.ndarray, cols: list[int],
 
 def _edit_setting(caps: Capabilities, judge: Judge, data: EvalSet, rows: np.ndarray,
                   changes: np.ndarray, targets: Mapping[str, int], pred_orig: np.ndarray,
-                  pred_recon: np.ndarray, constituents) -> dict:
-    """Edits `data.images[rows]` with `changes` and scores them against `targets` (label -> value)."""
+                  pred_recon: np.ndarray, constituents, recons: np.ndarray | None = None) -> dict:
+    """Edits `data.images[rows]` with `changes` and scores them against `targets` (label -> value);
+    with one target that has a region in `data.regions`, also the edit's locality."""
     excluded = set()
     for name in targets:
         excluded |= related_attributes(name, judge.attribute_names, constituents)
@@ -263,6 +291,9 @@ def _edit_setting(caps: Capabilities, judge: Judge, data: EvalSet, rows: np.ndar
         success, recon_rate = float("nan"), float("nan")
     pres, per_attr = _preservation(pred_edit, pred_orig[rows], cols, judge.attribute_names)
     pres_r, per_attr_r = _preservation(pred_edit, pred_recon[rows], cols, judge.attribute_names)
+    (target,) = targets if len(targets) == 1 else (None,)
+    if recons is not None and data.regions is not None and target in data.regions:
+        result.update(latent_lib.edit_locality(edited, recons[rows], data.regions[target][rows]))
     result.update(success=success, preservation=pres, preservation_vs_recon=pres_r,
                   recon_target_rate=recon_rate, per_label_success=per_label,
                   per_attribute_preservation=per_attr,
@@ -272,7 +303,8 @@ def _edit_setting(caps: Capabilities, judge: Judge, data: EvalSet, rows: np.ndar
 
 
 def edit_metrics(caps: Capabilities, judge: Judge, data: EvalSet, pred_orig: np.ndarray,
-                 pred_recon: np.ndarray, constituents=None) -> dict:
+                 pred_recon: np.ndarray, constituents=None,
+                 recons: np.ndarray | None = None) -> dict:
     """Single-label add/remove edits for every binary method label, plus one multi-label edit."""
     settings = []
     notes = []
@@ -292,7 +324,7 @@ def edit_metrics(caps: Capabilities, judge: Judge, data: EvalSet, pred_orig: np.
             changes = np.zeros((len(rows), n_labels), np.float32)
             changes[:, l] = change
             res = _edit_setting(caps, judge, data, rows, changes, {name: target}, pred_orig,
-                                pred_recon, constituents)
+                                pred_recon, constituents, recons)
             settings.append(dict(label=name, direction=direction, **res))
     multi = None
     if len(binary) >= 2:
@@ -309,6 +341,8 @@ def edit_metrics(caps: Capabilities, judge: Judge, data: EvalSet, pred_orig: np.
         "edit_success": _nanmean(s["success"] for s in settings),
         "edit_preservation": _nanmean(s["preservation"] for s in settings),
         "edit_preservation_vs_recon": _nanmean(s["preservation_vs_recon"] for s in settings),
+        "edit_locality": _nanmean(s.get("locality") for s in settings),
+        "edit_locality_region_share": _nanmean(s.get("region_share") for s in settings),
         "notes": notes,
     }
 
@@ -360,15 +394,40 @@ def classification_metrics(caps: Capabilities, data: EvalSet) -> dict | None:
     if logits.ndim != 2 or logits.shape[1] < len(data.label_names):
         raise ValueError(f"classify returned shape {logits.shape}; expected "
                          f"[B, {len(data.label_names)}] label logits")
-    cols = [l for l in range(len(data.label_names)) if _is_binary(data.labels[:, l])]
+    cat = set(_categorical_columns(data.label_names))
+    cols = [l for l in range(len(data.label_names))
+            if l not in cat and _is_binary(data.labels[:, l])]
     names = [data.label_names[l] for l in cols]
     table = accuracy_table(logits[:, cols] > 0, data.labels[:, cols], names)
+    categorical = {data.label_names[l]: float(np.mean(np.round(logits[:, l]) ==
+                                                      np.round(data.labels[:, l])))
+                   for l in sorted(cat)}
     return {
         "accuracy": table["accuracy"],
         "balanced_accuracy": table["balanced_accuracy"],
         "classify_accuracy": _nanmean(table["accuracy"].values()),
         "classify_balanced_accuracy": _nanmean(table["balanced_accuracy"].values()),
+        "categorical_accuracy": categorical,
     }
+
+
+def _categorical_columns(label_names: Sequence[str]) -> list[int]:
+    from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
+
+    return [l for l, n in enumerate(label_names)
+            if labels_lib.label_kind(n) == labels_lib.CATEGORICAL]
+
+
+def latent_metrics(caps: Capabilities, data: EvalSet) -> dict | None:
+    """Class-conditional statistics of the method's per-label codes, or None without them."""
+    codes = caps.label_codes(data.images)
+    if codes is None:
+        return None
+    cat = set(_categorical_columns(data.label_names))
+    out = latent_lib.latent_code_metrics(codes, data.labels, data.label_names,
+                                         [l in cat for l in range(len(data.label_names))])
+    out["codes"] = codes
+    return out
 
 
 def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: int,
@@ -407,7 +466,8 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
         f"sample {results['frechet']['frechet_judge_sample']:.3f}")
 
     t = time.time()
-    results["edit"] = edit_metrics(caps, judge, data, pred_orig, pred_recon, constituents)
+    results["edit"] = edit_metrics(caps, judge, data, pred_orig, pred_recon, constituents,
+                                   recons)
     timing["edit"] = time.time() - t
     say(f"eval: edit success {results['edit']['edit_success']:.3f}, preservation "
         f"{results['edit']['edit_preservation']:.3f}")
@@ -422,6 +482,10 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
     t = time.time()
     results["classification"] = classification_metrics(caps, data)
     timing["classification"] = time.time() - t
+
+    t = time.time()
+    results["latent"] = latent_metrics(caps, data)
+    timing["latent"] = time.time() - t
 
     results["judge"] = judge.summary()
     results["timing_seconds"] = timing
@@ -440,10 +504,15 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
     ed = results["edit"]
     for key in ("edit_success", "edit_preservation", "edit_preservation_vs_recon"):
         out[key] = ed[key]
+    if np.isfinite(ed.get("edit_locality", float("nan"))):
+        out["edit_locality"] = ed["edit_locality"]
+        out["edit_locality_region_share"] = ed["edit_locality_region_share"]
     for s in ed["settings"]:
         tag = f"{s['label']}/{s['direction']}"
         out[f"edit_success/{tag}"] = s["success"]
         out[f"edit_preservation/{tag}"] = s["preservation"]
+        if "locality" in s:
+            out[f"edit_locality/{tag}"] = s["locality"]
     if ed["multi"] is not None:
         out["multi_edit_success"] = ed["multi"]["success"]
         out["multi_edit_preservation"] = ed["multi"]["preservation"]
@@ -457,6 +526,13 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
     if cl is not None:
         out["classify_accuracy"] = cl["classify_accuracy"]
         out["classify_balanced_accuracy"] = cl["classify_balanced_accuracy"]
+        for n, v in cl.get("categorical_accuracy", {}).items():
+            out[f"classify_accuracy/{n}"] = v
+    lt = results.get("latent")
+    if lt is not None:
+        out["latent_mean_wasserstein"] = lt["mean_wasserstein"]
+        for n, v in lt["binary"].items():
+            out[f"latent_wasserstein/{n}"] = v["wasserstein"]
     jd = results["judge"]
     out["judge_accuracy"] = jd["mean_test_accuracy"]
     out["judge_balanced_accuracy"] = jd["mean_test_balanced_accuracy"]

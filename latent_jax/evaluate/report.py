@@ -6,6 +6,10 @@ scores the method through its capability functions (`latent_jax.evaluate.metrics
     workdir/eval/report_<step>.json   every number, plus a summary of the run's config
     workdir/eval/report_<step>.md     the same as readable tables
     workdir/eval/latest.json          a copy of the newest JSON report
+    workdir/eval/wasserstein_<step>.png, embeddings_<step>.png
+                                      for methods with per-label latent codes (`label_codes`):
+                                      the class-conditional Wasserstein distance per binary label
+                                      and the 1-D code histograms per label, coloured by class
 
 It returns the flat dict of headline scalars (`metrics.headline`) for the metric writers.
 
@@ -122,9 +126,10 @@ def load_eval_set(data_cfg, spec, attribute_names, num_examples: int,
     images = np.concatenate(images)[:num_examples]
     labels = np.concatenate(labels)[:num_examples]
     cols = [names.index(n) for n in label_names]
+    regions = data_lib.attribute_regions(data_cfg, "test", len(images))
     return metrics_lib.EvalSet(images=images, attributes=labels[:, :len(attribute_names)],
                                attribute_names=attribute_names, labels=labels[:, cols],
-                               label_names=label_names)
+                               label_names=label_names, regions=regions)
 
 
 # --------------------------------------------------------------------------------- output
@@ -201,13 +206,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "judge's prediction on the original (vs recon: on the reconstruction); recon target: "
             "the target already holds on the reconstruction.", ""]
     rows = [[s["label"], s["direction"], s["n"], s["success"], s["preservation"],
-             s["preservation_vs_recon"], s["recon_target_rate"]] for s in ed["settings"]]
+             s["preservation_vs_recon"], s["recon_target_rate"], s.get("locality"),
+             s.get("region_share")] for s in ed["settings"]]
     if ed.get("multi"):
         m = ed["multi"]
         rows.append(["+".join(m["labels"]), "add all", m["n"], m["success"], m["preservation"],
-                     m["preservation_vs_recon"], m["recon_target_rate"]])
+                     m["preservation_vs_recon"], m["recon_target_rate"], None, None])
     out += _table(["label", "direction", "n", "success", "preservation", "preservation vs recon",
-                   "recon target"], rows)
+                   "recon target", "locality", "region share"], rows)
+    out += ["locality: share of the pixel change (edit vs reconstruction) inside the edited "
+            "attribute's region (where the dataset provides regions); region share: the share "
+            "of the image that region covers.", ""]
     if ed["settings"]:
         attrs = sorted({a for s in ed["settings"] for a in s["per_attribute_preservation"]},
                        key=lambda a: res["judge"]["attribute_names"].index(a)
@@ -233,7 +242,23 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += ["The method has no classifier.", ""]
     else:
         out += _table(["label", "accuracy", "balanced accuracy"],
-                      [[n, cl["accuracy"][n], cl["balanced_accuracy"][n]] for n in cl["accuracy"]])
+                      [[n, cl["accuracy"][n], cl["balanced_accuracy"][n]] for n in cl["accuracy"]]
+                      + [[n, v, "-"] for n, v in cl.get("categorical_accuracy", {}).items()])
+    lt = res.get("latent")
+    if lt is not None:
+        out += ["## Per-label latent codes", "",
+                "W1: Wasserstein distance between the codes of y = 0 and y = 1 test images.", ""]
+        out += _table(["label", "W1", "mean (y=0)", "mean (y=1)", "n (y=0)", "n (y=1)"],
+                      [[n, v["wasserstein"], v["mean_0"], v["mean_1"], v["n_0"], v["n_1"]]
+                       for n, v in lt["binary"].items()])
+        for n, v in lt["categorical"].items():
+            out += [f"Categorical {n}: smallest / mean pairwise W1 between classes "
+                    f"{_fmt(v['pairwise_wasserstein_min'])} / {_fmt(v['pairwise_wasserstein_mean'])}"
+                    f"; nearest-class-mean accuracy of the code {_fmt(v['nearest_mean_accuracy'])}"
+                    f" (majority class {_fmt(v['majority_rate'])}).", ""]
+            out += _table(["class", "n", "mean", "std"],
+                          [[str(k), v["counts"][str(k)], v["class_means"][str(k)], v["class_stds"][str(k)]]
+                           for k in v["classes"]])
     notes = list(ed.get("notes", [])) + list(sm.get("notes", []))
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -269,6 +294,7 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
                                           num_samples=num_samples, rng=rng,
                                           edit_strength=strength, log=log.info)
     head = metrics_lib.headline(results)
+    codes = results["latent"].pop("codes") if results.get("latent") else None
     method_name = str(config.get("method", "") or getattr(method, "name", "") or
                       type(method).__name__)
     report = {
@@ -295,5 +321,16 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
         _write_atomic(os.path.join(out_dir, f"report_{int(step)}.json"), text)
         _write_atomic(os.path.join(out_dir, f"report_{int(step)}.md"), render_markdown(report))
         _write_atomic(os.path.join(out_dir, "latest.json"), text)
+        if codes is not None:
+            from latent_jax.evaluate import latent as latent_lib  # pylint: disable=import-outside-toplevel
+
+            lt = report["results"]["latent"]
+            latent_lib.bar_chart_png(
+                {n: (v["wasserstein"] if v["wasserstein"] is not None else float("nan"))
+                 for n, v in lt["binary"].items()},
+                os.path.join(out_dir, f"wasserstein_{int(step)}.png"),
+                title=f"{method_name}: W1 between class-conditional z_c (step {int(step)})")
+            latent_lib.histograms_png(codes, data.labels, data.label_names,
+                                      os.path.join(out_dir, f"embeddings_{int(step)}.png"))
         log.info("eval: report written to %s (%.0f s)", out_dir, time.time() - t0)
     return head

@@ -136,6 +136,13 @@ class Method(abc.ABC):
         del states, x
         return None
 
+    def label_codes(self, states: States, x: jax.Array) -> jax.Array | None:
+        """One latent coordinate per label [B, n_labels] (e.g. CCVAE's z_c), or None for methods
+        without a per-label latent. Used for the 1-D embeddings and their class-conditional
+        Wasserstein distances."""
+        del states, x
+        return None
+
 
 _REGISTRY: dict[str, Callable[..., Method]] = {}
 

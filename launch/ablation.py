@@ -1,0 +1,234 @@
+"""Runs several configs at identical training length and collects one comparison.
+
+    python launch/ablation.py --out=runs/ccvae_synthetic --num_steps=1200 \\
+        --run=ccvae_f0.2=configs/ccvae.py:synthetic,0.2 \\
+        --run=m2_f0.2=configs/m2.py:synthetic,0.2  [--run=NAME=CONFIG ...] \\
+        [--override=key=value ...] [--collect_only]
+
+Each run trains and evaluates with `python -m latent_jax.main --config=CONFIG
+--workdir=OUT/NAME --config.num_steps=N [--config.KEY=VALUE ...]` (one after the other, so the
+timings are comparable; a run whose workdir already holds its final checkpoint just resumes
+and re-evaluates). Then every run's `eval/latest.json` is read and OUT/results.md gets:
+the overview (method's classifier, judge-scored edits, locality, Wasserstein, reconstruction,
+wall time), per-label classifier accuracy, per-label edit success / preservation / locality,
+per-label class-conditional Wasserstein distances, categorical-label separation;
+OUT/wasserstein.png a grouped bar chart of the Wasserstein distances; OUT/locality.png one of
+the edit locality per label next to each region's share of the image; OUT/summary.json every
+number. `--suite=ccvae_synthetic` is the six runs of docs/results.md (ccvae, m2, diva at
+f = 0.2 and 1.0 on the synthetic faces).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+SUITES = {
+    "ccvae_synthetic": [f"{m}_f{f}=configs/{m}.py:synthetic,{f}"
+                        for f in ("0.2", "1.0") for m in ("ccvae", "m2", "diva")],
+    "ccvae_synthetic_multi": [f"{m}_multi_f{f}=configs/{m}.py:synthetic_multi,{f}"
+                              for f in ("1.0",) for m in ("ccvae", "diva")],
+}
+
+flags.DEFINE_string("out", None, "Output directory (one workdir per run inside).")
+flags.DEFINE_multi_string("run", [], "NAME=CONFIG (config path with its preset argument).")
+flags.DEFINE_string("suite", None, f"A predefined list of runs: {', '.join(SUITES)}.")
+flags.DEFINE_integer("num_steps", 0, "Training steps of every run (0: each config's own).")
+flags.DEFINE_multi_string("override", [], "KEY=VALUE config overrides for every run.")
+flags.DEFINE_bool("collect_only", False, "Only collect the tables from existing runs.")
+FLAGS = flags.FLAGS
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "-" if not math.isfinite(f) else f"{f:.{digits}f}"
+
+
+def _table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def train_one(name: str, config: str, out: str) -> dict:
+    workdir = os.path.join(out, name)
+    cmd = [sys.executable, "-m", "latent_jax.main", f"--config={config}", f"--workdir={workdir}"]
+    if FLAGS.num_steps:
+        cmd.append(f"--config.num_steps={FLAGS.num_steps}")
+    cmd += [f"--config.{kv}" for kv in FLAGS.override]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.time()
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "ablation_log.txt"), "w") as f:
+        f.write(res.stdout + res.stderr)
+    if res.returncode != 0:
+        raise RuntimeError(f"run {name} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    m = re.search(r"trained (\d+) steps in ([0-9.]+) s", res.stderr)
+    timing = {"wall_seconds": wall, "command": " ".join(cmd[1:])}
+    if m:
+        timing.update(trained_steps=int(m.group(1)), train_seconds=float(m.group(2)))
+    with open(os.path.join(workdir, "ablation_timing.json"), "w") as f:
+        json.dump(timing, f, indent=2)
+    print(f"  {name}: {wall:.0f} s", flush=True)
+    return timing
+
+
+def collect(runs: list[tuple[str, str]], out: str) -> str:
+    from latent_jax.evaluate import latent as latent_lib
+
+    reports, timings = {}, {}
+    for name, _ in runs:
+        path = os.path.join(out, name, "eval", "latest.json")
+        if not os.path.exists(path):
+            print(f"  {name}: no evaluation report at {path}; left out")
+            continue
+        reports[name] = json.load(open(path))
+        tpath = os.path.join(out, name, "ablation_timing.json")
+        timings[name] = json.load(open(tpath)) if os.path.exists(tpath) else {}
+    if not reports:
+        raise SystemExit("no reports to collect")
+    names = list(reports)
+    lines = [f"# Ablation: {', '.join(names)}", ""]
+    rows = []
+    for n in names:
+        r = reports[n]
+        h, run = r["headline"], r["run"]
+        rows.append([n, run["method"], run["step"], h.get("classify_accuracy"),
+                     h.get("classify_balanced_accuracy"), h.get("edit_success"),
+                     h.get("edit_preservation"), h.get("edit_preservation_vs_recon"),
+                     h.get("edit_locality"), h.get("edit_locality_region_share"),
+                     h.get("latent_mean_wasserstein"), h.get("recon_l1"),
+                     h.get("sample_correct"), timings[n].get("train_seconds"),
+                     r["run"].get("seconds"), timings[n].get("wall_seconds")])
+    lines += ["## Overview", ""]
+    lines += _table(["run", "method", "steps", "classifier acc.", "balanced acc.",
+                     "edit success", "preservation", "pres. vs recon", "locality",
+                     "region share", "mean W1", "recon L1", "sample correct", "train s",
+                     "eval s", "wall s"], rows)
+
+    labels = reports[names[0]]["run"]["label_names"]
+    cl = {n: (reports[n]["results"].get("classification") or {}) for n in names}
+    lines += ["## Classifier accuracy per label (test split)", ""]
+    lines += _table(["label"] + names,
+                    [[l] + [cl[n].get("accuracy", {}).get(l,
+                            cl[n].get("categorical_accuracy", {}).get(l)) for n in names]
+                     for l in labels])
+
+    def per_setting(key, direction=None):
+        out_rows = []
+        for l in labels:
+            row = [l]
+            for n in names:
+                vals = [s.get(key) for s in reports[n]["results"]["edit"]["settings"]
+                        if s["label"] == l and s.get(key) is not None
+                        and direction in (None, s["direction"])]
+                row.append(sum(vals) / len(vals) if vals else None)
+            out_rows.append(row)
+        return out_rows
+
+    lines += ["## Edits per label", "",
+              "Success (judge), adding the attribute to test images without it:", ""]
+    lines += _table(["label"] + names, per_setting("success", "add"))
+    lines += ["Success (judge), removing it from test images with it:", ""]
+    lines += _table(["label"] + names, per_setting("success", "remove"))
+    lines += ["The rest of this section averages the add and remove edits.", ""]
+    lines += ["Preservation of the other attributes (judge, against the original):", ""]
+    lines += _table(["label"] + names, per_setting("preservation"))
+    lines += ["Locality (share of the pixel change inside the attribute's region; the last "
+              "column is the region's share of the image):", ""]
+    loc_rows = per_setting("locality")
+    share = per_setting("region_share")
+    lines += _table(["label"] + names + ["region share"],
+                    [r + [s[1]] for r, s in zip(loc_rows, share)])
+    if any(v is not None for r in loc_rows for v in r[1:]):
+        series = {n: {r[0]: (r[1 + k] if r[1 + k] is not None else float("nan"))
+                      for r in loc_rows} for k, n in enumerate(names)}
+        series["region share"] = {r[0]: (r[1] if r[1] is not None else float("nan"))
+                                  for r in share}
+        latent_lib.bar_chart_png(None, os.path.join(out, "locality.png"),
+                                 title="share of the edit's pixel change inside the attribute's "
+                                       "region (mean of add / remove)", series=series)
+        lines += ["Figure: locality.png", ""]
+
+    w = {n: {l: v["wasserstein"] for l, v in
+             ((reports[n]["results"].get("latent") or {}).get("binary") or {}).items()}
+         for n in names}
+    w = {n: v for n, v in w.items() if v}
+    if w:
+        lines += ["## Wasserstein distance between the two class-conditional code distributions",
+                  ""]
+        lines += _table(["label"] + list(w), [[l] + [w[n].get(l) for n in w] for l in labels
+                                              if any(l in w[n] for n in w)])
+        latent_lib.bar_chart_png(None, os.path.join(out, "wasserstein.png"),
+                                 title="W1 between p(z_c | y=0) and p(z_c | y=1) on test images",
+                                 series={n: {l: (w[n].get(l) if w[n].get(l) is not None
+                                                 else float("nan")) for l in labels
+                                             if any(l in w[m] for m in w)} for n in w})
+        lines += ["Figure: wasserstein.png", ""]
+    for n in names:
+        cat = ((reports[n]["results"].get("latent") or {}).get("categorical") or {})
+        for l, v in cat.items():
+            lines += [f"## {n}: categorical label {l}", "",
+                      f"nearest-class-mean accuracy of the 1-D code "
+                      f"{_fmt(v['nearest_mean_accuracy'])} (majority class "
+                      f"{_fmt(v['majority_rate'])}); pairwise W1 min / mean "
+                      f"{_fmt(v['pairwise_wasserstein_min'])} / "
+                      f"{_fmt(v['pairwise_wasserstein_mean'])}; classifier accuracy "
+                      f"{_fmt(cl[n].get('categorical_accuracy', {}).get(l))}", ""]
+            lines += _table(["class", "n", "mean", "std"],
+                            [[k, v["counts"][str(k)], v["class_means"][str(k)],
+                              v["class_stds"][str(k)]] for k in v["classes"]])
+    text = "\n".join(lines)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"headline": {n: reports[n]["headline"] for n in names},
+                   "timing": timings}, f, indent=2)
+    return text
+
+
+def main(argv):
+    del argv
+    if not FLAGS.out:
+        raise app.UsageError("--out is required")
+    specs = list(FLAGS.run) + (SUITES[FLAGS.suite] if FLAGS.suite else [])
+    if not specs:
+        raise app.UsageError("give --run=NAME=CONFIG (repeatable) or --suite")
+    runs = []
+    for s in specs:
+        name, sep, config = s.partition("=")
+        if not sep or not name or not config:
+            raise app.UsageError(f"--run: expected NAME=CONFIG, got {s!r}")
+        runs.append((name, config))
+    os.makedirs(FLAGS.out, exist_ok=True)
+    if not FLAGS.collect_only:
+        for name, config in runs:
+            train_one(name, config, FLAGS.out)
+    print(collect(runs, FLAGS.out))
+
+
+if __name__ == "__main__":
+    app.run(main)
