@@ -130,6 +130,10 @@ def _capture_code(m):
     return m
 
 
+def _jit_edit(m):
+    return jax.jit(m.edit, static_argnames=("strength",))
+
+
 def _with_class_means(m, states, means):
     """Sets the running class statistics so that class_means() returns `means` [k, 2, d]."""
     enc = states["encoder"]
@@ -152,18 +156,19 @@ def test_csvae_edit_sets_the_label_subspace_to_the_target_class_mean():
     x = _batch(c, 8)["image"][:3]
     _capture_code(m)
     changes = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
-    code = np.asarray(m.edit(states, x, changes))
+    edit = _jit_edit(m)
+    code = np.asarray(edit(states, x, changes))
     w = code[:, :k * d]
     np.testing.assert_allclose(w[0, :2], means[0, 1, :2])      # add Eyeglasses: W_0 <- m(y0=1)
     np.testing.assert_allclose(w[1, :2], means[0, 0, :2])      # remove: W_0 <- m(y0=0)
     np.testing.assert_allclose(w[2, 2:], means[1, 1, 2:])      # add FacialHair: W_1 <- m(y1=1)
     # z comes from q(z|x) unchanged, and the untouched subspace keeps its encoding
-    y_src = m.infer_labels(states, x, changes)
-    posts = m.posteriors(states, x, y_src)
+    y_src = jax.jit(m.infer_labels)(states, x, changes)
+    posts = jax.jit(m.posteriors)(states, x, y_src)
     np.testing.assert_allclose(code[:, k * d:], posts["z"][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w[0, 2:], posts["w"][0][0, 2:], rtol=1e-5, atol=1e-6)
     # strength s interpolates/extrapolates from the source class mean
-    code2 = np.asarray(m.edit(states, x, changes, strength=2.0))
+    code2 = np.asarray(edit(states, x, changes, strength=2.0))
     np.testing.assert_allclose(code2[0, :2], means[0, 0, :2] + 2 * (means[0, 1, :2] - means[0, 0, :2]))
 
 
@@ -175,9 +180,9 @@ def test_vae_and_condvae_edits_follow_section_4_3():
     means = np.random.default_rng(0).normal(size=(1, 2, dim)).astype(np.float32)
     states = _with_class_means(m, states, means)
     x = _batch(c, 8)["image"][:2]
-    mu = m.posteriors(states, x, jnp.zeros((2, 1)))["z"][0]
+    mu = jax.jit(m.posteriors)(states, x, jnp.zeros((2, 1)))["z"][0]
     _capture_code(m)
-    code = np.asarray(m.edit(states, x, jnp.array([[1.0], [-1.0]])))
+    code = np.asarray(_jit_edit(m)(states, x, jnp.array([[1.0], [-1.0]])))
     np.testing.assert_allclose(code[0], mu[0] - means[0, 0] + means[0, 1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(code[1], mu[1] - means[0, 1] + means[0, 0], rtol=1e-5, atol=1e-5)
 
@@ -185,9 +190,9 @@ def test_vae_and_condvae_edits_follow_section_4_3():
     m, _ = _method(c)
     states = m.init(jax.random.PRNGKey(0))
     _capture_code(m)
-    code = np.asarray(m.edit(states, x, jnp.array([[1.0], [-1.0]]), strength=2.5))
+    code = np.asarray(_jit_edit(m)(states, x, jnp.array([[1.0], [-1.0]]), strength=2.5))
     np.testing.assert_allclose(code[:, -1], [2.5, 0.0])              # decoded with p * y^1
-    mu_src = m.posteriors(states, x, jnp.array([[0.0], [1.0]]))["z"][0]   # encoded with source y
+    mu_src = jax.jit(m.posteriors)(states, x, jnp.array([[0.0], [1.0]]))["z"][0]  # source y
     np.testing.assert_allclose(code[:, :-1], mu_src, rtol=1e-5, atol=1e-6)
 
 
@@ -197,13 +202,13 @@ def test_unchanged_labels_are_inferred_by_the_elbo():
     states = m.init(jax.random.PRNGKey(0))
     x = _batch(c, 8)["image"][:4]
     changes = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
-    y = np.asarray(m.infer_labels(states, x, changes))
+    y = np.asarray(jax.jit(m.infer_labels)(states, x, changes))
     assert y[0, 0] == 0 and y[1, 0] == 1 and y[2, 1] == 0 and y[3, 1] == 1
+    neg_elbo = jax.jit(m.neg_elbo)
     for i, l in ((0, 1), (1, 1), (2, 0), (3, 0)):
-        y0 = jnp.asarray(y[i:i + 1]).at[:, l].set(0.0)
-        y1 = jnp.asarray(y[i:i + 1]).at[:, l].set(1.0)
-        e0, e1 = m.neg_elbo(states, x[i:i + 1], y0), m.neg_elbo(states, x[i:i + 1], y1)
-        assert y[i, l] == float(e1[0] < e0[0])
+        e0 = neg_elbo(states, x, jnp.asarray(y).at[i, l].set(0.0))
+        e1 = neg_elbo(states, x, jnp.asarray(y).at[i, l].set(1.0))
+        assert y[i, l] == float(e1[i] < e0[i])
 
 
 def test_csvae_grid_is_centred_at_the_negative_prior_mean_and_pca_for_higher_dims():
