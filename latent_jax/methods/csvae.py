@@ -62,6 +62,10 @@ Deviations (also in docs/methods.md):
   weights are beta4 (encoder) and beta5 (adversary), the paper's "same hyperparameters".
 - The encoder heads of Z and W share the conv trunk (one `encoder` player); the paper's
   phi_1 and phi_2 may be separate networks.
+- Priors as in Sec. 4.2's formulas (y = 1 at the origin with std 0.1), although its prose says
+  positives are encoded away from the origin; sigmas are standard deviations.
+- `model.upsample='resize'` (the synthetic presets) replaces the decoder's transposed convs by
+  nearest upsampling + conv5x5, for speed on CPU.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Encoder trunk: per entry c of `channels` a conv5x5 stride 2 -> BatchNorm -> ReLU
 
 Decoder: Dense(s * s * c_last) -> BatchNorm -> ReLU; per entry c of reversed `channels` a
 transposed conv5x5 stride 2 -> BatchNorm -> ReLU; conv5x5 to the image channels; sigmoid
-(the Gaussian mean of p(x|w,z) for pixels in [0, 1]).
+(the Gaussian mean of p(x|w,z) for pixels in [0, 1]). With `upsample='resize'` each transposed
+conv is a nearest-neighbour x2 upsampling followed by a conv5x5 (same shapes, faster on CPU).
 
 `MLP` and `MLPDecoder` are the toy (Swiss roll) networks: Dense -> ReLU layers.
 """
