@@ -96,6 +96,10 @@ class Experiment:
         return self._preview
 
     def grids(self, states) -> dict:
+        """Image grids of the preview batch; none when `config.grid_size` is 0 (e.g. data that
+        are not images)."""
+        if int(self.config.grid_size) <= 0:
+            return {}
         b = self.preview_batch()
         return visualize.make_grids(self.method, states, b["image"], b["label"],
                                     jax.random.fold_in(self.base_key, 0x6E1D))

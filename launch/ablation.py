@@ -2,20 +2,25 @@
 
     python launch/ablation.py --out=runs/ccvae_synthetic --num_steps=1200 \\
         --run=ccvae_f0.2=configs/ccvae.py:synthetic,0.2 \\
-        --run=m2_f0.2=configs/m2.py:synthetic,0.2  [--run=NAME=CONFIG ...] \\
-        [--override=key=value ...] [--collect_only]
+        --run=configs/m2.py:synthetic,0.2  [--run=[NAME=]CONFIG ...] \\
+        [--override=key=value ...] [--columns=Header=metric,...] [--collect_only]
+    python launch/ablation.py --suite=table4_glasses --out=runs/table4_glasses
 
 Each run trains and evaluates with `python -m latent_jax.main --config=CONFIG
---workdir=OUT/NAME --config.num_steps=N [--config.KEY=VALUE ...]` (one after the other, so the
-timings are comparable; a run whose workdir already holds its final checkpoint just resumes
-and re-evaluates). Then every run's `eval/latest.json` is read and OUT/results.md gets:
+--workdir=OUT/NAME [--config.num_steps=N] [--config.KEY=VALUE ...]` (one after the other, so
+the timings are comparable; a run whose workdir already holds its final checkpoint just resumes
+and re-evaluates). NAME defaults to the config's file name and preset (`csvae_synthetic_glasses`).
+Then every run's `eval/latest.json` is read and OUT/results.md gets:
 the overview (method's classifier, judge-scored edits, locality, Wasserstein, reconstruction,
 wall time), per-label classifier accuracy, per-label edit success / preservation / locality,
-per-label class-conditional Wasserstein distances, categorical-label separation;
-OUT/wasserstein.png a grouped bar chart of the Wasserstein distances; OUT/locality.png one of
-the edit locality per label next to each region's share of the image; OUT/summary.json every
-number. `--suite=ccvae_synthetic` is the six runs of docs/results.md (ccvae, m2, diva at
-f = 0.2 and 1.0 on the synthetic faces).
+per-label class-conditional Wasserstein distances, categorical-label separation, and, with
+`--columns` (or a suite that names columns), a table of chosen headline metrics (`{label}` in a
+metric name stands for the run's first label); OUT/wasserstein.png a grouped bar chart of the
+Wasserstein distances; OUT/locality.png one of the edit locality per label next to each region's
+share of the image; OUT/summary.json every number. Suites (`--suite`): `ccvae_synthetic` is the
+six runs of docs/results.md (ccvae, m2, diva at f = 0.2 and 1.0 on the synthetic faces);
+`table4_glasses` / `table4_facialhair` are CSVAE's Table 4 protocol (csvae, vae, condvae,
+condvae_info on a synthetic subset) with its target / neutral / final columns.
 """
 
 from __future__ import annotations
@@ -34,19 +39,30 @@ from absl import flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+# CSVAE's Table 4 (paper 001): target accuracy (the judge sees the added attribute), neutral
+# accuracy (the judge no longer sees the removed one), final accuracy (both directions pooled).
+TABLE4_COLUMNS = ("target=edit_success/{label}/add,neutral=edit_success/{label}/remove,"
+                  "final=edit_success/{label}/pooled,recon MSE=recon_mse")
 SUITES = {
-    "ccvae_synthetic": [f"{m}_f{f}=configs/{m}.py:synthetic,{f}"
-                        for f in ("0.2", "1.0") for m in ("ccvae", "m2", "diva")],
-    "ccvae_synthetic_multi": [f"{m}_multi_f{f}=configs/{m}.py:synthetic_multi,{f}"
-                              for f in ("1.0",) for m in ("ccvae", "diva")],
+    "ccvae_synthetic": dict(runs=[f"{m}_f{f}=configs/{m}.py:synthetic,{f}"
+                                  for f in ("0.2", "1.0") for m in ("ccvae", "m2", "diva")]),
+    "ccvae_synthetic_multi": dict(runs=[f"{m}_multi_f{f}=configs/{m}.py:synthetic_multi,{f}"
+                                        for f in ("1.0",) for m in ("ccvae", "diva")]),
+    **{f"table4_{subset}": dict(runs=[f"configs/{m}.py:synthetic_{subset}" for m in
+                                      ("csvae", "vae", "condvae", "condvae_info")],
+                                columns=TABLE4_COLUMNS)
+       for subset in ("glasses", "facialhair")},
 }
 
 flags.DEFINE_string("out", None, "Output directory (one workdir per run inside).")
-flags.DEFINE_multi_string("run", [], "NAME=CONFIG (config path with its preset argument).")
-flags.DEFINE_string("suite", None, f"A predefined list of runs: {', '.join(SUITES)}.")
+flags.DEFINE_multi_string("run", [], "[NAME=]CONFIG (config path with its preset argument; "
+                          "NAME defaults to run_name(CONFIG)).")
+flags.DEFINE_enum("suite", None, list(SUITES), "A predefined list of runs.")
 flags.DEFINE_integer("num_steps", 0, "Training steps of every run (0: each config's own).")
 flags.DEFINE_multi_string("override", [], "KEY=VALUE config overrides for every run.")
 flags.DEFINE_bool("collect_only", False, "Only collect the tables from existing runs.")
+flags.DEFINE_string("columns", None, "Header=metric,... headline metrics for an extra table "
+                    "('{label}' = the run's first label); default: the suite's, if any.")
 FLAGS = flags.FLAGS
 
 
@@ -62,6 +78,34 @@ def _fmt(v, digits=3):
     except (TypeError, ValueError):
         return str(v)
     return "-" if not math.isfinite(f) else f"{f:.{digits}f}"
+
+
+def run_name(config: str) -> str:
+    """`configs/csvae.py:synthetic_glasses` -> `csvae_synthetic_glasses`; `,f` -> `_ff`."""
+    path, _, preset = config.partition(":")
+    base = os.path.splitext(os.path.basename(path))[0]
+    preset = preset.replace(",", "_f")
+    return f"{base}_{preset}" if preset else base
+
+
+def parse_run(spec: str) -> tuple[str, str]:
+    """`NAME=CONFIG` or `CONFIG` -> (name, config)."""
+    name, sep, config = spec.partition("=")
+    if not sep:
+        name, config = run_name(spec), spec
+    if not name or not config:
+        raise app.UsageError(f"--run: expected [NAME=]CONFIG, got {spec!r}")
+    return name, config
+
+
+def parse_columns(text: str) -> list[tuple[str, str]]:
+    cols = []
+    for item in text.split(","):
+        header, sep, key = item.partition("=")
+        if not sep or not header.strip() or not key.strip():
+            raise app.UsageError(f"--columns: {item!r} is not Header=metric")
+        cols.append((header.strip(), key.strip()))
+    return cols
 
 
 def _table(header, rows):
@@ -96,7 +140,19 @@ def train_one(name: str, config: str, out: str) -> dict:
     return timing
 
 
-def collect(runs: list[tuple[str, str]], out: str) -> str:
+def columns_table(names, reports, timings, columns: list[tuple[str, str]]) -> list[str]:
+    """One row per run: the chosen headline metrics (`{label}` = the run's first label)."""
+    rows = []
+    for n in names:
+        run, h = reports[n]["run"], reports[n]["headline"]
+        label = (run.get("label_names") or [""])[0]
+        rows.append([n, run["method"], run["step"]]
+                    + [h.get(key.format(label=label)) for _, key in columns]
+                    + [timings[n].get("wall_seconds")])
+    return _table(["run", "method", "steps"] + [c for c, _ in columns] + ["wall s"], rows)
+
+
+def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
     from latent_jax.evaluate import latent as latent_lib
 
     reports, timings = {}, {}
@@ -123,6 +179,9 @@ def collect(runs: list[tuple[str, str]], out: str) -> str:
                      h.get("latent_mean_wasserstein"), h.get("recon_l1"),
                      h.get("sample_correct"), timings[n].get("train_seconds"),
                      r["run"].get("seconds"), timings[n].get("wall_seconds")])
+    if columns:
+        lines += ["## Selected metrics", ""]
+        lines += columns_table(names, reports, timings, list(columns))
     lines += ["## Overview", ""]
     lines += _table(["run", "method", "steps", "classifier acc.", "balanced acc.",
                      "edit success", "preservation", "pres. vs recon", "locality",
@@ -214,20 +273,18 @@ def main(argv):
     del argv
     if not FLAGS.out:
         raise app.UsageError("--out is required")
-    specs = list(FLAGS.run) + (SUITES[FLAGS.suite] if FLAGS.suite else [])
+    suite = SUITES.get(FLAGS.suite, {})
+    specs = list(FLAGS.run) + list(suite.get("runs", ()))
     if not specs:
-        raise app.UsageError("give --run=NAME=CONFIG (repeatable) or --suite")
-    runs = []
-    for s in specs:
-        name, sep, config = s.partition("=")
-        if not sep or not name or not config:
-            raise app.UsageError(f"--run: expected NAME=CONFIG, got {s!r}")
-        runs.append((name, config))
+        raise app.UsageError("give --run=[NAME=]CONFIG (repeatable) or --suite")
+    runs = [parse_run(s) for s in specs]
+    column_text = FLAGS.columns or suite.get("columns")
+    columns = parse_columns(column_text) if column_text else []
     os.makedirs(FLAGS.out, exist_ok=True)
     if not FLAGS.collect_only:
         for name, config in runs:
             train_one(name, config, FLAGS.out)
-    print(collect(runs, FLAGS.out))
+    print(collect(runs, FLAGS.out, columns))
 
 
 if __name__ == "__main__":

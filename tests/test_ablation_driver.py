@@ -1,5 +1,6 @@
 """launch/ablation.py: collecting several runs' evaluation reports into one comparison."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -10,6 +11,7 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@functools.lru_cache(maxsize=None)  # absl flags can be defined once per process
 def _driver():
     spec = importlib.util.spec_from_file_location("ablation_driver",
                                                   os.path.join(REPO, "launch", "ablation.py"))
@@ -54,3 +56,27 @@ def test_collect_writes_tables_and_figures(tmp_path):
         assert np.asarray(Image.open(tmp_path / png)).std() > 10
     summary = json.load(open(tmp_path / "summary.json"))
     assert set(summary["headline"]) == {"a", "b"}
+
+
+def test_table4_columns_and_run_names(tmp_path):
+    mod = _driver()
+    assert mod.run_name("configs/csvae.py:synthetic_glasses") == "csvae_synthetic_glasses"
+    assert mod.parse_run("configs/ccvae.py:synthetic,0.2") == ("ccvae_synthetic_f0.2",
+                                                               "configs/ccvae.py:synthetic,0.2")
+    assert mod.parse_run("a=configs/vae.py") == ("a", "configs/vae.py")
+    runs = [mod.parse_run(s) for s in mod.SUITES["table4_glasses"]["runs"][:2]]
+    for (name, _), v in zip(runs, (0.9, 0.1)):
+        d = tmp_path / name / "eval"
+        d.mkdir(parents=True)
+        report = {"run": {"method": name.split("_")[0], "step": 7, "label_names": ["Eyeglasses"]},
+                  "headline": {"edit_success/Eyeglasses/add": v,
+                               "edit_success/Eyeglasses/remove": 1.0,
+                               "edit_success/Eyeglasses/pooled": (2 * v + 1) / 3,
+                               "recon_mse": 0.25},
+                  "results": {"edit": {"settings": []}}}
+        (d / "latest.json").write_text(json.dumps(report))
+    columns = mod.parse_columns(mod.SUITES["table4_glasses"]["columns"])
+    text = mod.collect(runs, str(tmp_path), columns)
+    assert "| run | method | steps | target | neutral | final | recon MSE | wall s |" in text
+    assert "| csvae_synthetic_glasses | csvae | 7 | 0.900 | 1.000 | 0.933 | 0.250 | - |" in text
+    assert "| vae_synthetic_glasses | vae | 7 | 0.100 | 1.000 | 0.400 | 0.250 | - |" in text

@@ -120,6 +120,13 @@ class _DatasetDef:
     image_sizes: Callable[[], tuple[int, int]] = lambda: (1, 1 << 30)  # allowed image_size
     # (opts, split, record index) -> {attribute: bool [S, S]} where it is drawn; None: unknown
     regions: Callable[[_Options, str, int], Mapping[str, np.ndarray]] | None = None
+    # Shape of one example's `image` for a given image_size; None: (size, size, 3).
+    example_shape: Callable[[int], tuple[int, ...]] | None = None
+
+
+def _example_shape(opts: "_Options") -> tuple[int, ...]:
+    shape = DATASETS[opts.name].example_shape
+    return (opts.image_size, opts.image_size, 3) if shape is None else tuple(shape(opts.image_size))
 
 
 def _synthetic_module():
@@ -132,6 +139,13 @@ def _synthetic_open(opts: _Options, split: str):
     return _synthetic_module().SyntheticFaces(
         split, image_size=opts.image_size, seed=opts.synthetic_seed,
         num_examples=opts.synthetic_sizes[split])
+
+
+def _swiss_roll_open(opts: _Options, split: str):
+    from latent_jax.data import swiss_roll
+
+    return swiss_roll.SwissRoll(split, seed=opts.synthetic_seed,
+                                num_examples=opts.synthetic_sizes[split])
 
 
 def _celeba_open(opts: _Options, split: str):
@@ -157,6 +171,14 @@ DATASETS: dict[str, _DatasetDef] = {
         preprocessing=("introvac_crop", "center_crop", "resize"),
         open=_celeba_open,
         table=_celeba_table,
+    ),
+    # CSVAE's toy (paper 001, Sec. 5.1): 3-D points, label x_gt_10; sizes from config.data.synthetic.
+    "swiss_roll": _DatasetDef(
+        attribute_names=lambda: ("x_gt_10",),
+        preprocessing=("raw",),
+        open=_swiss_roll_open,
+        table=lambda opts, split, source: source.attributes_table(),
+        example_shape=lambda size: (3,),
     ),
 }
 
@@ -522,7 +544,7 @@ def get_data_spec(data_cfg) -> DataSpec:
         num_examples[split] = len(_source(opts, split, opts.labels, apply_subset=True))
     return DataSpec(
         name=opts.name,
-        image_shape=(opts.image_size, opts.image_size, 3),
+        image_shape=_example_shape(opts),
         label_names=opts.labels,
         attribute_names=labels_lib.available_labels(dataset.attribute_names()),
         num_examples=num_examples,
@@ -533,9 +555,12 @@ def get_data_spec(data_cfg) -> DataSpec:
 # grain datasets.
 
 def to_float(example: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """uint8 image -> float32 in [0, 1]; label -> float32."""
+    """uint8 image -> float32 in [0, 1] (float data, e.g. points, passes unscaled);
+    label -> float32."""
     out = dict(example)
-    out["image"] = np.asarray(example["image"], np.float32) / np.float32(255.0)
+    image = np.asarray(example["image"])
+    scale = np.float32(255.0) if image.dtype == np.uint8 else np.float32(1.0)
+    out["image"] = image.astype(np.float32) / scale
     out["label"] = np.asarray(example["label"], np.float32)
     return out
 
@@ -822,6 +847,6 @@ def iterate_eval_batches(
         ds = ds[:n]
     ds = ds.map(to_float)
     ds = _PadWithMask(ds, batch_size=batch_size,
-                      image_shape=(opts.image_size, opts.image_size, 3), num_labels=len(names))
+                      image_shape=_example_shape(opts), num_labels=len(names))
     ds = ds.batch(batch_size, drop_remainder=False)
     return iter(ds.to_iter_dataset(_read_options(opts)))

@@ -17,6 +17,7 @@ Methods (`config.data.preprocess`):
   rows 20..198), resize to `size` x `size`.
 - `resize` (CCVAE): resize the whole image to `size` x `size`, no crop (aspect not kept).
 - `none`: the image unchanged (images already rendered at the final size).
+- `raw`: non-image data (the Swiss roll's 3-D points) unchanged, no shape check.
 """
 
 from __future__ import annotations
@@ -84,11 +85,18 @@ def identity(image: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
+def raw(example: np.ndarray, size: int) -> np.ndarray:
+    """Non-image data (e.g. the Swiss roll's points), returned unchanged."""
+    del size
+    return np.asarray(example)
+
+
 PREPROCESSORS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "introvac_crop": introvac_crop,
     "center_crop": center_crop,
     "resize": resize,
     "none": identity,
+    "raw": raw,
 }
 
 

@@ -19,7 +19,11 @@ Metrics (the names used in reports and metric files):
   edited image equals the prediction on the original image, over the judge attributes other than
   l, its constituents and attributes derived from it (`latent_jax.data.labels.constituents`);
   `edit_preservation_vs_recon` = the same against the prediction on the reconstruction (isolates
-  the edit from reconstruction loss); plus per-attribute preservation. With two or more labels,
+  the edit from reconstruction loss); plus per-attribute preservation.
+  `edit_success_pooled` = success over every edited image of both directions of a label
+  (weighted by the number of images; mean over labels). With the evaluation on a label's subset
+  (`config.eval.apply_subset`), add success, remove success and pooled success are the target,
+  neutral and final accuracies of CSVAE's Table 4 (paper 001). With two or more labels,
   one multi-attribute edit adds every label to the images lacking at least one of them
   (`multi_edit_success`: the judge assigns all labels).
 - conditional sampling, for every binary label l and value v: y = label rows of random test images
@@ -335,9 +339,16 @@ def edit_metrics(caps: Capabilities, judge: Judge, data: EvalSet, pred_orig: np.
         multi = dict(labels=names, direction="add",
                      **_edit_setting(caps, judge, data, rows, changes, {n: 1 for n in names},
                                      pred_orig, pred_recon, constituents))
+    pooled = {}
+    for name in {s["label"] for s in settings}:
+        judged = [s for s in settings if s["label"] == name and s["n"] and np.isfinite(s["success"])]
+        n = sum(s["n"] for s in judged)
+        pooled[name] = (sum(s["n"] * s["success"] for s in judged) / n) if n else float("nan")
     return {
         "settings": settings,
         "multi": multi,
+        "pooled_success": pooled,
+        "edit_success_pooled": _nanmean(pooled.values()),
         "edit_success": _nanmean(s["success"] for s in settings),
         "edit_preservation": _nanmean(s["preservation"] for s in settings),
         "edit_preservation_vs_recon": _nanmean(s["preservation_vs_recon"] for s in settings),
@@ -507,6 +518,10 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
     if np.isfinite(ed.get("edit_locality", float("nan"))):
         out["edit_locality"] = ed["edit_locality"]
         out["edit_locality_region_share"] = ed["edit_locality_region_share"]
+    if "edit_success_pooled" in ed:
+        out["edit_success_pooled"] = ed["edit_success_pooled"]
+        for name, v in ed["pooled_success"].items():
+            out[f"edit_success/{name}/pooled"] = v
     for s in ed["settings"]:
         tag = f"{s['label']}/{s['direction']}"
         out[f"edit_success/{tag}"] = s["success"]

@@ -15,6 +15,8 @@ It returns the flat dict of headline scalars (`metrics.headline`) for the metric
 
 The evaluation config, `config.eval` (`default_eval_config()`; every method config starts from it):
 
+    apply_subset   False  True: take the test images from the subsetted test split
+                          (`config.data.subset`, e.g. CSVAE's Table 4 on CelebA-Glasses)
     num_examples   1000   test images used (the first ones of the un-subsetted test split): for
                           reconstruction, the Fréchet distances (as many samples, drawn with these
                           images' label rows) and the edits (every image, once per label)
@@ -68,6 +70,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
     c.num_samples = _EVAL_DEFAULTS["num_samples"]
     c.batch_size = _EVAL_DEFAULTS["batch_size"]
     c.edit_strength = config_dict.placeholder(float)
+    c.apply_subset = False
     j = judge_lib.JUDGE_DEFAULTS
     c.judge = ml_collections.ConfigDict()
     c.judge.steps = j["steps"]
@@ -107,9 +110,9 @@ def _judge_cfg_without_attributes(judge_cfg) -> dict:
 
 # --------------------------------------------------------------------------------- data
 def load_eval_set(data_cfg, spec, attribute_names, num_examples: int,
-                  batch_size: int) -> metrics_lib.EvalSet:
-    """The first `num_examples` images of the un-subsetted test split with the judge's attributes
-    and the method's labels."""
+                  batch_size: int, apply_subset: bool = False) -> metrics_lib.EvalSet:
+    """The first `num_examples` images of the test split (un-subsetted unless `apply_subset`)
+    with the judge's attributes and the method's labels."""
     from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
 
     attribute_names = tuple(attribute_names)
@@ -117,7 +120,8 @@ def load_eval_set(data_cfg, spec, attribute_names, num_examples: int,
     names = attribute_names + tuple(n for n in label_names if n not in attribute_names)
     images, labels = [], []
     for batch in data_lib.iterate_eval_batches(data_cfg, "test", batch_size, label_names=names,
-                                               apply_subset=False, max_examples=num_examples):
+                                               apply_subset=bool(apply_subset),
+                                               max_examples=num_examples):
         mask = np.asarray(batch["mask"], bool)
         images.append(np.asarray(batch["image"], np.float32)[mask])
         labels.append(np.asarray(batch["label"], np.float32)[mask])
@@ -289,7 +293,8 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
     judge = judge_lib.get_or_train_judge(
         config.data, _judge_cfg_without_attributes(judge_cfg),
         attribute_names=attributes or None, progress=log.info)
-    data = load_eval_set(config.data, spec, judge.attribute_names, num_examples, batch_size)
+    data = load_eval_set(config.data, spec, judge.attribute_names, num_examples, batch_size,
+                         apply_subset=bool(eval_cfg.get("apply_subset", False)))
     results = metrics_lib.evaluate_method(method, states, judge, data, batch_size=batch_size,
                                           num_samples=num_samples, rng=rng,
                                           edit_strength=strength, log=log.info)
