@@ -4,13 +4,9 @@ Same data, networks, latent size (dim Z + k dim W_i), optimizers, loss weights a
 length as CSVAE, so the models are compared at identical compute per step and step count.
 """
 
-import importlib.util
-import pathlib
+from latent_jax import configlib
 
-_spec = importlib.util.spec_from_file_location(
-    "latent_jax_configs_csvae", pathlib.Path(__file__).with_name("csvae.py"))
-csvae = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(csvae)
+csvae = configlib.sibling_config(__file__, "csvae.py")
 
 
 def get_config(preset: str = "celeba_glasses"):

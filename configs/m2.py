@@ -3,13 +3,9 @@ method 'm2'; presets and the ',<fraction>' suffix as there. alpha (loss.classifi
 weighs the auxiliary classifier's log-likelihood on supervised examples.
 """
 
-import importlib.util
-import pathlib
+from latent_jax import configlib
 
-_spec = importlib.util.spec_from_file_location(
-    "latent_jax_configs_ccvae", pathlib.Path(__file__).with_name("ccvae.py"))
-ccvae = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ccvae)
+ccvae = configlib.sibling_config(__file__, "ccvae.py")
 
 PRESETS = ccvae.PRESETS
 # Per labelled example and label, on the same scale as the summed Laplace log-likelihood.

@@ -5,14 +5,9 @@ learning-rate decay. Presets as in configs/introvac.py; the synthetic preset tra
 same number of steps as IntroVAC's (identical data, no decay).
 """
 
-import importlib.util
-import pathlib
+from latent_jax import configlib
 
-# Load the sibling configs/introvac.py (config files are loaded by path, not as a package).
-_spec = importlib.util.spec_from_file_location(
-    "latent_jax_configs_introvac", pathlib.Path(__file__).with_name("introvac.py"))
-introvac = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(introvac)
+introvac = configlib.sibling_config(__file__, "introvac.py")
 
 
 def get_config(preset: str = "celeba_eye"):

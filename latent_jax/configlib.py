@@ -7,11 +7,24 @@ anything is compiled and raises `ValueError` naming the offending key.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pathlib
+import types
 
 import ml_collections
 
 from latent_jax import optim
+
+
+def sibling_config(config_file: str, name: str) -> types.ModuleType:
+    """Loads the config file `name` from the folder of `config_file` (config files are loaded by
+    path, not imported as a package), e.g. `sibling_config(__file__, "csvae.py")` in configs/vae.py."""
+    path = pathlib.Path(config_file).with_name(name)
+    spec = importlib.util.spec_from_file_location(f"latent_jax_configs_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -18,13 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def bottom_size(image_size: int, channels: Sequence[int]) -> int:
-    size = image_size // (2 ** len(channels))
-    if size < 1 or size * 2 ** len(channels) != image_size:
-        raise ValueError(f"image size {image_size} is not divisible by 2**{len(channels)} "
-                         f"(one halving per entry of model.channels={tuple(channels)})")
-    return size
+from latent_jax.nets.resnet import bottom_size
 
 
 class ConvTrunk(nn.Module):

@@ -23,18 +23,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from latent_jax.nets.resnet import bottom_size
+
 
 def _bn(train: bool, name: str):
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
-
-
-def bottom_size(image_size: int, channels: Sequence[int]) -> int:
-    """Spatial size of the encoder's last feature map (one halving per channel entry)."""
-    size = image_size // (2 ** len(channels))
-    if size < 1 or size * 2 ** len(channels) != image_size:
-        raise ValueError(f"image size {image_size} is not divisible by 2**{len(channels)} "
-                         f"(one stride-2 conv per entry of model.channels={tuple(channels)})")
-    return size
 
 
 class MLP(nn.Module):

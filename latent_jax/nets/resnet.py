@@ -54,7 +54,8 @@ def _upsample(x):
 
 
 def bottom_size(image_size: int, channels: Sequence[int]) -> int:
-    """Spatial size of the encoder's last feature map."""
+    """Spatial size of the encoder's last feature map (one halving per entry of `channels`);
+    shared by every conv encoder/decoder pair in `latent_jax.nets`."""
     size = image_size // (2 ** len(channels))
     if size < 1 or size * 2 ** len(channels) != image_size:
         raise ValueError(f"image size {image_size} is not divisible by 2**{len(channels)} "
