@@ -565,7 +565,50 @@ def to_float(example: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-class _ProcessShareOfEpochs(grain.MapDataset):
+class _EndlessBatchStream(grain.MapDataset):
+    """Shared machinery of the endless training streams below: this process's share of every
+    global batch, per-epoch permutations drawn from the seed (cached, old epochs evicted), and
+    pickling without the lock or the cache (grain worker processes rebuild them)."""
+
+    def __init__(self, parent: grain.MapDataset, *, global_batch_size: int, seed: int,
+                 process_index: int, process_count: int):
+        super().__init__(parent)
+        self._global_batch = int(global_batch_size)
+        self._local_batch = self._global_batch // process_count
+        self._process_index = int(process_index)
+        self._seed = int(seed)
+        self._permutations: dict[tuple[Any, int], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_permutations"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _cached_permutation(self, stream, epoch: int, n: int, rng_key: Sequence[int]) -> np.ndarray:
+        """`default_rng(rng_key).permutation(n)`, cached per (stream, epoch); a stream keeps only
+        its last two epochs."""
+        key = (stream, epoch)
+        with self._lock:
+            perm = self._permutations.get(key)
+        if perm is None:
+            perm = np.random.default_rng(list(rng_key)).permutation(n)
+            with self._lock:
+                self._permutations[key] = perm
+                for old in [k for k in self._permutations if k[0] == stream and k[1] < epoch - 1]:
+                    del self._permutations[old]
+        return perm
+
+
+class _ProcessShareOfEpochs(_EndlessBatchStream):
     """An endless stream of this process's rows of each global batch, reshuffled every epoch.
 
     Epoch `e` visits the parent's elements in the order of a permutation drawn by
@@ -578,43 +621,17 @@ class _ProcessShareOfEpochs(grain.MapDataset):
 
     def __init__(self, parent: grain.MapDataset, *, global_batch_size: int, seed: int,
                  process_index: int, process_count: int):
-        super().__init__(parent)
+        super().__init__(parent, global_batch_size=global_batch_size, seed=seed,
+                         process_index=process_index, process_count=process_count)
         self._n = len(parent)
-        self._global_batch = int(global_batch_size)
-        self._local_batch = self._global_batch // process_count
-        self._process_index = int(process_index)
         self._steps_per_epoch = self._n // self._global_batch
-        self._seed = int(seed)
-        self._permutations: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return sys.maxsize
 
     def __str__(self) -> str:
         return (f"ProcessShareOfEpochs(global_batch={self._global_batch}, "
                 f"process={self._process_index}, seed={self._seed})")
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_lock", None)
-        state["_permutations"] = {}
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
     def _permutation(self, epoch: int) -> np.ndarray:
-        with self._lock:
-            perm = self._permutations.get(epoch)
-        if perm is None:
-            perm = np.random.default_rng([self._seed, epoch]).permutation(self._n)
-            with self._lock:
-                self._permutations[epoch] = perm
-                for old in [e for e in self._permutations if e < epoch - 1]:
-                    del self._permutations[old]
-        return perm
+        return self._cached_permutation(0, epoch, self._n, (self._seed, epoch))
 
     def parent_index(self, index: int) -> int:
         step, row = divmod(int(index), self._local_batch)
@@ -629,7 +646,7 @@ class _ProcessShareOfEpochs(grain.MapDataset):
         return self._parent[self.parent_index(index)]
 
 
-class _SemiSupervisedStream(grain.MapDataset):
+class _SemiSupervisedStream(_EndlessBatchStream):
     """Endless semi-supervised batches: each global batch is wholly supervised (labels kept,
     `labeled=True`) or wholly unsupervised (labels zeroed, `labeled=False`).
 
@@ -646,36 +663,18 @@ class _SemiSupervisedStream(grain.MapDataset):
 
     def __init__(self, parent: grain.MapDataset, *, supervised: np.ndarray,
                  global_batch_size: int, seed: int, process_index: int, process_count: int):
-        super().__init__(parent)
+        super().__init__(parent, global_batch_size=global_batch_size, seed=seed,
+                         process_index=process_index, process_count=process_count)
         n = len(parent)
         mask = np.zeros(n, bool)
         mask[np.asarray(supervised, np.int64)] = True
         self._streams = {True: np.flatnonzero(mask), False: np.flatnonzero(~mask)}
         self._n = n
         self._n_sup = int(mask.sum())
-        self._global_batch = int(global_batch_size)
-        self._local_batch = self._global_batch // process_count
-        self._process_index = int(process_index)
-        self._seed = int(seed)
-        self._permutations: dict[tuple[bool, int], np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return sys.maxsize
 
     def __str__(self) -> str:
         return (f"SemiSupervisedStream(supervised={self._n_sup}/{self._n}, "
                 f"global_batch={self._global_batch}, seed={self._seed})")
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_lock", None)
-        state["_permutations"] = {}
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def supervised_steps_before(self, step: int) -> int:
         return (int(step) * self._n_sup) // self._n
@@ -686,17 +685,8 @@ class _SemiSupervisedStream(grain.MapDataset):
     def _stream_element(self, supervised: bool, position: int) -> int:
         members = self._streams[supervised]
         epoch, offset = divmod(position, len(members))
-        key = (supervised, epoch)
-        with self._lock:
-            perm = self._permutations.get(key)
-        if perm is None:
-            perm = np.random.default_rng([self._seed, 1 if supervised else 2, epoch]
-                                         ).permutation(len(members))
-            with self._lock:
-                self._permutations[key] = perm
-                for old in [k for k in self._permutations if k[0] == supervised
-                            and k[1] < epoch - 1]:
-                    del self._permutations[old]
+        perm = self._cached_permutation(supervised, epoch, len(members),
+                                        (self._seed, 1 if supervised else 2, epoch))
         return int(members[perm[offset]])
 
     def parent_index(self, index: int) -> tuple[int, bool]:

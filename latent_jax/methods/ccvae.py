@@ -176,10 +176,7 @@ class CCVAE(base.Method):
                              ">= 0")
         self.n_c = self.num_labels * self.label_dims
         self.latent_dim = self.n_c + self.free_dims
-        try:
-            conv.bottom_size(self.image_shape[0], tuple(m.channels))
-        except ValueError as e:
-            raise ValueError(f"config.model.channels: {e}") from None
+        conv.check_channels(self.image_shape[0], tuple(m.channels))
         self.model = LatentModel(self.image_shape[0], tuple(m.channels), int(m.top),
                                  self.layout.num_classes, self.layout.categorical,
                                  self.label_dims, self.free_dims)
@@ -485,10 +482,7 @@ class M2(base.Method):
         self.label_width = sum(self.widths)
         self.z_dim = int(m.label_dims) * self.num_labels + int(m.free_dims)
         self.latent_dim = self.z_dim + self.label_width
-        try:
-            conv.bottom_size(self.image_shape[0], tuple(m.channels))
-        except ValueError as e:
-            raise ValueError(f"config.model.channels: {e}") from None
+        conv.check_channels(self.image_shape[0], tuple(m.channels))
         self.model = M2Model(self.image_shape[0], tuple(m.channels), int(m.top), self.z_dim,
                              self.label_width)
         self.alpha = float(config.loss.classifier_weight)

@@ -128,10 +128,7 @@ class LatentSubspaceFamily(base.Method):
             if len(self.image_shape) != 3:
                 raise ValueError(f"config.model.kind: 'conv' needs images, the data has shape "
                                  f"{self.image_shape}; use 'mlp'")
-            try:
-                larsen.bottom_size(self.image_shape[0], tuple(m.channels))
-            except ValueError as e:
-                raise ValueError(f"config.model.channels: {e}") from None
+            larsen.check_channels(self.image_shape[0], tuple(m.channels))
             trunk = larsen.ConvTrunk(tuple(m.channels), int(m.hidden), name="trunk")
             if m.upsample not in ("transpose", "resize"):
                 raise ValueError(f"config.model.upsample: unknown {m.upsample!r}; known: "

@@ -74,10 +74,7 @@ class IntroVAC(base.Method):
         self.weights = config.loss
         self.pretrain_steps = int(round(float(config.introspection.pretrain_epochs)
                                         * self.steps_per_epoch)) if self.introspective else 0
-        try:
-            resnet.bottom_size(self.image_shape[0], tuple(m.channels))
-        except ValueError as e:
-            raise ValueError(f"config.model.channels: {e}") from None
+        resnet.check_channels(self.image_shape[0], tuple(m.channels))
 
     def player_names(self):
         return ("encoder", "classifier", "decoder")

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from latent_jax.nets.resnet import bottom_size
+from latent_jax.nets.resnet import bottom_size, check_channels  # noqa: F401 (re-exported)
 
 
 def _bn(train: bool, name: str):

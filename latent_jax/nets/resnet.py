@@ -63,6 +63,15 @@ def bottom_size(image_size: int, channels: Sequence[int]) -> int:
     return size
 
 
+def check_channels(image_size: int, channels: Sequence[int],
+                   key: str = "config.model.channels") -> None:
+    """`bottom_size`'s check as a config error that names the key."""
+    try:
+        bottom_size(image_size, channels)
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
+
+
 class ResidualEncoder(nn.Module):
     """x [B, H, W, C] in [0, 1] -> (mu, logvar), each [B, latent_dim]."""
 
