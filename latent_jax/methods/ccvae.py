@@ -161,8 +161,24 @@ class LatentModel(nn.Module):
         return self.decode(loc), self.classify(loc[:, :n_c]), self.prior_tables()
 
 
+class _OneModelMethod(base.Method):
+    """A method whose networks all live in one Flax module, `self.model`, trained by one player
+    (`model`) with one optimizer: CCVAE, DIVA and M2."""
+
+    def player_names(self):
+        return ("model",)
+
+    def init(self, rng):
+        h, w, c = self.image_shape
+        return {"model": base.init_player(self.model, self.tx("model"), rng,
+                                          jnp.zeros((1, h, w, c), jnp.float32))}
+
+    def _apply(self, params, method, *args):
+        return self.model.apply({"params": params}, *args, method=method)
+
+
 @base.register("ccvae")
-class CCVAE(base.Method):
+class CCVAE(_OneModelMethod):
     """CCVAE; `DIVA` overrides the supervised bound."""
 
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
@@ -186,17 +202,6 @@ class CCVAE(base.Method):
             raise ValueError("config.loss.weighted_kl: 'sampled' or 'analytic', got "
                              f"{self.weighted_kl!r}")
         self.log_py = _log_prior_tables(config, self.layout)
-
-    def player_names(self):
-        return ("model",)
-
-    def init(self, rng):
-        h, w, c = self.image_shape
-        return {"model": base.init_player(self.model, self.tx("model"), rng,
-                                          jnp.zeros((1, h, w, c), jnp.float32))}
-
-    def _apply(self, params, method, *args):
-        return self.model.apply({"params": params}, *args, method=method)
 
     # ------------------------------------------------------------------ the bounds
     def label_terms(self, params, loc_c, scale_c, z_c):
@@ -469,7 +474,7 @@ class M2Model(nn.Module):
 
 
 @base.register("m2")
-class M2(base.Method):
+class M2(_OneModelMethod):
     """M2 (Kingma et al. 2014) as derived in the report's App. A.1; see the module docstring."""
 
     def __init__(self, config, data_spec, steps_per_epoch):
@@ -487,17 +492,6 @@ class M2(base.Method):
                              self.label_width)
         self.alpha = float(config.loss.classifier_weight)
         self.log_py = _log_prior_tables(config, self.layout)
-
-    def player_names(self):
-        return ("model",)
-
-    def init(self, rng):
-        h, w, c = self.image_shape
-        return {"model": base.init_player(self.model, self.tx("model"), rng,
-                                          jnp.zeros((1, h, w, c), jnp.float32))}
-
-    def _apply(self, params, method, *args):
-        return self.model.apply({"params": params}, *args, method=method)
 
     def _split_logits(self, flat):
         out, at = [], 0
