@@ -183,11 +183,16 @@ class Capabilities:
         for start in range(0, n, self.batch_size):
             yield start, min(start + self.batch_size, n)
 
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+    def _map_batches(self, fn, x: np.ndarray) -> list[np.ndarray]:
+        """`fn(states, batch)` over x in padded batches of `batch_size`; float32, padding cut."""
         out = []
         for a, b in self._batches(len(x)):
-            r = self._reconstruct(self.states, _pad_to(x[a:b], self.batch_size))
+            r = fn(self.states, _pad_to(x[a:b], self.batch_size))
             out.append(np.asarray(r, np.float32)[:b - a])
+        return out
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        out = self._map_batches(self._reconstruct, x)
         return np.concatenate(out) if out else np.zeros_like(x)
 
     def edit(self, x: np.ndarray, changes: np.ndarray) -> np.ndarray:
@@ -219,11 +224,7 @@ class Capabilities:
     def classify(self, x: np.ndarray) -> np.ndarray | None:
         if len(x) == 0 or not self.has_classifier(x):
             return None
-        out = []
-        for a, b in self._batches(len(x)):
-            r = self._classify(self.states, _pad_to(x[a:b], self.batch_size))
-            out.append(np.asarray(r, np.float32)[:b - a])
-        return np.concatenate(out)
+        return np.concatenate(self._map_batches(self._classify, x))
 
 
     def label_codes(self, x: np.ndarray) -> np.ndarray | None:
@@ -233,11 +234,7 @@ class Capabilities:
         shape = jax.ShapeDtypeStruct((self.batch_size,) + x.shape[1:], jnp.float32)
         if jax.eval_shape(self.method.label_codes, self.states, shape) is None:
             return None
-        out = []
-        for a, b in self._batches(len(x)):
-            r = self._label_codes(self.states, _pad_to(x[a:b], self.batch_size))
-            out.append(np.asarray(r, np.float32)[:b - a])
-        return np.concatenate(out)
+        return np.concatenate(self._map_batches(self._label_codes, x))
 
 
 # --------------------------------------------------------------------------------- metrics
