@@ -168,6 +168,16 @@ def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
         raise SystemExit("no reports to collect")
     names = list(reports)
     lines = [f"# Ablation: {', '.join(names)}", ""]
+    data = {n: (reports[n]["run"].get("dataset", "?"),
+                reports[n]["run"].get("dataset_version", "")) for n in names}
+    if len(set(data.values())) > 1:   # e.g. runs made before and after a renderer change
+        listing = "; ".join(f"{n}: {d} {v or '(no version)'}" for n, (d, v) in data.items())
+        print(f"  warning: the runs were evaluated on different data: {listing}")
+        lines += [f"**Warning: the runs were evaluated on different data** ({listing}); "
+                  "their figures are not comparable.", ""]
+    else:
+        d, v = next(iter(data.values()))
+        lines += [f"Data: `{d}`" + (f" version {v}" if v else "") + ".", ""]
     rows = []
     for n in names:
         r = reports[n]

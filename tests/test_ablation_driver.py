@@ -80,3 +80,16 @@ def test_table4_columns_and_run_names(tmp_path):
     assert "| run | method | steps | target | neutral | final | recon MSE | wall s |" in text
     assert "| csvae_synthetic_glasses | csvae | 7 | 0.900 | 1.000 | 0.933 | 0.250 | - |" in text
     assert "| vae_synthetic_glasses | vae | 7 | 0.100 | 1.000 | 0.400 | 0.250 | - |" in text
+
+
+def test_collect_flags_runs_on_different_data_versions(tmp_path):
+    mod = _driver()
+    for name, version in (("old", "1.0.0"), ("new", "2.0.0")):
+        report = _report("ccvae", 0.9, 1.0)
+        report["run"].update(dataset="synthetic_faces", dataset_version=version)
+        os.makedirs(tmp_path / name / "eval")
+        (tmp_path / name / "eval" / "latest.json").write_text(json.dumps(report))
+    text = mod.collect([("old", "x"), ("new", "y")], str(tmp_path))
+    assert "evaluated on different data" in text and "1.0.0" in text and "2.0.0" in text
+    text = mod.collect([("new", "y")], str(tmp_path))
+    assert "different data" not in text and "`synthetic_faces` version 2.0.0" in text

@@ -529,6 +529,11 @@ def test_cache_key_depends_on_what_determines_the_weights(tmp_path, monkeypatch)
     same.num_workers = 2
     assert key(same) == base
     assert key(st=dict(settings, cache_dir="/elsewhere")) == base
+    # A new renderer version is new data: a judge cached for the old one is not reused.
+    from latent_jax.data import synthetic_faces
+    assert spec_of(synthetic_cfg()).version == synthetic_faces.VERSION
+    monkeypatch.setattr(synthetic_faces, "VERSION", synthetic_faces.VERSION + "-changed")
+    assert key() != base
     monkeypatch.setenv("LATENT_JAX_CACHE", str(tmp_path))
     assert judge_lib.default_cache_dir() == os.path.join(str(tmp_path), "judges")
 
@@ -632,6 +637,9 @@ def test_run_evaluation_on_synthetic_faces(tiny_judge, judge_cache, tmp_path):
     assert report["headline"]["edit_success"] == pytest.approx(head["edit_success"])
     md = (out / "report_7.md").read_text()
     assert "| Eyeglasses | add |" in md and "not Inception FID" in md
+    from latent_jax.data import synthetic_faces
+    assert report["run"]["dataset_version"] == synthetic_faces.VERSION
+    assert f"`synthetic_faces` version {synthetic_faces.VERSION} (" in md
 
     # Identity edits: success = the judge's own error rate on the unedited faces; nothing else
     # changes. Checked against judge predictions made here.

@@ -122,6 +122,9 @@ class _DatasetDef:
     regions: Callable[[_Options, str, int], Mapping[str, np.ndarray]] | None = None
     # Shape of one example's `image` for a given image_size; None: (size, size, 3).
     example_shape: Callable[[int], tuple[int, ...]] | None = None
+    # Version of the data's content (a renderer's or generator's); part of the judge's cache
+    # key and of the evaluation report, so results on different versions are never mixed.
+    version: Callable[[], str] = lambda: ""
 
 
 def _example_shape(opts: "_Options") -> tuple[int, ...]:
@@ -165,6 +168,7 @@ DATASETS: dict[str, _DatasetDef] = {
         image_sizes=lambda: (_synthetic_module().MIN_SIZE, _synthetic_module().MAX_SIZE),
         regions=lambda opts, split, i: _synthetic_module().attribute_regions(
             opts.synthetic_seed, split, i, opts.image_size),
+        version=lambda: _synthetic_module().VERSION,
     ),
     "celeb_a": _DatasetDef(
         attribute_names=lambda: celeba.ATTRIBUTE_NAMES,
@@ -531,6 +535,7 @@ class DataSpec:
     label_names: tuple[str, ...]
     attribute_names: tuple[str, ...]
     num_examples: Mapping[str, int]
+    version: str = ""   # the data's content version where the dataset has one ("" otherwise)
 
 
 def get_data_spec(data_cfg) -> DataSpec:
@@ -548,6 +553,7 @@ def get_data_spec(data_cfg) -> DataSpec:
         label_names=opts.labels,
         attribute_names=labels_lib.available_labels(dataset.attribute_names()),
         num_examples=num_examples,
+        version=dataset.version(),
     )
 
 

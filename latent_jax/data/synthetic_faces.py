@@ -7,7 +7,7 @@ painted back to front), at any size from 16 to 256 pixels (the project uses 32,
 every attribute, a boolean mask of the image region it occupies, used to
 measure how local an attribute edit is.
 
-API: ``ATTRIBUTES``, ``SPLITS``, ``DEFAULT_SPLIT_SIZES``,
+API: ``VERSION`` (see Versions), ``ATTRIBUTES``, ``SPLITS``, ``DEFAULT_SPLIT_SIZES``,
 ``sample_attributes(seed, split, i)``, ``render(seed, split, i, size)``,
 ``attribute_regions(seed, split, i, size)``, the data source ``SyntheticFaces``
 and, in addition, ``attributes_table(seed, split, n)`` (what
@@ -97,6 +97,11 @@ fringe) plus the scalp; Bangs -> the forehead hair that bangs add; Wearing_Hat
 ears, neck, eyebrows, hair in both lengths); Pale_Skin -> the skin (face, ears,
 neck); Rosy_Cheeks -> the cheek discs.
 
+Versions
+--------
+``VERSION`` names what the renderer draws; it is part of the judge's cache key and of every
+evaluation report. 1.0.0 is the renderer described here.
+
 Overrides
 ---------
 ``render``, ``attribute_regions`` and ``face_attributes`` accept
@@ -122,6 +127,7 @@ from typing import Mapping
 import numpy as np
 
 __all__ = [
+    'VERSION',
     'ATTRIBUTES',
     'SPLITS',
     'DEFAULT_SPLIT_SIZES',
@@ -134,6 +140,11 @@ __all__ = [
     'attribute_regions',
     'SyntheticFaces',
 ]
+
+# The version of what the renderer draws. Any change to an image or an attribute of any index
+# must bump it: the judge's cache key and the evaluation reports carry it, so that figures
+# measured on different renderings are never mixed (launch/ablation.py flags such a mix).
+VERSION = '1.0.0'
 
 ATTRIBUTES: tuple[str, ...] = (
     'Male',

@@ -26,8 +26,9 @@ kept in memory rather than read (or rendered) again.
 
 Cache: trained judges are cached per dataset under `judge_cfg.cache_dir`, by default
 `$LATENT_JAX_CACHE/judges` with `LATENT_JAX_CACHE` defaulting to `~/.cache/latent_jax`. The file
-name is a hash of everything that determines the trained weights: the dataset (name, image size,
-preprocessing, synthetic seed and sizes or the data directory), the attribute list, the judge
+name is a hash of everything that determines the trained weights: the dataset (name, content
+version where it has one, image size, preprocessing, synthetic seed and sizes or the data
+directory), the attribute list, the judge
 settings (cache_dir excepted), the seed and `JUDGE_VERSION`. One file `<key>.msgpack` holds the
 parameters and the metadata (test accuracy per attribute...), written to a temporary name and
 renamed, so an interrupted write never leaves a half cache; an unreadable or mismatching cache
@@ -162,7 +163,10 @@ def data_identity(data_cfg, spec) -> dict:
     cfg = {k: v for k, v in _as_dict(data_cfg).items() if k not in _DATA_KEYS_IGNORED}
     if not cfg.get("validation_from_train"):   # the default: keys of older caches stay valid
         cfg.pop("validation_from_train", None)
-    return _jsonable(dict(cfg, _name=spec.name, _image_shape=list(spec.image_shape)))
+    ident = dict(cfg, _name=spec.name, _image_shape=list(spec.image_shape))
+    if getattr(spec, "version", ""):   # a dataset without a version keeps its older keys
+        ident["_version"] = spec.version
+    return _jsonable(ident)
 
 
 def cache_key(data_cfg, spec, attribute_names: Sequence[str], settings: Mapping[str, Any],

@@ -188,7 +188,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     """Human-readable tables of a report (as returned in `report_<step>.json`)."""
     run, res, head = report["run"], report["results"], report["headline"]
     out = [f"# Evaluation of {run['method']} at step {run['step']}", "",
-           f"Dataset `{run['dataset']}` ({'x'.join(str(s) for s in run['image_shape'])}), "
+           f"Dataset `{run['dataset']}`"
+           + (f" version {run['dataset_version']}" if run.get("dataset_version") else "")
+           + f" ({'x'.join(str(s) for s in run['image_shape'])}), "
            f"labels: {', '.join(run['label_names']) or '-'}; {res['num_examples']} test images, "
            f"{res['num_samples']} samples per conditional setting. Fréchet distances are in the "
            "judge's feature space (not Inception FID).", "", "## Headline", ""]
@@ -307,6 +309,7 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
             "method": method_name,
             "step": int(step),
             "dataset": spec.name,
+            "dataset_version": getattr(spec, "version", ""),
             "image_shape": list(spec.image_shape),
             "label_names": list(spec.label_names),
             "attribute_names": list(judge.attribute_names),
