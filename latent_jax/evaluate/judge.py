@@ -164,7 +164,7 @@ def data_identity(data_cfg, spec) -> dict:
     if not cfg.get("validation_from_train"):   # the default: keys of older caches stay valid
         cfg.pop("validation_from_train", None)
     ident = dict(cfg, _name=spec.name, _image_shape=list(spec.image_shape))
-    if getattr(spec, "version", ""):   # a dataset without a version keeps its older keys
+    if spec.version:   # a dataset without a version keeps its older keys
         ident["_version"] = spec.version
     return _jsonable(ident)
 

@@ -309,7 +309,7 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
             "method": method_name,
             "step": int(step),
             "dataset": spec.name,
-            "dataset_version": getattr(spec, "version", ""),
+            "dataset_version": spec.version,
             "image_shape": list(spec.image_shape),
             "label_names": list(spec.label_names),
             "attribute_names": list(judge.attribute_names),
