@@ -95,5 +95,17 @@ def apply_preset(c: ml_collections.ConfigDict, arg: str) -> ml_collections.Confi
     return c
 
 
+# alpha of M2 and DIVA (loss.classifier_weight): per labelled example and label, on the same
+# scale as the summed Laplace log-likelihood.
+AUXILIARY_CLASSIFIER_WEIGHT = 100.0
+
+
+def auxiliary_classifier_config(method: str, arg: str) -> ml_collections.ConfigDict:
+    """M2 or adapted DIVA: this file's config and preset for `method`, with alpha set."""
+    c = apply_preset(ccvae_config(method), arg)
+    c.loss.classifier_weight = AUXILIARY_CLASSIFIER_WEIGHT
+    return c
+
+
 def get_config(arg: str = "celeba") -> ml_collections.ConfigDict:
     return apply_preset(ccvae_config("ccvae"), arg)

@@ -1,6 +1,6 @@
 """M2 (Kingma et al. 2014, report App. A.1): the CCVAE configs (configs/ccvae.py) with
 method 'm2'; presets and the ',<fraction>' suffix as there. alpha (loss.classifier_weight)
-weighs the auxiliary classifier's log-likelihood on supervised examples.
+weighs the auxiliary classifier's log-likelihood on supervised examples (100, set in ccvae.py).
 """
 
 from latent_jax import configlib
@@ -8,11 +8,7 @@ from latent_jax import configlib
 ccvae = configlib.sibling_config(__file__, "ccvae.py")
 
 PRESETS = ccvae.PRESETS
-# Per labelled example and label, on the same scale as the summed Laplace log-likelihood.
-CLASSIFIER_WEIGHT = 100.0
 
 
 def get_config(arg: str = "celeba"):
-    c = ccvae.apply_preset(ccvae.ccvae_config("m2"), arg)
-    c.loss.classifier_weight = CLASSIFIER_WEIGHT
-    return c
+    return ccvae.auxiliary_classifier_config("m2", arg)
