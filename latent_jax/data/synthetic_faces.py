@@ -144,6 +144,8 @@ __all__ = [
 # The version of what the renderer draws. Any change to an image or an attribute of any index
 # must bump it: the judge's cache key and the evaluation reports carry it, so that figures
 # measured on different renderings are never mixed (launch/ablation.py flags such a mix).
+# tests/test_versions.py compares the renderer with tests/golden/synthetic_faces-<VERSION>.npz;
+# after a deliberate change and the bump, `python tests/make_golden.py` writes the new file.
 VERSION = '1.0.0'
 
 ATTRIBUTES: tuple[str, ...] = (
