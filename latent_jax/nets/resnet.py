@@ -11,8 +11,12 @@ Decoder: Dense(latent_dim -> c_last * s * s) + ReLU; for the reversed channel pa
 block followed by nearest-neighbour upsampling x2 (c_last -> c_last first, as in the
 reference); a c0 -> c0 block; conv5x5(c0 -> 3); sigmoid.
 
-Residual block: conv3x3-BN-LReLU-conv3x3-BN, plus the identity (a 1x1 conv without bias when
-the channel count changes), then LReLU.
+Residual block (the reference's order): conv3x3-BN-LReLU-conv3x3-BN-LReLU, then plus the
+identity (a 1x1 conv without bias when the channel count changes):
+    out = identity + lrelu(bn2(conv2(lrelu(bn1(conv1(x))))))
+The second LeakyReLU comes *before* the addition, so a block's output can be negative; a
+"post-activation" block (lrelu(h + identity), the ResNet habit) is a different network on the
+same parameters (encoder means differ by about 30 % on identical weights).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class ResidualBlock(nn.Module):
         h = nn.leaky_relu(h, 0.2)
         h = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv2")(h)
         h = _bn(train, "bn2")(h)
-        return nn.leaky_relu(h + identity, 0.2)
+        return identity + nn.leaky_relu(h, 0.2)
 
 
 def _avgpool(x):
