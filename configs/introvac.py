@@ -38,12 +38,16 @@ def introvac_config(introspective: bool = True) -> ml_collections.ConfigDict:
     c.introspection = ml_collections.ConfigDict(dict(
         enabled=introspective,
         pretrain_epochs=5.0,
+        reencode="mean",        # re-encoded x_rr, x_g classified at E(x).mu (reference) or 'sample'
     ))
     schedule = dict(kind="piecewise", boundaries_epochs=(60, 90, 120), factor=0.5)
     for player in ("encoder", "classifier", "decoder"):
         c.optim[player] = configlib.adam(2e-4, weight_decay=1e-5)
         c.optim[player].schedule.update(schedule)
-    c.edit = ml_collections.ConfigDict(dict(strength=3.0))  # delta of Sec. 4.2
+    # delta of Sec. 4.2: `strength` when one attribute changes, `strength_multi` when several do
+    # (None: the same as `strength`).
+    c.edit = ml_collections.ConfigDict(dict(
+        strength=3.0, strength_multi=ml_collections.config_dict.placeholder(float)))
     c.langevin = ml_collections.ConfigDict(dict(step_size=2e-4, num_steps=5000, reject=True))
     # Data: CelebA, the reference's resize(256)-crop(32..224)-resize(128).
     c.data.name = "celeb_a"
@@ -69,7 +73,8 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
         c.data.labels = ("Eyeglasses", "FacialHair")
         c.data.subset.positives = ("Eyeglasses", "FacialHair")
         c.data.subset.ratio = 1.0
-        c.edit.strength = 4.0
+        c.edit.strength = 4.0      # one attribute (Sec. 4.2)
+        c.edit.strength_multi = 5.0  # both
     elif preset == "synthetic":
         c.data.name = "synthetic_faces"
         c.data.image_size = 32

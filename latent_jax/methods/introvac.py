@@ -8,23 +8,34 @@ Implemented:
 - VAC (Eq. 4-5): L = beta_AE * L_AE(x, x_r) + beta_CL * BCE(y, C(z)) + beta_reg * KL(q(z|x) || N(0, I)),
   with L_AE the L1 loss (Sec. 4.1 uses L1 instead of the MSE of Eq. 5), means over pixels,
   labels and (as in the reference) latent dimensions.
-- IntroVAC (Sec. 3.1, Eq. 6-7, Algorithm 1): C gets one extra "fake" logit.
+- IntroVAC (Sec. 3.1, Eq. 6-7, Algorithm 1): C gets one extra "fake" logit (n + 1 outputs).
+  L_CL on real images is the BCE of all n + 1 outputs against [y, real] (real = 0 on the fake
+  logit), averaged over the n + 1 entries, in both phases: the reference trains C so, and it is
+  what anchors the fake logit on real data (`classification_loss`).
   Lines 3-11: one gradient of
       L1 = VAC loss + beta_EC * (L^r_EC(x_rr) + L^g_EC(x_g)),
       L^r_EC = -log C_fake(E(dt(x_rr))),  L^g_EC = -log C_fake(E(dt(x_g))),
   with respect to (Phi, w, theta); Adam steps on Phi and w.
   Lines 12-14: L2 = beta_G * (L^r_G(x_rr, y) + L^g_G(x_g)),
-      L^r_G = BCE(C_class(E(x_rr)), y) - log(1 - C_fake(E(x_rr))),  L^g_G = -log(1 - C_fake(E(x_g))),
+      L^r_G = BCE(C(E(x_rr)), [y, real]) (mean over the n + 1 entries),  L^g_G = -log(1 - C_fake(E(x_g))),
   x_rr = G(dt(z_r)), x_g = G(z_g); its gradient with respect to theta is added to theta's
   gradient of L1 (Algorithm 1 zeroes gradients only at line 15), and Adam steps on theta.
   L2 is evaluated with the encoder and classifier already updated (as the reference code runs).
+  Re-encoded images (x_rr, x_g) are classified at their posterior mean E(x).mu, as the
+  reference does (`introspection.reencode = 'mean'`; 'sample' uses a reparameterised sample);
+  real images at a sample.
 - The first `introspection.pretrain_epochs` epochs train plain VAC (phase 0), then IntroVAC
   (phase 1). Phases are static, so pre-training does not pay for the adversarial passes.
-- Attribute manipulation (Sec. 4.2): z = mu +/- delta * w_a / ||w_a||, rows normalised
-  separately and summed for several attributes.
+- Attribute manipulation (Sec. 4.2): z = mu + delta * d / ||d||, d the sum of the changed
+  attributes' unit normals w_a / ||w_a|| (signed), renormalised as the reference does; delta is
+  `edit.strength` for one attribute and `edit.strength_multi` for several (the paper's EyeFacial
+  runs: 4 and 5).
 - Conditional sampling with Langevin Monte Carlo (Sec. 4.3, Eq. 8): energy
   U(z) = BCE(C(z), [y, real]) + ||z||^2 / 2, chains started from the prior, fixed step size
   and number of steps; a sample is accepted when decode -> re-encode -> classify gives y.
+
+Networks: `latent_jax.nets.resnet`, the reference's residual block (second LeakyReLU before the
+addition).
 
 Deviations, all documented in docs/methods.md:
 - The reference re-creates the three optimizers on every batch of epoch 5 (resetting Adam) and
@@ -33,8 +44,8 @@ Deviations, all documented in docs/methods.md:
 - BatchNorm running statistics are taken from the passes on real data (E(x), G(z_r)); the
   passes on reconstructions and prior samples use batch statistics but do not update them.
   Under data parallelism the batch statistics are over the global batch (synchronised BN).
-- Every latent fed to C during training is a reparameterised sample, also for re-encoded
-  images (the reference's choice); evaluation and edits use the posterior mean.
+- The prior samples are decoded once (line 4) and the decoder's gradient of L^g_G comes from
+  that decode's pullback; the reference decodes them twice (same maths).
 - The classifier has no bias (the reference's choice; the paper allows one).
 """
 
@@ -72,6 +83,10 @@ class IntroVAC(base.Method):
         self.classifier = resnet.LinearClassifier(self.num_labels + int(self.introspective),
                                                   use_bias=False)
         self.weights = config.loss
+        self.reencode = str(config.introspection.get("reencode", "mean"))
+        if self.reencode not in ("mean", "sample"):
+            raise ValueError("config.introspection.reencode: must be 'mean' (the reference) or "
+                             f"'sample', got {self.reencode!r}")
         self.pretrain_steps = int(round(float(config.introspection.pretrain_epochs)
                                         * self.steps_per_epoch)) if self.introspective else 0
         resnet.check_channels(self.image_shape[0], tuple(m.channels))
@@ -110,12 +125,27 @@ class IntroVAC(base.Method):
                                          train=True, mutable=["batch_stats"])
         return x, new_vars["batch_stats"]
 
-    def _fake_logit_of(self, params_e, stats_e, params_c, x, rng):
-        """C_fake(E(x)) on a reparameterised sample, plus the class logits."""
+    def _reencode_logits(self, params_e, stats_e, params_c, x, rng):
+        """C(E(x)) of a re-encoded image (a reconstruction or a prior sample): the class logits
+        and the fake logit. The code is the posterior mean (the reference) unless
+        `introspection.reencode == 'sample'`."""
         mu, logvar, _ = self._encode_train(params_e, stats_e, x)
-        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape)
+        z = mu
+        if self.reencode == "sample":
+            z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape)
         logits = self.classifier.apply({"params": params_c}, z)
         return logits[:, :self.num_labels], logits[:, self.num_labels]
+
+    def classification_loss(self, logits, y):
+        """L_CL on real images (Eq. 5, and Algorithm 1 line 6 for IntroVAC): mean BCE.
+
+        VAC: the n attribute logits against y. IntroVAC: all n + 1 outputs against [y, real]
+        (real = 0 on the fake logit), averaged over the n + 1 entries, in both phases, as the
+        reference trains C; without the real target the fake logit only ever sees "fake"."""
+        if not self.introspective:
+            return _mean_bce(logits, y)
+        real = jnp.zeros(y.shape[:-1] + (1,), logits.dtype)
+        return _mean_bce(logits, jnp.concatenate([y.astype(logits.dtype), real], axis=-1))
 
     def train_step(self, states, batch, rng, phase):
         enc, cls, dec = states["encoder"], states["classifier"], states["decoder"]
@@ -137,7 +167,7 @@ class IntroVAC(base.Method):
             logits = self.classifier.apply({"params": params_c}, z)
             x_r, stats_d = self._decode_train(params_d, dec.batch_stats, z)
             l_ae = jnp.mean(jnp.abs(x - x_r))
-            l_cl = _mean_bce(logits[:, :self.num_labels], y)
+            l_cl = self.classification_loss(logits, y)
             l_reg = jnp.mean(base.kl_to_standard_normal(mu, logvar))
             total = (w.reconstruction * l_ae + w.classification * l_cl + w.kl * l_reg)
             metrics = {
@@ -149,8 +179,10 @@ class IntroVAC(base.Method):
             }
             if adversarial:
                 # Eq. 6-7, encoder/classifier side: detached reconstructions and samples are fake.
-                _, fake_rr = self._fake_logit_of(params_e, enc.batch_stats, params_c, sg(x_r), k_rr)
-                _, fake_g = self._fake_logit_of(params_e, enc.batch_stats, params_c, x_g_value, k_g)
+                _, fake_rr = self._reencode_logits(params_e, enc.batch_stats, params_c, sg(x_r),
+                                                   k_rr)
+                _, fake_g = self._reencode_logits(params_e, enc.batch_stats, params_c, x_g_value,
+                                                  k_g)
                 l_ec = _mean_bce(fake_rr, jnp.ones_like(fake_rr)) + _mean_bce(fake_g, jnp.ones_like(fake_g))
                 total = total + w.adversarial_encoder * l_ec
                 metrics["loss/adversarial_encoder"] = l_ec
@@ -167,10 +199,10 @@ class IntroVAC(base.Method):
             def loss2(params_d, x_g):
                 # Line 8: X_rr = G(dt(Z_r)); X_g from line 4; E and C as just updated.
                 x_rr, _ = self._decode_train(params_d, dec.batch_stats, sg(z_r))
-                cls_rr, fake_rr = self._fake_logit_of(new_enc.params, new_enc.batch_stats,
-                                                      new_cls.params, x_rr, k_rr2)
-                _, fake_g = self._fake_logit_of(new_enc.params, new_enc.batch_stats,
-                                                new_cls.params, x_g, k_g2)
+                cls_rr, fake_rr = self._reencode_logits(new_enc.params, new_enc.batch_stats,
+                                                        new_cls.params, x_rr, k_rr2)
+                _, fake_g = self._reencode_logits(new_enc.params, new_enc.batch_stats,
+                                                  new_cls.params, x_g, k_g2)
                 # BCE of [class logits, fake logit] against [y, real], averaged over the
                 # n_labels + 1 entries (the reference's reduction of Eq. 6's two terms).
                 l_g_r = _mean_bce(jnp.concatenate([cls_rr, fake_rr[:, None]], axis=-1),
@@ -207,12 +239,34 @@ class IntroVAC(base.Method):
         w = kernel.T
         return w / jnp.linalg.norm(w, axis=-1, keepdims=True)
 
+    def edit_strengths(self, changes, strength=None):
+        """delta per row of `changes`: `edit.strength` when one attribute changes,
+        `edit.strength_multi` (default: the same) when several do (Sec. 4.2: EyeFacial uses 4 for
+        one attribute and 5 for both). An explicit `strength` applies to every row."""
+        if strength is not None:
+            return jnp.full(changes.shape[:1], float(strength), jnp.float32)
+        single = float(self.config.edit.strength)
+        multi = self.config.edit.get("strength_multi", None)
+        multi = single if multi is None else float(multi)
+        several = jnp.sum(changes != 0, axis=-1) > 1
+        return jnp.where(several, multi, single).astype(jnp.float32)
+
     def edit(self, states, x, changes, strength=None):
-        """Sec. 4.2: z_aug = mu + sum_a changes_a * delta * w_a / ||w_a||."""
-        delta = self.config.edit.strength if strength is None else strength
-        z = self.encode(states, x)
-        z_aug = z + delta * changes.astype(z.dtype) @ self.attribute_directions(states)
-        return self.decode(states, z_aug)
+        """Sec. 4.2: z_aug = mu + delta * d / ||d||, d = sum_a changes_a w_a / ||w_a||.
+
+        One attribute: d / ||d|| is the unit normal of its hyperplane, +/- as asked. Several:
+        the unit rows are summed and the sum renormalised to unit length (the reference), so
+        delta is the distance moved whatever the number of attributes."""
+        return self.decode(states, self.edit_latent(states, self.encode(states, x), changes,
+                                                    strength))
+
+    def edit_latent(self, states, z, changes, strength=None):
+        """`edit` on codes: z + delta * d / ||d|| (rows without a change are left as they are)."""
+        d = changes.astype(z.dtype) @ self.attribute_directions(states)
+        norm = jnp.linalg.norm(d, axis=-1, keepdims=True)
+        unit = jnp.where(norm > 0, d / jnp.where(norm > 0, norm, 1.0), 0.0)
+        delta = self.edit_strengths(changes, strength)[:, None]
+        return z + delta * unit
 
     def langevin(self, states, rng, y):
         """Sec. 4.3, Eq. 8: Langevin chains targeting p(z | y) proportional to p(y|z) p(z)."""
