@@ -287,3 +287,18 @@ def test_the_trainer_does_not_name_methods():
     src = open(os.path.join(REPO, "latent_jax", "train.py")).read().lower()
     for name in ("ccvae", "diva", "'m2'", '"m2"', "introvac", "labeled"):
         assert name not in src
+
+
+def test_m2_posterior_scale_sees_only_the_image():
+    """M2's q(z|y, x) (Kingma et al.; report App. A.1): mean mu(y, x), scale sigma(x). Changing
+    the label input moves the location and leaves the scale unchanged."""
+    c, method, states = build("m2")
+    params = _perturbed(states)
+    x = jax.random.uniform(jax.random.PRNGKey(2), (4, 16, 16, 3))
+    y0 = jnp.zeros((4, len(LABELS)))
+    y1 = y0.at[:, 0].set(1.0).at[:, 3].set(2.0)
+    from latent_jax.methods.ccvae import M2Model
+    loc0, scale0 = method._apply(params, M2Model.encode, x, method.y_code(y0))
+    loc1, scale1 = method._apply(params, M2Model.encode, x, method.y_code(y1))
+    np.testing.assert_array_equal(np.asarray(scale0), np.asarray(scale1))
+    assert np.abs(np.asarray(loc0 - loc1)).max() > 1e-4

@@ -39,7 +39,11 @@ class ConvTrunk(nn.Module):
 
 
 class GaussianEncoder(nn.Module):
-    """q(z|x) (or q(z|x, y) with `condition`): (loc, scale), each [B, latent_dim]."""
+    """q(z|x) (or q(z|x, y) with `condition`): (loc, scale), each [B, latent_dim].
+
+    With a condition (M2's q(z|y, x), Kingma et al. 2014; report App. A.1) only the location
+    sees y: loc = mu(y, x) through a joint layer on [features(x), y], scale = sigma(x) from the
+    image features alone. The scale is softplus + 1e-3 (positivity)."""
 
     latent_dim: int
     channels: Sequence[int] = (32, 32, 64, 128)
@@ -47,12 +51,13 @@ class GaussianEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, condition=None):
-        h = ConvTrunk(self.channels, self.top, name="trunk")(x)
+        features = ConvTrunk(self.channels, self.top, name="trunk")(x)
+        h = features
         if condition is not None:
-            h = jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
+            h = jnp.concatenate([features, condition.astype(features.dtype)], axis=-1)
             h = nn.relu(nn.Dense(self.top, name="joint")(h))
         loc = nn.Dense(self.latent_dim, name="loc")(h)
-        scale = nn.softplus(nn.Dense(self.latent_dim, name="scale")(h)) + 1e-3
+        scale = nn.softplus(nn.Dense(self.latent_dim, name="scale")(features)) + 1e-3
         return loc, scale
 
 
