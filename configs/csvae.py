@@ -66,7 +66,7 @@ def family_config(method: str = "csvae") -> ml_collections.ConfigDict:
     c.edit = ml_collections.ConfigDict(dict(
         strength=1.0,                # p = 1 (condvae), class mean (csvae, vae): Sec. 5.4
         stats_momentum=0.99,         # EMA of the class statistics used by edits
-        grid_radius=3.0,             # half-width of the W_i grid around mu_2 (2-D W_i)
+        grid_radius=3.0,             # half-width of the 2-D W_i grid, centred between mu_1 and mu_2
     ))
     c.data.name = "celeb_a"
     c.data.image_size = 64

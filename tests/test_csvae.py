@@ -211,14 +211,22 @@ def test_unchanged_labels_are_inferred_by_the_elbo():
         assert y[i, l] == float(e1[i] < e0[i])
 
 
-def test_csvae_grid_is_centred_at_the_negative_prior_mean_and_pca_for_higher_dims():
+def test_csvae_grid_spans_both_prior_regions_and_pca_for_higher_dims():
+    """The 2-D grid is centred between mu_1 = (0, 0) (y = 1) and mu_2 = (3, 3) (y = 0): both
+    prior means lie inside it with at least 1.5 of margin (a grid around mu_2 alone put the
+    positives' mean on its corner)."""
     c = _config("csvae", preset="synthetic_glasses")
     m, _ = _method(c)
     states = m.init(jax.random.PRNGKey(0))
     pts = np.asarray(m.subspace_points(states, 0, 5, 3.0))
     assert pts.shape == (25, 2)
-    np.testing.assert_allclose(pts.mean(0), [3.0, 3.0], atol=1e-6)
-    np.testing.assert_allclose(pts.min(0), [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(pts.mean(0), [1.5, 1.5], atol=1e-6)
+    np.testing.assert_allclose(pts.min(0), [-1.5, -1.5], atol=1e-6)
+    np.testing.assert_allclose(pts.max(0), [4.5, 4.5], atol=1e-6)
+    for mean in ([0.0, 0.0], [3.0, 3.0]):
+        assert np.all(pts.min(0) <= np.asarray(mean) - 1.5)
+        assert np.all(pts.max(0) >= np.asarray(mean) + 1.5)
+        assert np.min(np.linalg.norm(pts - np.asarray(mean), axis=-1)) < 0.8   # a point near it
     c = _config("csvae", preset="synthetic_glasses", **{
         "model.w_dim": 3, "prior.positive_mean": (0.0,) * 3, "prior.positive_std": (0.1,) * 3,
         "prior.negative_mean": (3.0,) * 3, "prior.negative_std": (1.0,) * 3})

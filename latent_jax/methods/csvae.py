@@ -593,14 +593,17 @@ class CSVAE(LatentSubspaceFamily):
     def subspace_points(self, states, label: int, n: int, radius: float):
         """Points [n * n, w_dim] of W_label searched by the grids (Sec. 4.3).
 
-        dim 2: a regular n x n grid of half-width `radius` centred at mu_2 (the y = 0 prior
-        mean); higher dimensions: mean of the encoded positives plus a, b in [-2, 2] standard
-        deviations along their first two principal components."""
+        dim 2: a regular n x n grid of half-width `radius` centred half-way between the two
+        prior means (mu_1 of y = 1 and mu_2 of y = 0), so that it spans both classes' regions
+        (Figure 3 shows both); Sec. 4.3's "around mu_2" grid would leave the positives, at
+        mu_1 = (0, 0) under the formula's priors, in a corner. Higher dimensions: mean of the
+        encoded positives plus a, b in [-2, 2] standard deviations along their first two
+        principal components."""
         if self.w_dim == 2:
             t = np.linspace(-radius, radius, n)
             a, b = np.meshgrid(t, t, indexing="ij")
-            return jnp.asarray(self.neg_mean + np.stack([a.ravel(), b.ravel()], axis=-1),
-                               jnp.float32)
+            centre = 0.5 * (self.pos_mean + self.neg_mean)
+            return jnp.asarray(centre + np.stack([a.ravel(), b.ravel()], axis=-1), jnp.float32)
         mean = self._block(self.class_means(states)[label, 1], label)
         cov = self.class_covariances(states)[label, 1]
         cov = cov[label * self.w_dim:(label + 1) * self.w_dim,
