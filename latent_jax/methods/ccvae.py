@@ -13,8 +13,11 @@ CCVAE (`ccvae`; report Sec. 3.1, Eq. 2-3; Joy et al. Eq. 4-5):
   summed over pixels; p(z_not_c) = N(0, I).
 - q(y|z_c) = prod_i q(y_i|z_c^i): per binary label one logit w_i . z_i + b_i (the reference's
   elementwise layer), per categorical label a linear layer to its C logits (report App. C.1).
-- p(z_c|y) = prod_i N(loc_i[y_i], scale_i[y_i]): a learned location and scale per label value
-  (locations initialised at -2 / +2 for binary labels, as the reference).
+- p(z_c|y) = prod_i N(loc_i[y_i], scale_i[y_i]): a learned location and scale per label value;
+  scale = softplus(raw) + 1e-3 (the floor keeps log p finite), raw initialised so that the
+  scale starts at 1.001 (a unit prior; ccvae_pytorch starts at softplus(1) = 1.313); locations
+  initialised at -2 / +2 for binary labels, as the Pyro repository does (ccvae_pytorch starts
+  them at 0), so that the two classes' regions are apart before any training.
 - p(y) = prod_i p(y_i) with the label frequencies of the supervised training set.
 - Supervised bound: L(x, y) = E_q(z|x)[ w (log p(x|z) + log p(z|y) - log q(z|x) - log q(y|z_c)) ]
   + log q(y|x) + log p(y), with w = q(y|z_c) / q(y|x) and
@@ -28,8 +31,11 @@ CCVAE (`ccvae`; report Sec. 3.1, Eq. 2-3; Joy et al. Eq. 4-5):
   q(y|x) keep theirs).
 - Unsupervised bound: L(x) = E_q(z|x) q(y|z_c)[ log p(x|z) + log p(z|y) + log p(y)
   - log q(z|x) - log q(y|z_c) ]. Every term but the reconstruction factorises over labels, so
-  each label is handled on its own: a binary label's y_i is *sampled* from q(y_i|z_c^i) (not
-  reparameterised: the classifier gets its gradient through -log q(y|z_c), as in the reference);
+  each label is handled on its own: a binary label's y_i is *sampled* from q(y_i|z_c^i), not
+  reparameterised and without a score-function term, as in the reference. Then the expected
+  gradient of -log q(y|z_c) is zero (E_q[grad log q] = grad sum_y q = 0): in expectation
+  unlabelled rows teach the classifier nothing (one sample adds zero-mean noise) and reach z_c
+  only through log p(z_c|y) at the sampled y;
   a categorical label is *enumerated*, sum_c q(c|z_c^i) [log p(c) - log q(c|z_c^i) - KL_i(c)]
   (the maintainers' advice for multi-class labels).
 - Interventions (`edit`): z_c^i <- z_c^i + strength (loc_i[target] - z_c^i); strength 1 sets
@@ -48,17 +54,18 @@ CCVAE's (the report's A.3 unsupervised bound is term for term CCVAE's unsupervis
 One encoder gives both z_y and z_x (the report's q_phi_y, q_phi_x are separate networks); the
 domain latent z_d is removed, as in the adaptation.
 
-M2 (`m2`; Kingma et al. 2014, report App. A.1): q(z|x, y) (the conv trunk, y concatenated to its
-features), q(y|x) (a second conv trunk with a linear head), p(x|y, z) (the decoder fed [z, y]),
-p(z) = N(0, I), p(y) the supervised frequencies. Supervised: L(x, y) + alpha log q(y|x).
+M2 (`m2`; Kingma et al. 2014, report App. A.1): q(z|x, y) with location mu(y, x) (y
+concatenated to the conv trunk's features, one joint layer) and scale sigma(x) (the trunk's
+features alone), q(y|x) (a second conv trunk with a linear head), p(x|y, z) (the decoder fed
+[z, y]), p(z) = N(0, I), p(y) the supervised frequencies. Supervised: L(x, y) + alpha log q(y|x).
 Unsupervised: sum_y q(y|x) L(x, y) + H(q(y|x)). Deviation: with 16 binary labels the sum has
 2^16 terms, so the reconstruction and KL terms use one sample y ~ q(y|x) with a straight-through
 gradient (hard sample forward, probabilities backward); the label terms
 sum_y q(y|x) (log p(y) - log q(y|x)) are exact (they factorise over labels). Edits switch the
 label input (predicted labels elsewhere); M2 has no per-label latent, so `label_codes` is None.
 
-Deviations from the reference code, also in docs/methods.md: the encoder's scale is
-softplus + 1e-3; `labeled` rows and unlabeled rows may share a batch (the reference never mixes
+Deviations from the reference code, also in docs/methods.md: the encoder's scale and the
+conditional prior's scale are softplus + 1e-3 (the prior's starting at 1.001); `labeled` rows and unlabeled rows may share a batch (the reference never mixes
 them; the pipeline does not either); categorical prior locations start evenly spaced in [-2, 2].
 """
 

@@ -128,8 +128,9 @@ class ConditionalPrior(nn.Module):
     """p(z_c|y) = prod_i N(z_i; loc_i[y_i], scale_i[y_i]): per label, a learned location and
     (softplus) scale for each label value.
 
-    Locations start at -2 / +2 for y = 0 / 1 (the reference's initialisation) and evenly spaced
-    in [-2, 2] for the classes of a categorical label; scales start at 1.
+    Locations start at -2 / +2 for y = 0 / 1 (the Pyro reference's initialisation; ccvae_pytorch
+    starts at 0) and evenly spaced in [-2, 2] for the classes of a categorical label; scales are
+    softplus(raw) + 1e-3 and start at 1.001 (ccvae_pytorch: softplus(1) = 1.313).
     `__call__` returns (loc, scale) tables, each a list over labels of [C_i, dims].
     """
 
