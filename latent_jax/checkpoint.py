@@ -2,27 +2,39 @@
 iterator position and the config.
 
 Layout: `<workdir>/checkpoints/<step>/{state,data,config}`. Saves are asynchronous (the train
-loop goes on while the previous save is written); `close()` waits for them. A checkpoint is
-only ever written from finite states (the trainer checks before saving), so the latest one is
-always a good one to resume from.
+loop goes on while the previous save is written); `close()` waits for them. The trainer never
+saves a state with a non-finite leaf.
+
+Restoring takes the newest checkpoint that restores (`restore_newest`): one that does not (a
+truncated or zeroed array file, a lost manifest or item, garbage in its data-iterator JSON, an
+empty step folder) is skipped with a warning that says why, and moved aside to
+`<workdir>/checkpoints.unreadable/<step>-<unix time>` (kept, never deleted; Orbax would
+otherwise overwrite or garbage-collect it). Before the state is read, the checkpoint's own
+config is handed to a check (`check_config`), so a checkpoint of another config is refused as
+such rather than with an Orbax shape message.
+
+Every path goes through `etils.epath`, so the workdir may be a `gs://` URL.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from typing import Any
+import time
+from typing import Any, Callable
 
+from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    def __init__(self, directory: str, *, max_to_keep: int = 3, asynchronous: bool = True):
-        self.directory = os.path.abspath(directory)
+    def __init__(self, directory, *, max_to_keep: int = 3, asynchronous: bool = True,
+                 create: bool = True):
+        self.directory = epath.Path(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
-            create=True,
+            create=create,
             enable_async_checkpointing=asynchronous,
         )
         self._manager = ocp.CheckpointManager(
@@ -32,7 +44,7 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data_state: dict | None, config_json: str,
              force: bool = False) -> bool:
@@ -45,7 +57,8 @@ class Checkpointer:
         return self._manager.save(step, args=args, force=force)
 
     def restore(self, target: Any, step: int | None = None) -> tuple[int, Any, dict]:
-        """Restores `state` onto the structure, dtypes and shardings of `target`."""
+        """Restores `state` onto the structure, dtypes and shardings of `target` (arrays or
+        `jax.ShapeDtypeStruct`s with shardings, e.g. from `jax.eval_shape`)."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
@@ -54,13 +67,61 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract),
             data=ocp.args.JsonRestore(),
         ))
-        return step, restored["state"], dict(restored["data"] or {})
+        data = restored["data"]
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"the data-iterator item is {type(data).__name__}, not a dict")
+        return step, restored["state"], dict(data or {})
 
     def restore_config(self, step: int | None = None) -> dict:
         step = self.latest_step() if step is None else step
         restored = self._manager.restore(step, args=ocp.args.Composite(
             config=ocp.args.JsonRestore()))
-        return dict(restored["config"])
+        config = restored["config"]
+        if not isinstance(config, dict):
+            raise ValueError(f"the config item is {type(config).__name__}, not a dict")
+        return dict(config)
+
+    def restore_newest(self, target: Any,
+                       check_config: Callable[[dict, int], None] | None = None,
+                       check_restored: Callable[[int, Any, dict], None] | None = None,
+                       move_unreadable: bool = True):
+        """(step, state, data_state) of the newest checkpoint that restores, or None.
+
+        `check_config(saved_config, step)` may raise to refuse a checkpoint of another config;
+        that error propagates (an older checkpoint of the same run has the same config).
+        `check_restored(step, state, data_state)` may raise to declare a restored checkpoint
+        unusable (e.g. a data-iterator state the iterator rejects). Unreadable checkpoints are skipped with a warning and, if `move_unreadable` (process
+        0), moved aside so that the run can save that step again."""
+        for step in reversed(self.all_steps()):
+            try:
+                saved = self.restore_config(step)
+            except Exception as e:  # noqa: BLE001 - any failure to read means "unreadable"
+                self._skip(step, f"its config does not read ({_short(e)})", move_unreadable)
+                continue
+            if check_config is not None:
+                check_config(saved, step)
+            try:
+                found = self.restore(target, step)
+                if check_restored is not None:
+                    check_restored(*found)
+                return found
+            except Exception as e:  # noqa: BLE001
+                self._skip(step, f"it does not restore ({_short(e)})", move_unreadable)
+        return None
+
+    def _skip(self, step: int, why: str, move: bool):
+        where = ""
+        if move:
+            aside = self.directory.parent / f"{self.directory.name}.unreadable"
+            dest = aside / f"{step}-{int(time.time())}"
+            try:
+                aside.mkdir(parents=True, exist_ok=True)
+                (self.directory / str(step)).rename(dest)
+                where = f"; moved aside to {dest} (kept, not deleted)"
+            except OSError as e:
+                where = f"; could not move it aside ({e}), left in place"
+            self._manager.reload()
+        logging.warning("skipping checkpoint %d in %s: %s%s", step, self.directory, why, where)
 
     def reached_preemption(self, step: int) -> bool:
         """True on every host once a preemption notice arrived (multi-host TPU/GPU runs)."""
@@ -72,3 +133,17 @@ class Checkpointer:
     def close(self):
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def has_checkpoint(directory) -> bool:
+    """Whether `directory` holds at least one step folder (cheap; creates nothing)."""
+    d = epath.Path(directory)
+    if not d.exists():
+        return False
+    return any(p.name.isdigit() for p in d.iterdir())
+
+
+def _short(e: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = f"{type(e).__name__}: {text}"
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -8,6 +8,8 @@ anything is compiled and raises `ValueError` naming the offending key.
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import os
 import pathlib
 import types
@@ -15,6 +17,7 @@ import types
 import ml_collections
 
 from latent_jax import optim
+from latent_jax.errors import ConfigError
 
 
 def sibling_config(config_file: str, name: str) -> types.ModuleType:
@@ -71,31 +74,49 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None = None) -> N
     from latent_jax import methods
 
     if not config.get("method"):
-        raise ValueError("config.method: no method given; known: "
+        raise ConfigError("config.method: no method given; known: "
                          + ", ".join(methods.registered_methods()))
     methods.method_class(config.method)  # raises for an unknown method
     if int(config.batch_size) <= 0:
-        raise ValueError(f"config.batch_size: must be positive, got {config.batch_size}")
+        raise ConfigError(f"config.batch_size: must be positive, got {config.batch_size}")
     if int(config.num_steps) < 0 or float(config.num_epochs) < 0:
-        raise ValueError("config.num_steps / config.num_epochs: must not be negative")
+        raise ConfigError("config.num_steps / config.num_epochs: must not be negative")
     if int(config.num_steps) == 0 and float(config.num_epochs) <= 0:
-        raise ValueError("config.num_epochs: must be positive when config.num_steps is 0")
+        raise ConfigError("config.num_epochs: must be positive when config.num_steps is 0")
     for key in ("log_every_steps",):
         if int(config[key]) <= 0:
-            raise ValueError(f"config.{key}: must be positive, got {config[key]}")
+            raise ConfigError(f"config.{key}: must be positive, got {config[key]}")
     for key in ("eval_every_steps", "grids_every_steps"):
         if int(config[key]) < 0:
-            raise ValueError(f"config.{key}: must not be negative, got {config[key]}")
+            raise ConfigError(f"config.{key}: must not be negative, got {config[key]}")
     if int(config.checkpoint.every_steps) <= 0:
-        raise ValueError("config.checkpoint.every_steps: must be positive")
+        raise ConfigError("config.checkpoint.every_steps: must be positive")
     if int(config.checkpoint.max_to_keep) <= 0:
-        raise ValueError("config.checkpoint.max_to_keep: must be positive")
+        raise ConfigError("config.checkpoint.max_to_keep: must be positive")
+    for name in config.optim.keys():
+        lr = config.optim[name].get("learning_rate", None)
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config.optim.{name}.learning_rate: must be a number, got "
+                              f"{lr!r}") from None
+        if not math.isfinite(lr) or lr < 0:
+            raise ConfigError(f"config.optim.{name}.learning_rate: must be finite and >= 0, "
+                              f"got {lr}")
+    for key, value in (config.get("model") or {}).items():
+        if (key == "latent_dim" or key.endswith(("_dim", "_dims"))) and isinstance(value, int):
+            minimum = 1 if key == "latent_dim" else 0
+            if value < minimum:
+                raise ConfigError(f"config.model.{key}: must be >= {minimum}, got {value}")
     if workdir is not None:
         check_workdir(workdir)
 
 
 def check_workdir(workdir: str) -> None:
-    """The workdir (or its nearest existing parent) must be writable."""
+    """A local workdir (or its nearest existing parent) must be a writable directory. Remote
+    workdirs (gs://...) are checked by the first write."""
+    if "://" in os.fspath(workdir):
+        return
     path = os.path.abspath(workdir)
     probe = path
     while not os.path.exists(probe):
@@ -104,7 +125,47 @@ def check_workdir(workdir: str) -> None:
             break
         probe = parent
     if not os.path.isdir(probe):
-        raise ValueError(f"--workdir: {probe} exists and is not a directory")
+        raise ConfigError(f"--workdir: {probe} exists and is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"--workdir: no permission to write to {probe} "
-                         f"(needed for {path})")
+        raise ConfigError(f"--workdir: no permission to write to {probe} "
+                          f"(needed for {path})")
+
+
+# Keys whose change cannot alter a resumed run's trajectory (training length, logging,
+# checkpointing, evaluation, parallelism, where and how fast data are read). Methods add theirs
+# (`Method.resume_safe_keys`, e.g. IntroVAC's inference-only `edit.` and `langevin.`).
+# A key ending in '.' covers the whole block.
+RESUME_SAFE_KEYS = (
+    "num_steps", "num_epochs", "log_every_steps", "eval_every_steps", "grids_every_steps",
+    "grid_size", "evaluate_at_end", "checkpoint.", "eval.", "parallel.",
+    "data.data_dir", "data.cache_dir", "data.num_workers", "data.read_threads", "data.prefetch",
+)
+
+
+def _flatten(tree, prefix="") -> dict:
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        if not tree and prefix:
+            out[prefix[:-1]] = {}
+    else:
+        out[prefix[:-1]] = tree
+    return out
+
+
+def config_differences(saved: dict, current: dict,
+                       safe_keys=RESUME_SAFE_KEYS) -> tuple[list[str], list[str]]:
+    """(unsafe, safe): one 'key: saved -> current' line per key whose value differs between two
+    configs as JSON dicts (a key missing on one side counts as a difference)."""
+    a, b = _flatten(saved), _flatten(current)
+    unsafe, safe = [], []
+    missing = "(absent)"
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va == vb:
+            continue
+        line = f"{key}: {json.dumps(va)} -> {json.dumps(vb)}"
+        ok = any(key == s or (s.endswith(".") and key.startswith(s)) for s in safe_keys)
+        (safe if ok else unsafe).append(line)
+    return unsafe, safe

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from latent_jax.errors import ConfigError
+
 
 def load_image(path: str, size: int) -> np.ndarray:
     """PNG/JPEG -> float32 [size, size, 3] in [0, 1]: central square crop, then resize.
@@ -21,4 +23,4 @@ def load_image(path: str, size: int) -> np.ndarray:
             im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR)
             return np.asarray(im, np.float32) / 255.0
     except OSError as e:
-        raise ValueError(f"--images: cannot read {path} as an image: {e}") from e
+        raise ConfigError(f"--images: cannot read {path} as an image: {e}") from e

@@ -949,3 +949,33 @@ def labelled_rows(rows: Sequence[Any]) -> np.ndarray:
     if len({a.dtype for a in arrays}) > 1:
         arrays = [to_uint8(a) for a in arrays]
     return np.concatenate(arrays, axis=0)
+
+
+def drop_rows_after(path, step: int) -> int:
+    """Removes the rows of a JSONL metrics file whose step is past `step` (rows a killed run
+    logged after its last checkpoint, which the resumed run logs again), so that every step has
+    one row. Rewrites the file only when there is something to drop; returns how many rows
+    were dropped. Works on any `etils.epath` path."""
+    from etils import epath
+
+    path = epath.Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    kept, dropped = [], 0
+    for line in lines:
+        try:
+            row_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            kept.append(line)  # a partial last line is left for the reader to skip
+            continue
+        if row_step > step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        tmp = path.parent / (path.name + ".tmp")
+        tmp.write_text("".join(l + "\n" for l in kept))
+        tmp.replace(path)
+        absl_logging.info("dropped %d rows past step %d from %s", dropped, step, path)
+    return dropped

@@ -16,12 +16,16 @@ from __future__ import annotations
 import glob
 import logging as std_logging
 import os
+import re
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from latent_jax import errors
+from latent_jax.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, grids and reports.")
 flags.DEFINE_enum("mode", "train", ["train", "evaluate", "edit", "sample"], "What to do.")
@@ -46,11 +50,11 @@ def parse_attribute_changes(items, label_names) -> dict[str, float]:
             continue
         sign, name = (item[0], item[1:]) if item[0] in "+-" else ("+", item)
         if name not in label_names:
-            raise ValueError(f"--attributes: {name!r} is not a label of this model; its labels "
+            raise ConfigError(f"--attributes: {name!r} is not a label of this model; its labels "
                              f"are {', '.join(label_names)}")
         out[name] = 1.0 if sign == "+" else -1.0
     if not out:
-        raise ValueError("--attributes: name at least one label, e.g. --attributes=+"
+        raise ConfigError("--attributes: name at least one label, e.g. --attributes=+"
                          + label_names[0])
     return out
 
@@ -60,7 +64,7 @@ def _expand_images(patterns) -> list[str]:
     for p in patterns:
         matches = sorted(glob.glob(p))
         if not matches:
-            raise FileNotFoundError(f"--images: no file matches {p!r}")
+            raise ConfigError(f"--images: no file matches {p!r}")
         files.extend(matches)
     return files
 
@@ -74,7 +78,7 @@ def run_edit(config, workdir):
     from latent_jax import logging as lj_logging
 
     if not FLAGS.images:
-        raise ValueError("--images: give at least one image file for --mode=edit")
+        raise ConfigError("--images: give at least one image file for --mode=edit")
     files = _expand_images(FLAGS.images)
     exp, states, step = train.load_for_inference(config, workdir)
     method = exp.method
@@ -112,7 +116,7 @@ def run_sample(config, workdir):
     changes = parse_attribute_changes(FLAGS.attributes, method.label_names)
     n = int(FLAGS.num_samples)
     if n <= 0:
-        raise ValueError("--num_samples: must be positive")
+        raise ConfigError("--num_samples: must be positive")
     rows = next(iter(data_lib.iterate_eval_batches(config.data, "test", n)))["label"][:n]
     y = np.array(rows, np.float32)
     if y.shape[0] < n:
@@ -130,6 +134,92 @@ def run_sample(config, workdir):
     lj_logging.save_grid(os.path.join(out_dir, f"grid_{tag}.png"), images)
     print(f"wrote {n} samples ({int(accepted.sum())} accepted by the model's own check) "
           f"to {out_dir} (checkpoint step {step})")
+
+
+def _override_keys(argv) -> list[str]:
+    """The dotted keys of the `--config.<key>=value` overrides in argv, in order."""
+    keys = []
+    for a in argv[1:]:
+        if a.startswith("--config."):
+            keys.append(a[len("--config."):].split("=", 1)[0])
+    return keys
+
+
+def _flag_error_line(e: BaseException, argv) -> str:
+    """One readable line for a failure while parsing the flags and loading the config."""
+    text = str(e).strip()
+    if isinstance(e, (AttributeError, KeyError)) or "Unknown command line flag 'config." in text:
+        quoted = re.findall(r"'([^']+)'", text)
+        name = (quoted[-1] if quoted else text.strip("\"'")).split(".")[-1]
+        for key in _override_keys(argv):
+            if key.split(".")[-1] == name:
+                return f"--config.{key}: no such key in the config"
+        return f"--config: no such key {name!r} in the config"
+    if "No such file or directory" in text or "Failed loading config file" in text:
+        path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+        return f"--config: cannot load the config file {path.split(':')[0]!r} (no such file?)"
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    for l in reversed(lines):   # the config file's own message, e.g. an unknown preset
+        for prefix in ("ValueError: ", "ConfigError: ", "latent_jax.errors.ConfigError: "):
+            if l.startswith(prefix):
+                return l[len(prefix):]
+    return lines[0] if lines else type(e).__name__
+
+
+def _check_override_types(config, argv) -> None:
+    """Overrides of a tuple must keep the element types of the config file's value (a string
+    where int channels belong is caught here, not inside tracing)."""
+    import ast
+    import numbers
+
+    for key in _override_keys(argv):
+        try:
+            value = config
+            for part in key.split("."):
+                value = value[part]
+        except (KeyError, AttributeError):
+            continue
+        if isinstance(value, (tuple, list)):
+            raw = next(a.split("=", 1)[1] for a in argv if a.startswith(f"--config.{key}="))
+            try:
+                parsed = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                parsed = None
+            if isinstance(parsed, (int, float)):
+                parsed = (parsed,)
+            if raw.strip() and not isinstance(parsed, (tuple, list)):
+                raise ConfigError(f"--config.{key}: {raw!r} is not a tuple; write e.g. "
+                                  f"--config.{key}=(8,16) or --config.{key}='(\"a\", \"b\")'")
+
+
+def _last_override_wins(argv) -> list[str]:
+    """Drops all but the last `--config.<key>=...` of each key: absl would concatenate repeated
+    tuple overrides ((8,16) then (4,8) gave channels (8, 16, 4, 8))."""
+    last = {}
+    for i, a in enumerate(argv):
+        if a.startswith("--config."):
+            last[a.split("=", 1)[0]] = i
+    return [a for i, a in enumerate(argv)
+            if not a.startswith("--config.") or last[a.split("=", 1)[0]] == i]
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with one line (not a traceback) for a missing config file, an unknown
+    preset or key, or a tuple override that is no tuple. A repeated override: the last wins."""
+    argv = _last_override_wins(argv)
+    try:
+        rest = FLAGS(argv)
+        config = FLAGS.config
+        if config is None:
+            raise flags.Error("--config: no config file given")
+        config.get("method")   # a config file that failed to load raises here
+        _check_override_types(config, argv)
+        return rest
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except (flags.Error, OSError, AttributeError, KeyError, TypeError, ValueError) as e:
+        print(f"error: {_flag_error_line(e, argv)}", file=sys.stderr)
+    sys.exit(2)
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -167,11 +257,10 @@ def main(argv):
         logging.warning("%s", e)
         print(str(e), file=sys.stderr)
         return 0
-    except (ValueError, FileNotFoundError, DatasetNotPreparedError,
-            train.NonFiniteLossError) as e:
+    except (errors.UserError, DatasetNotPreparedError, train.NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

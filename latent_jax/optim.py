@@ -26,6 +26,8 @@ from __future__ import annotations
 import ml_collections
 import optax
 
+from latent_jax.errors import ConfigError
+
 
 def default_optimizer_config(learning_rate: float = 2e-4, **overrides) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(dict(
@@ -66,7 +68,7 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, key: str
         total = max(1, int(round(float(sched.total_epochs) * steps_per_epoch)))
         warmup = int(round(float(sched.warmup_epochs) * steps_per_epoch))
         return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), total)
-    raise ValueError(f"{key}.schedule.kind: unknown schedule {sched.kind!r}; "
+    raise ConfigError(f"{key}.schedule.kind: unknown schedule {sched.kind!r}; "
                      "known: constant, piecewise, cosine")
 
 
@@ -74,7 +76,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
                    key: str = "config.optim") -> optax.GradientTransformation:
     """The optax transformation of one player."""
     if cfg is None:
-        raise ValueError(f"{key}: missing optimizer config")
+        raise ConfigError(f"{key}: missing optimizer config")
     schedule = make_schedule(cfg, steps_per_epoch, key)
     chain = []
     if cfg.get("grad_clip_norm") is not None:
@@ -82,7 +84,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
     wd = float(cfg.get("weight_decay", 0.0) or 0.0)
     mode = cfg.get("weight_decay_mode", "l2")
     if mode not in ("l2", "decoupled"):
-        raise ValueError(f"{key}.weight_decay_mode: {mode!r} is not 'l2' or 'decoupled'")
+        raise ConfigError(f"{key}.weight_decay_mode: {mode!r} is not 'l2' or 'decoupled'")
     if wd and mode == "l2":
         chain.append(optax.add_decayed_weights(wd))
     name = cfg.name
@@ -96,7 +98,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
         if float(cfg.momentum):
             chain.append(optax.trace(decay=float(cfg.momentum)))
     else:
-        raise ValueError(f"{key}.name: unknown optimizer {name!r}; known: adam, rmsprop, sgd")
+        raise ConfigError(f"{key}.name: unknown optimizer {name!r}; known: adam, rmsprop, sgd")
     if wd and mode == "decoupled":
         chain.append(optax.add_decayed_weights(wd))
     chain.append(optax.scale_by_learning_rate(schedule))

@@ -12,6 +12,8 @@ import numpy as np
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from latent_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -61,8 +63,8 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
 def check_batch_divisible(global_batch_size: int, mesh: Mesh, key: str = "config.batch_size"):
     n = mesh.devices.size
     if global_batch_size % n:
-        raise ValueError(f"{key}: global batch {global_batch_size} is not divisible by the "
+        raise ConfigError(f"{key}: global batch {global_batch_size} is not divisible by the "
                          f"{n} devices of the mesh")
     if global_batch_size % jax.process_count():
-        raise ValueError(f"{key}: global batch {global_batch_size} is not divisible by the "
+        raise ConfigError(f"{key}: global batch {global_batch_size} is not divisible by the "
                          f"{jax.process_count()} processes")

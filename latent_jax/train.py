@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,6 +31,9 @@ from latent_jax import logging as lj_logging
 from latent_jax import methods
 from latent_jax import parallel
 from latent_jax import visualize
+from latent_jax import workdir as workdir_lib
+from latent_jax import errors
+from latent_jax.errors import ConfigError
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -60,9 +64,19 @@ class _SignalFlag:
             signal.signal(s, handler)
 
 
-def _all_finite(metrics: dict) -> jax.Array:
-    vals = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]
+def _all_finite(tree) -> jax.Array:
+    vals = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(v).dtype, jnp.inexact)]
     return jnp.all(jnp.stack(vals)) if vals else jnp.array(True)
+
+
+def non_finite_leaves(tree) -> list[str]:
+    """Paths of the floating-point leaves of `tree` that hold a NaN or Inf."""
+    flags = jax.device_get(jax.tree.map(
+        lambda v: jnp.all(jnp.isfinite(v)) if jnp.issubdtype(v.dtype, jnp.inexact) else True,
+        tree))
+    return [jax.tree_util.keystr(path) for path, ok in
+            jax.tree_util.tree_flatten_with_path(flags)[0] if not bool(ok)]
 
 
 class Experiment:
@@ -72,14 +86,15 @@ class Experiment:
         configlib.validate(config, workdir)
         parallel.maybe_initialize_distributed(config)
         self.config = config
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = (epath.Path(workdir) if "://" in os.fspath(workdir)
+                        else epath.Path(os.path.abspath(workdir)))
         self.mesh = parallel.make_mesh(int(config.parallel.num_devices) or None)
         parallel.check_batch_divisible(int(config.batch_size), self.mesh)
         self.spec = data_lib.get_data_spec(config.data)
         n_train = int(self.spec.num_examples["train"])
         self.steps_per_epoch = max(1, n_train // int(config.batch_size))
         if n_train < int(config.batch_size):
-            raise ValueError(f"config.batch_size: {config.batch_size} exceeds the "
+            raise ConfigError(f"config.batch_size: {config.batch_size} exceeds the "
                              f"{n_train} training examples of {self.spec.name}")
         self.total_steps = (int(config.num_steps) if int(config.num_steps) > 0 else
                             int(round(float(config.num_epochs) * self.steps_per_epoch)))
@@ -105,39 +120,81 @@ class Experiment:
                                     jax.random.fold_in(self.base_key, 0x6E1D))
 
     # ------------------------------------------------------------------ state
+    def _init_key(self):
+        return jax.random.fold_in(self.base_key, 0x1A17)
+
     def init_states(self) -> dict:
         init = jax.jit(self.method.init, out_shardings=self._replicated)
-        return init(jax.random.fold_in(self.base_key, 0x1A17))
+        return init(self._init_key())
+
+    def abstract_states(self) -> dict:
+        """Shapes, dtypes and shardings of the states, without compiling `init`."""
+        shapes = jax.eval_shape(self.method.init, self._init_key())
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                           sharding=self._replicated), shapes)
 
     def make_workdir(self):
         try:
-            os.makedirs(self.workdir, exist_ok=True)
-            probe = os.path.join(self.workdir, ".write_test")
-            with open(probe, "w") as f:
-                f.write("ok")
-            os.remove(probe)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if "://" not in os.fspath(self.workdir):
+                probe = self.workdir / ".write_test"
+                probe.write_text("ok")
+                probe.unlink()
         except OSError as e:
-            raise ValueError(f"--workdir: cannot write to {self.workdir}: {e}") from e
+            raise ConfigError(f"--workdir: cannot write to {self.workdir}: {e}") from e
 
-    def checkpointer(self) -> ckpt_lib.Checkpointer:
+    @property
+    def checkpoint_dir(self) -> epath.Path:
+        return self.workdir / "checkpoints"
+
+    def checkpointer(self, create: bool = True) -> ckpt_lib.Checkpointer:
         c = self.config.checkpoint
-        return ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
-                                     max_to_keep=int(c.max_to_keep),
-                                     asynchronous=bool(c.asynchronous))
+        return ckpt_lib.Checkpointer(self.checkpoint_dir, max_to_keep=int(c.max_to_keep),
+                                     asynchronous=bool(c.asynchronous), create=create)
 
-    def restore_latest(self, states: dict) -> tuple[int, dict, dict]:
-        """(step, states, data_state) of the latest checkpoint, or (0, states, {})."""
-        mngr = self.checkpointer()
+    def check_checkpoint_config(self, saved: dict, step: int) -> None:
+        """Refuses a checkpoint written with a config that this run cannot continue; logs the
+        changes that are safe (training length, logging, evaluation, ...)."""
+        current = json.loads(_config_json(self.config))
+        safe_keys = configlib.RESUME_SAFE_KEYS + tuple(self.method.resume_safe_keys)
+        unsafe, safe = configlib.config_differences(saved, current, safe_keys)
+        if unsafe:
+            shown = "; ".join(unsafe[:8]) + (f"; and {len(unsafe) - 8} more" if len(unsafe) > 8
+                                             else "")
+            raise errors.IncompatibleCheckpointError(
+                f"--workdir: the checkpoint at step {step} in {self.checkpoint_dir} was written "
+                f"with another config (checkpoint -> this run): {shown}. Run with the "
+                f"checkpoint's config ({self.workdir / 'config.json'}) or use a new --workdir")
+        for line in safe:
+            logging.info("config changed since the checkpoint at step %d (safe): %s", step, line)
+
+    def restore_newest(self, data_iterator=None) -> tuple[int, dict | None, dict]:
+        """(step, states, data_state) of the newest checkpoint that restores, restored into
+        abstract shapes (no compilation), or (0, None, {}) when there is none. With a
+        `data_iterator`, a checkpoint counts as restorable only if the iterator accepts its
+        data state (it is then left at that position)."""
+        if not ckpt_lib.has_checkpoint(self.checkpoint_dir):
+            return 0, None, {}
+        mngr = self.checkpointer(create=False)
         try:
-            if mngr.latest_step() is None:
-                return 0, states, {}
-            target = {"players": states, "step": jnp.zeros((), jnp.int32),
-                      "rng": self.base_key}
-            target = jax.device_put(target, self._replicated)
-            step, restored, data_state = mngr.restore(target)
-            return int(step), restored["players"], data_state
+            target = {"players": self.abstract_states(),
+                      "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=self._replicated),
+                      "rng": jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype,
+                                                  sharding=self._replicated)}
+            def set_data_state(step, restored, data_state):
+                del step, restored
+                if data_iterator is not None and data_state:
+                    data_iterator.set_state(data_state)
+
+            found = mngr.restore_newest(target, check_config=self.check_checkpoint_config,
+                                        check_restored=set_data_state,
+                                        move_unreadable=jax.process_index() == 0)
         finally:
             mngr.close()
+        if found is None:
+            return 0, None, {}
+        step, restored, data_state = found
+        return int(step), restored["players"], data_state
 
     def step_fn(self, phase: int):
         """The jitted train step of one phase, with a finiteness flag."""
@@ -166,31 +223,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     exp = Experiment(config, workdir)
     exp.make_workdir()
+    lock = workdir_lib.WorkdirLock(exp.workdir)
+    if jax.process_index() == 0:
+        lock.acquire()
+    try:
+        return _train(exp)
+    finally:
+        lock.release()
+
+
+def _train(exp: Experiment) -> dict:
+    config = exp.config
     method, mesh, total = exp.method, exp.mesh, exp.total_steps
     config_json = _config_json(config)
+
+    def make_iterator():
+        return data_lib.make_train_iterator(
+            config.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
+            process_index=jax.process_index(), process_count=jax.process_count())
+
+    it = make_iterator()
+    tried = ckpt_lib.has_checkpoint(exp.checkpoint_dir)
+    start_step, states, _ = exp.restore_newest(data_iterator=it)
+    if start_step:
+        logging.info("resuming from step %d", start_step)
+    else:
+        states = exp.init_states()
+        if tried:
+            it = make_iterator()   # a rejected data state may have left it anywhere
     if jax.process_index() == 0:
-        with open(os.path.join(exp.workdir, "config.json"), "w") as f:
-            f.write(config_json)
+        # Written only once the checkpoint (if any) restored with a compatible config.
+        (exp.workdir / "config.json").write_text(config_json)
+        lj_logging.drop_rows_after(exp.workdir / "metrics.jsonl", start_step)
     log_every = int(config.log_every_steps)
     ckpt_every = int(config.checkpoint.every_steps)
     eval_every = int(config.eval_every_steps)
     grid_every = int(config.grids_every_steps) or eval_every
-
-    states = exp.init_states()
-    start_step, states, data_state = exp.restore_latest(states)
-    if start_step:
-        logging.info("resuming from step %d", start_step)
-    it = data_lib.make_train_iterator(
-        config.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
-        process_index=jax.process_index(), process_count=jax.process_count())
-    if data_state:
-        it.set_state(data_state)
 
     mngr = exp.checkpointer()
     writer = lj_logging.MetricWriter(exp.workdir)
     bar = lj_logging.ProgressBar(total, initial_step=start_step, desc=method.name or config.method)
     flag = _SignalFlag()
     step_fns: dict[int, Any] = {}
+    state_finite = jax.jit(_all_finite)
     finite_so_far = jnp.array(True)
     last_metrics: dict = {}
     step = start_step
@@ -201,6 +276,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             raise NonFiniteLossError(
                 f"non-finite loss or gradient before step {at_step}; not saving. The last good "
                 f"checkpoint (step {mngr.latest_step()}) is kept in {mngr.directory}")
+        if not bool(jax.device_get(state_finite(states))):
+            bad = non_finite_leaves(states)
+            raise NonFiniteLossError(
+                f"non-finite parameters or optimizer state at step {at_step} ({len(bad)} "
+                f"leaves, e.g. {', '.join(bad[:3])}); not saving. The last good checkpoint "
+                f"(step {mngr.latest_step()}) is kept in {mngr.directory}")
         mngr.save(at_step, {"players": states, "step": jnp.asarray(at_step, jnp.int32),
                             "rng": exp.base_key},
                   _data_state_to_json(it.get_state()), config_json, force=force)
@@ -266,13 +347,16 @@ def _evaluate(exp: Experiment, states: dict, step: int, writer) -> dict:
 
 
 def load_for_inference(config: ml_collections.ConfigDict, workdir: str):
-    """(experiment, states, step) from the workdir's latest checkpoint."""
+    """(experiment, states, step) from the workdir's newest checkpoint that restores, without
+    compiling `init` and without writing anything."""
     exp = Experiment(config, workdir)
-    states = exp.init_states()
-    step, states, _ = exp.restore_latest(states)
+    if not ckpt_lib.has_checkpoint(exp.checkpoint_dir):
+        raise errors.NoCheckpointError(f"--workdir: no checkpoint under {exp.checkpoint_dir}; "
+                                       "train first (--mode=train)")
+    step, states, _ = exp.restore_newest()
     if step == 0:
-        raise FileNotFoundError(f"--workdir: no checkpoint under {exp.workdir}/checkpoints; "
-                                "train first (--mode=train)")
+        raise errors.NoCheckpointError(f"--workdir: no checkpoint under {exp.checkpoint_dir} "
+                                       "restores (see the warnings above); train first")
     return exp, states, step
 
 

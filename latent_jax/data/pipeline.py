@@ -29,6 +29,7 @@ from ml_collections import config_dict
 from latent_jax.data import celeba
 from latent_jax.data import labels as labels_lib
 from latent_jax.data import preprocess as preprocess_lib
+from latent_jax.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 
@@ -194,7 +195,7 @@ def _is_int(x) -> bool:
 def _int(cfg, key: str, path: str, minimum: int) -> int:
     value = cfg.get(key)
     if not _is_int(value) or value < minimum:
-        raise ValueError(f"{path}: must be an int >= {minimum}, got {value!r}")
+        raise ConfigError(f"{path}: must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -203,58 +204,58 @@ def _optional_str(cfg, key: str, path: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ValueError(f"{path}: must be a path string or None, got {value!r}")
+        raise ConfigError(f"{path}: must be a path string or None, got {value!r}")
     return value
 
 
 def _names(value, path: str) -> tuple[str, ...]:
     if isinstance(value, str):
-        raise ValueError(f"{path}: must be a tuple of names, got the string {value!r} "
+        raise ConfigError(f"{path}: must be a tuple of names, got the string {value!r} "
                          f"(write ({value!r},))")
     try:
         names = tuple(value)
     except TypeError:
-        raise ValueError(f"{path}: must be a tuple of names, got {value!r}") from None
+        raise ConfigError(f"{path}: must be a tuple of names, got {value!r}") from None
     for n in names:
         if not isinstance(n, str):
-            raise ValueError(f"{path}: must be a tuple of names, got {value!r}")
+            raise ConfigError(f"{path}: must be a tuple of names, got {value!r}")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"{path}: repeated names {dup}")
+        raise ConfigError(f"{path}: repeated names {dup}")
     return names
 
 
 def _check_keys(cfg, known: Sequence[str], path: str) -> None:
     unknown = sorted(set(cfg.keys()) - set(known))
     if unknown:
-        raise ValueError(f"{path}.{unknown[0]}: unknown key; {path} has: {', '.join(known)}")
+        raise ConfigError(f"{path}.{unknown[0]}: unknown key; {path} has: {', '.join(known)}")
 
 
 def _check_labels(names: Sequence[str], dataset: str, known: Sequence[str], path: str) -> None:
     for n in names:
         if n not in known:
-            raise ValueError(f"{path}: unknown attribute {n!r} for dataset {dataset}; "
+            raise ConfigError(f"{path}: unknown attribute {n!r} for dataset {dataset}; "
                              f"known: {', '.join(known)}")
 
 
 def _validate(data_cfg) -> _Options:
     """Checks `config.data` without touching any data; raises ValueError naming the key."""
     if data_cfg is None or not hasattr(data_cfg, "keys"):
-        raise ValueError(f"config.data: must be a ConfigDict, got {type(data_cfg).__name__}")
+        raise ConfigError(f"config.data: must be a ConfigDict, got {type(data_cfg).__name__}")
     _check_keys(data_cfg, _TOP_KEYS, "config.data")
     name = data_cfg.get("name")
     if name not in DATASETS:
-        raise ValueError(f"config.data.name: unknown dataset {name!r}; known: "
+        raise ConfigError(f"config.data.name: unknown dataset {name!r}; known: "
                          f"{', '.join(DATASETS)}")
     dataset = DATASETS[name]
     image_size = _int(data_cfg, "image_size", "config.data.image_size", 1)
     lo, hi = dataset.image_sizes()
     if not lo <= image_size <= hi:
-        raise ValueError(f"config.data.image_size: {name} supports sizes {lo}..{hi}, got "
+        raise ConfigError(f"config.data.image_size: {name} supports sizes {lo}..{hi}, got "
                          f"{image_size}")
     method = data_cfg.get("preprocess")
     if method not in dataset.preprocessing:
-        raise ValueError(f"config.data.preprocess: {method!r} is not available for dataset "
+        raise ConfigError(f"config.data.preprocess: {method!r} is not available for dataset "
                          f"{name}; use one of: {', '.join(dataset.preprocessing)}")
     known = labels_lib.available_labels(dataset.attribute_names())
     label_names = _names(data_cfg.get("labels", ()), "config.data.labels")
@@ -262,22 +263,22 @@ def _validate(data_cfg) -> _Options:
 
     subset = data_cfg.get("subset")
     if subset is None or not hasattr(subset, "keys"):
-        raise ValueError("config.data.subset: must be a ConfigDict(positives=..., ratio=...)")
+        raise ConfigError("config.data.subset: must be a ConfigDict(positives=..., ratio=...)")
     _check_keys(subset, _SUBSET_KEYS, "config.data.subset")
     positives = _names(subset.get("positives", ()), "config.data.subset.positives")
     _check_labels(positives, name, known, "config.data.subset.positives")
     for p in positives:
         if labels_lib.label_kind(p) != labels_lib.BINARY:
-            raise ValueError(f"config.data.subset.positives: {p!r} is not a binary label")
+            raise ConfigError(f"config.data.subset.positives: {p!r} is not a binary label")
     ratio = subset.get("ratio", 1.0)
     if (not isinstance(ratio, (int, float, np.number)) or isinstance(ratio, bool)
             or not math.isfinite(ratio) or ratio < 0):
-        raise ValueError(f"config.data.subset.ratio: must be a number >= 0, got {ratio!r}")
+        raise ConfigError(f"config.data.subset.ratio: must be a number >= 0, got {ratio!r}")
     subset_seed = _int(data_cfg, "subset_seed", "config.data.subset_seed", 0)
 
     synthetic = data_cfg.get("synthetic")
     if synthetic is None or not hasattr(synthetic, "keys"):
-        raise ValueError("config.data.synthetic: must be a ConfigDict(seed=..., num_train=..., "
+        raise ConfigError("config.data.synthetic: must be a ConfigDict(seed=..., num_train=..., "
                          "num_validation=..., num_test=...)")
     _check_keys(synthetic, _SYNTHETIC_KEYS, "config.data.synthetic")
     synthetic_seed = _int(synthetic, "seed", "config.data.synthetic.seed", 0)
@@ -286,13 +287,13 @@ def _validate(data_cfg) -> _Options:
 
     semi = data_cfg.get("semi_supervised")
     if semi is None or not hasattr(semi, "keys"):
-        raise ValueError("config.data.semi_supervised: must be a ConfigDict(fraction=..., seed=...)")
+        raise ConfigError("config.data.semi_supervised: must be a ConfigDict(fraction=..., seed=...)")
     _check_keys(semi, _SEMI_KEYS, "config.data.semi_supervised")
     fraction = semi.get("fraction")
     if fraction is not None:
         if (not isinstance(fraction, (int, float, np.number)) or isinstance(fraction, bool)
                 or not 0.0 < float(fraction) <= 1.0):
-            raise ValueError("config.data.semi_supervised.fraction: must be in (0, 1] or None, "
+            raise ConfigError("config.data.semi_supervised.fraction: must be in (0, 1] or None, "
                              f"got {fraction!r}")
         fraction = float(fraction)
     supervised_seed = _int(semi, "seed", "config.data.semi_supervised.seed", 0)
@@ -476,7 +477,7 @@ def _holdout_rows(opts: _Options, split: str, n_records: int) -> np.ndarray | No
     if not k or split not in ("train", "validation"):
         return None
     if k >= n_records:
-        raise ValueError(f"config.data.validation_from_train: {k} is not smaller than the "
+        raise ConfigError(f"config.data.validation_from_train: {k} is not smaller than the "
                          f"{n_records} training examples of {opts.name}")
     return (np.arange(n_records - k, n_records) if split == "validation"
             else np.arange(n_records - k)).astype(np.int64)

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from latent_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +126,16 @@ def judge_settings(judge_cfg) -> dict[str, Any]:
     given = _as_dict(judge_cfg)
     unknown = sorted(set(given) - set(JUDGE_DEFAULTS))
     if unknown:
-        raise ValueError(f"config.eval.judge: unknown key(s) {unknown}; "
+        raise ConfigError(f"config.eval.judge: unknown key(s) {unknown}; "
                          f"known: {sorted(JUDGE_DEFAULTS)}")
     settings = dict(JUDGE_DEFAULTS)
     nullable = ("cache_dir", "test_examples")
     settings.update({k: v for k, v in given.items() if v is not None or k in nullable})
     for key in ("steps", "batch_size", "width", "feature_dim"):
         if int(settings[key]) <= 0:
-            raise ValueError(f"config.eval.judge.{key} must be positive, got {settings[key]!r}")
+            raise ConfigError(f"config.eval.judge.{key} must be positive, got {settings[key]!r}")
     if float(settings["learning_rate"]) <= 0:
-        raise ValueError("config.eval.judge.learning_rate must be positive, "
+        raise ConfigError("config.eval.judge.learning_rate must be positive, "
                          f"got {settings['learning_rate']!r}")
     return settings
 
@@ -394,7 +395,7 @@ def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings:
     if labels0.shape[1] != n_attr:
         raise ValueError(f"judge: expected {n_attr} attribute columns, got {labels0.shape[1]}")
     if np.any((labels0 != 0) & (labels0 != 1)):
-        raise ValueError("judge: attributes must be binary (0/1); use config.eval.judge "
+        raise ConfigError("judge: attributes must be binary (0/1); use config.eval.judge "
                          "attributes that are binary")
     w_pos, w_neg = _balanced_weights(labels0, bool(settings["balanced"]))
     augment = bool(settings["augment"])
@@ -540,7 +541,7 @@ def load_judge_cache(path: str, template_params, expected_key: str,
         raise ValueError(f"parameter shapes differ at {bad[:3]}")
     for k in ("test_accuracy", "test_balanced_accuracy"):
         if set(meta[k]) != set(attribute_names):
-            raise ValueError(f"{k} does not cover the attributes")
+            raise ConfigError(f"{k} does not cover the attributes")
     params = jax.tree.map(jnp.asarray, params)
     return params, meta
 
@@ -582,7 +583,7 @@ def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
                   else attribute_names)
     unknown = [n for n in names if n not in spec.attribute_names]
     if unknown:
-        raise ValueError(f"judge attributes {unknown} are not provided by dataset {spec.name!r}; "
+        raise ConfigError(f"judge attributes {unknown} are not provided by dataset {spec.name!r}; "
                          f"available: {list(spec.attribute_names)}")
     key = cache_key(data_cfg, spec, names, settings, seed)
     cache_dir = settings["cache_dir"] or default_cache_dir()

@@ -59,6 +59,7 @@ import numpy as np
 
 from latent_jax.evaluate import latent as latent_lib
 from latent_jax.evaluate.judge import Judge, accuracy_table
+from latent_jax.errors import ConfigError
 
 
 # --------------------------------------------------------------------------------- Fréchet
@@ -169,7 +170,7 @@ class Capabilities:
         self.states = states
         self.batch_size = int(batch_size)
         if self.batch_size <= 0:
-            raise ValueError(f"config.eval.batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"config.eval.batch_size must be positive, got {batch_size}")
         strength = None if edit_strength is None else float(edit_strength)
         self._reconstruct = jax.jit(method.reconstruct)
         self._edit = jax.jit(lambda s, x, c: method.edit(s, x, c, strength))

@@ -57,6 +57,7 @@ import numpy as np
 
 from latent_jax.evaluate import judge as judge_lib
 from latent_jax.evaluate import metrics as metrics_lib
+from latent_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,10 @@ def validate_eval_config(eval_cfg) -> None:
     for key in ("num_examples", "num_samples", "batch_size"):
         value = eval_cfg.get(key, _EVAL_DEFAULTS[key])
         if value is None or int(value) <= 0:
-            raise ValueError(f"config.eval.{key} must be a positive integer, got {value!r}")
+            raise ConfigError(f"config.eval.{key} must be a positive integer, got {value!r}")
     strength = eval_cfg.get("edit_strength", None)
     if strength is not None and not math.isfinite(float(strength)):
-        raise ValueError(f"config.eval.edit_strength must be finite or None, got {strength!r}")
+        raise ConfigError(f"config.eval.edit_strength must be finite or None, got {strength!r}")
     judge_cfg = _judge_cfg_without_attributes(eval_cfg.get("judge", None))
     judge_lib.judge_settings(judge_cfg)
 
@@ -126,7 +127,7 @@ def load_eval_set(data_cfg, spec, attribute_names, num_examples: int,
         images.append(np.asarray(batch["image"], np.float32)[mask])
         labels.append(np.asarray(batch["label"], np.float32)[mask])
     if not images:
-        raise ValueError("evaluation: the test split is empty")
+        raise ConfigError("evaluation: the test split is empty")
     images = np.concatenate(images)[:num_examples]
     labels = np.concatenate(labels)[:num_examples]
     cols = [names.index(n) for n in label_names]

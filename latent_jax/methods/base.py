@@ -20,6 +20,7 @@ import ml_collections
 import optax
 
 from latent_jax import optim
+from latent_jax.errors import ConfigError
 
 PyTree = Any
 States = dict  # player name -> PlayerState
@@ -70,6 +71,10 @@ class Method(abc.ABC):
     #: Registry name, set by `register`.
     name: str = ""
 
+    #: Config keys (a trailing '.' covers a block) that only inference reads, so that a run may
+    #: resume with them changed; added to `configlib.RESUME_SAFE_KEYS`.
+    resume_safe_keys: tuple[str, ...] = ()
+
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         self.config = config
         self.data_spec = data_spec
@@ -77,7 +82,7 @@ class Method(abc.ABC):
         self.image_shape = tuple(data_spec.image_shape)
         self.label_names = tuple(data_spec.label_names)
         self.num_labels = len(self.label_names)
-        self._txs = {name: optim.make_optimizer(config.optim[name], self.steps_per_epoch,
+        self._txs = {name: optim.make_optimizer(config.optim.get(name), self.steps_per_epoch,
                                                 key=f"config.optim.{name}")
                      for name in self.player_names()}
 
@@ -165,7 +170,7 @@ def registered_methods() -> tuple[str, ...]:
 
 def method_class(name: str):
     if name not in _REGISTRY:
-        raise ValueError(f"config.method: unknown method {name!r}; known: "
+        raise ConfigError(f"config.method: unknown method {name!r}; known: "
                          f"{', '.join(registered_methods())}")
     return _REGISTRY[name]
 

@@ -84,6 +84,7 @@ from latent_jax.data import labels as labels_lib
 from latent_jax.data import pipeline as data_pipeline
 from latent_jax.methods import base
 from latent_jax.nets import conv
+from latent_jax.errors import ConfigError
 
 sg = jax.lax.stop_gradient
 
@@ -195,7 +196,7 @@ class CCVAE(_OneModelMethod):
         self.label_dims = int(m.label_dims)
         self.free_dims = int(m.free_dims)
         if self.label_dims < 1 or self.free_dims < 0:
-            raise ValueError("config.model.label_dims must be >= 1 and config.model.free_dims "
+            raise ConfigError("config.model.label_dims must be >= 1 and config.model.free_dims "
                              ">= 0")
         self.n_c = self.num_labels * self.label_dims
         self.latent_dim = self.n_c + self.free_dims
@@ -206,7 +207,7 @@ class CCVAE(_OneModelMethod):
         self.num_k = int(config.loss.num_classifier_samples)
         self.weighted_kl = str(config.loss.get("weighted_kl", "sampled"))
         if self.weighted_kl not in ("sampled", "analytic"):
-            raise ValueError("config.loss.weighted_kl: 'sampled' or 'analytic', got "
+            raise ConfigError("config.loss.weighted_kl: 'sampled' or 'analytic', got "
                              f"{self.weighted_kl!r}")
         self.log_py = _log_prior_tables(config, self.layout)
 

@@ -77,6 +77,7 @@ import numpy as np
 
 from latent_jax.methods import base
 from latent_jax.nets import larsen
+from latent_jax.errors import ConfigError
 
 sg = jax.lax.stop_gradient
 
@@ -84,7 +85,7 @@ sg = jax.lax.stop_gradient
 def _as_vector(value, dim: int, key: str) -> np.ndarray:
     arr = np.atleast_1d(np.asarray(value, np.float32))
     if arr.ndim != 1 or arr.size not in (1, dim):
-        raise ValueError(f"{key}: needs one number or {dim} numbers (model.w_dim), got {value!r}")
+        raise ConfigError(f"{key}: needs one number or {dim} numbers (model.w_dim), got {value!r}")
     return np.broadcast_to(arr, (dim,)).astype(np.float32)
 
 
@@ -115,23 +116,23 @@ class LatentSubspaceFamily(base.Method):
         m = config.model
         self.k = self.num_labels
         if self.k < 1:
-            raise ValueError(f"config.data.labels: method {self.name} needs at least one label")
+            raise ConfigError(f"config.data.labels: method {self.name} needs at least one label")
         self.z_dim = int(m.z_dim)
         self.w_dim = int(m.w_dim)
         if self.z_dim < 1:
-            raise ValueError(f"config.model.z_dim: must be >= 1, got {m.z_dim}")
+            raise ConfigError(f"config.model.z_dim: must be >= 1, got {m.z_dim}")
         if self.w_dim < 1:
-            raise ValueError(f"config.model.w_dim: must be >= 1, got {m.w_dim}")
+            raise ConfigError(f"config.model.w_dim: must be >= 1, got {m.w_dim}")
         self.kind = str(m.kind)
         self.data_dim = int(np.prod(self.image_shape))
         if self.kind == "conv":
             if len(self.image_shape) != 3:
-                raise ValueError(f"config.model.kind: 'conv' needs images, the data has shape "
+                raise ConfigError(f"config.model.kind: 'conv' needs images, the data has shape "
                                  f"{self.image_shape}; use 'mlp'")
             larsen.check_channels(self.image_shape[0], tuple(m.channels))
             trunk = larsen.ConvTrunk(tuple(m.channels), int(m.hidden), name="trunk")
             if m.upsample not in ("transpose", "resize"):
-                raise ValueError(f"config.model.upsample: unknown {m.upsample!r}; known: "
+                raise ConfigError(f"config.model.upsample: unknown {m.upsample!r}; known: "
                                  "transpose, resize")
             self.decoder = larsen.ConvDecoder(self.image_shape[0], tuple(m.channels),
                                               out_channels=self.image_shape[2],
@@ -140,18 +141,18 @@ class LatentSubspaceFamily(base.Method):
             trunk = larsen.MLP(tuple(m.mlp_hidden), name="trunk")
             self.decoder = larsen.MLPDecoder(tuple(m.mlp_hidden), self.data_dim)
         else:
-            raise ValueError(f"config.model.kind: unknown {m.kind!r}; known: conv, mlp")
+            raise ConfigError(f"config.model.kind: unknown {m.kind!r}; known: conv, mlp")
         self.encoder = larsen.GaussianHeads(trunk, tuple(self.heads()), tuple(m.head_hidden))
         if self.adversarial:
             self.adversary = larsen.LabelAdversary(tuple(m.adversary_hidden), self.k)
         lk = str(config.loss.likelihood)
         if lk not in ("gaussian", "bernoulli"):
-            raise ValueError(f"config.loss.likelihood: unknown {lk!r}; known: gaussian, bernoulli")
+            raise ConfigError(f"config.loss.likelihood: unknown {lk!r}; known: gaussian, bernoulli")
         if float(config.loss.decoder_std) <= 0:
-            raise ValueError("config.loss.decoder_std: must be positive")
+            raise ConfigError("config.loss.decoder_std: must be positive")
         mom = float(config.edit.stats_momentum)
         if not 0.0 <= mom < 1.0:
-            raise ValueError(f"config.edit.stats_momentum: must be in [0, 1), got {mom}")
+            raise ConfigError(f"config.edit.stats_momentum: must be in [0, 1), got {mom}")
         self.stat_dim = dict((n, d) for n, d, _ in self.heads())[self.edit_latent]
 
     # ------------------------------------------------------------------ what differs
@@ -524,7 +525,7 @@ class CSVAE(LatentSubspaceFamily):
         self.neg_std = _as_vector(p.negative_std, d, "config.prior.negative_std")
         for key, v in (("positive_std", self.pos_std), ("negative_std", self.neg_std)):
             if np.any(v <= 0):
-                raise ValueError(f"config.prior.{key}: must be positive, got {v}")
+                raise ConfigError(f"config.prior.{key}: must be positive, got {v}")
 
     @property
     def latent_dim(self) -> int:

@@ -59,6 +59,7 @@ import ml_collections
 
 from latent_jax.methods import base
 from latent_jax.nets import resnet
+from latent_jax.errors import ConfigError
 
 sg = jax.lax.stop_gradient
 
@@ -70,6 +71,8 @@ def _mean_bce(logits, targets):
 @base.register("introvac")
 class IntroVAC(base.Method):
     """IntroVAC; with `config.introspection.enabled = False` it is VAC."""
+
+    resume_safe_keys = ("edit.", "langevin.")
 
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         super().__init__(config, data_spec, steps_per_epoch)
@@ -85,7 +88,7 @@ class IntroVAC(base.Method):
         self.weights = config.loss
         self.reencode = str(config.introspection.get("reencode", "mean"))
         if self.reencode not in ("mean", "sample"):
-            raise ValueError("config.introspection.reencode: must be 'mean' (the reference) or "
+            raise ConfigError("config.introspection.reencode: must be 'mean' (the reference) or "
                              f"'sample', got {self.reencode!r}")
         self.pretrain_steps = int(round(float(config.introspection.pretrain_epochs)
                                         * self.steps_per_epoch)) if self.introspective else 0
@@ -309,6 +312,6 @@ class VAC(IntroVAC):
 
     def __init__(self, config, data_spec, steps_per_epoch):
         if config.introspection.enabled:
-            raise ValueError("config.introspection.enabled: must be False for method 'vac' "
+            raise ConfigError("config.introspection.enabled: must be False for method 'vac' "
                              "(use method 'introvac' for the adversarial model)")
         super().__init__(config, data_spec, steps_per_epoch)

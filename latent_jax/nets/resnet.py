@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from latent_jax.errors import ConfigError
+
 
 def _bn(train: bool, name: str | None = None):
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
@@ -73,7 +75,7 @@ def check_channels(image_size: int, channels: Sequence[int],
     try:
         bottom_size(image_size, channels)
     except ValueError as e:
-        raise ValueError(f"{key}: {e}") from None
+        raise ConfigError(f"{key}: {e}") from None
 
 
 class ResidualEncoder(nn.Module):
