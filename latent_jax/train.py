@@ -10,6 +10,7 @@ a run whose workdir holds a checkpoint resumes from it, data iterator included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,11 +45,19 @@ class Preempted(Exception):
     """SIGTERM or a preemption notice: a checkpoint was saved and training stopped."""
 
 
-class _SignalFlag:
-    """Sets a flag on SIGTERM (and SIGINT if asked) instead of dying mid-step."""
+class _Interrupted(Exception):
+    """A signal arrived while `_SignalFlag.immediate` was active (an evaluation)."""
 
-    def __init__(self, signals=(signal.SIGTERM,)):
+
+class _SignalFlag:
+    """On SIGTERM or SIGINT (Ctrl-C), sets a flag that the loop checks after each step (so a
+    step is never cut in half); inside `immediate()` (evaluations, which can take minutes) it
+    raises `_Interrupted` at once instead."""
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
         self.triggered = False
+        self.signal_name = ""
+        self._immediate = False
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             for s in signals:
@@ -56,8 +65,21 @@ class _SignalFlag:
 
     def _handle(self, signum, frame):
         del frame
-        logging.warning("received signal %d: saving a checkpoint and stopping", signum)
         self.triggered = True
+        self.signal_name = signal.Signals(signum).name
+        if self._immediate:
+            raise _Interrupted(self.signal_name)
+        logging.warning("received %s: saving a checkpoint and stopping", self.signal_name)
+
+    @contextlib.contextmanager
+    def immediate(self):
+        if self.triggered:
+            raise _Interrupted(self.signal_name)
+        self._immediate = True
+        try:
+            yield
+        finally:
+            self._immediate = False
 
     def restore(self):
         for s, handler in self._previous.items():
@@ -313,21 +335,34 @@ def _train(exp: Experiment) -> dict:
             if flag.triggered or mngr.reached_preemption(step):
                 save(step, force=True)
                 mngr.wait()
-                raise Preempted(f"stopped at step {step} on request; checkpoint saved")
+                why = flag.signal_name or "a preemption notice"
+                raise Preempted(f"stopped at step {step} on {why}; checkpoint saved")
             if step % ckpt_every == 0 and step < total:
                 save(step)
             if grid_every and step % grid_every == 0 and step < total:
                 writer.write_images(step, exp.grids(states))
             if eval_every and step % eval_every == 0 and step < total:
-                eval_result = _evaluate(exp, states, step, writer)
+                try:
+                    with flag.immediate():
+                        eval_result = _evaluate(exp, states, step, writer)
+                except _Interrupted as e:
+                    save(step, force=True)
+                    mngr.wait()
+                    raise Preempted(f"stopped at step {step} during an evaluation on {e}; "
+                                    "checkpoint saved") from None
         bar.close()
         if step > start_step or mngr.latest_step() != step:
             save(step, force=True)
         mngr.wait()
         logging.info("trained %d steps in %.1f s", step - start_step, time.time() - t_start)
-        writer.write_images(step, exp.grids(states))
-        if config.evaluate_at_end:
-            eval_result = _evaluate(exp, states, step, writer)
+        try:
+            with flag.immediate():
+                writer.write_images(step, exp.grids(states))
+                if config.evaluate_at_end:
+                    eval_result = _evaluate(exp, states, step, writer)
+        except _Interrupted as e:
+            raise Preempted(f"stopped during the final evaluation on {e}; the checkpoint of step "
+                            f"{step} is saved and --mode=evaluate writes the report") from None
     finally:
         bar.close()
         flag.restore()

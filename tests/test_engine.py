@@ -134,6 +134,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
                              capture_output=True, text=True, env=ENV, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resuming from step" in resumed.stderr
+    steps_after = _metric_steps(killed)
+    assert steps_after == sorted(set(steps_after)), "replayed steps logged twice"
+    assert steps_after[-1] == total
 
     step_a, players_a = _final_players(ref)
     step_b, players_b = _final_players(killed)
@@ -213,3 +216,41 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
                          capture_output=True, text=True, env=ENV, timeout=300)
     assert res.returncode == 1
     assert "config.data.labels" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sigterm_during_the_final_evaluation_stops_promptly(tmp_path):
+    """The end-of-run evaluation (here it trains a judge from scratch) is cut short by SIGTERM
+    with one line; the final checkpoint is already saved."""
+    workdir = tmp_path / "run"
+    env = dict(ENV, LATENT_JAX_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.Popen(_main(str(workdir), num_steps=6, evaluate_at_end="True"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    final = workdir / "checkpoints" / "6" / "commit_success.txt"
+    t0 = time.time()
+    while not final.exists():
+        if proc.poll() is not None or time.time() - t0 > 240:
+            proc.kill()
+            pytest.fail("the run did not reach its final checkpoint")
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    t_signal = time.time()
+    out, _ = proc.communicate(timeout=120)
+    assert time.time() - t_signal < 30, "the evaluation went on after SIGTERM"
+    assert proc.returncode == 0, out[-3000:]
+    assert "stopped during the final evaluation on SIGTERM" in out
+    assert "Traceback" not in out
+    assert not (workdir / "eval").exists() or not list((workdir / "eval").glob("report_*.json"))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_stops_without_traceback(tmp_path):
+    workdir = str(tmp_path / "run")
+    proc = subprocess.Popen(_main(workdir, num_steps=400, **{"checkpoint.every_steps": 1000}),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    _wait_for_step(proc, workdir, 5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "on SIGINT; checkpoint saved" in out and "Traceback" not in out
+    step, _ = _final_players(workdir)
+    assert 5 <= step < 400
