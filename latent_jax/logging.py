@@ -1,10 +1,11 @@
 """Metric logging, progress reporting and image grids.
 
-Everything here depends only on numpy, pillow, absl and (lazily) jax: TensorBoard event files
-are written without TensorFlow or tensorboardX.
+TensorBoard event files are written by tensorboardX (no TensorFlow); every path goes through
+``etils.epath``, so a run directory may be a ``gs://`` URL.
 
-* :class:`JsonlWriter` - one JSON object per line, flushed on every write, append mode.
-* :class:`TensorBoardWriter` - TFRecord-framed ``Event`` protos (scalars and PNG images).
+* :class:`JsonlWriter` - one JSON object per line (append mode locally, whole-object rewrites
+  on object stores).
+* :class:`TensorBoardWriter` - scalars and images through ``tensorboardX.SummaryWriter``.
 * :class:`MetricWriter` - fans out to the two writers (plus optional absl log lines) on
   process 0 only; a no-op on other processes.
 * :class:`ProgressBar` - single updating line on a terminal, rate-limited plain lines otherwise.
@@ -14,7 +15,7 @@ This module is called ``logging`` inside the package; it never shadows the stand
 (absolute imports are the default). Other modules import it as
 ``from latent_jax import logging as lj_logging``.
 
-Paths are local filesystem paths (``open``/``os.makedirs``).
+Paths are ``etils.epath`` paths or strings (local or ``gs://``).
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ import numbers
 import os
 import re
 import shutil
-import socket
-import struct
 import sys
 import time
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from absl import logging as absl_logging
+from etils import epath
 import numpy as np
 
 __all__ = [
@@ -41,8 +41,7 @@ __all__ = [
     "TensorBoardWriter",
     "MetricWriter",
     "ProgressBar",
-    "crc32c",
-    "masked_crc32c",
+    "drop_rows_after",
     "to_uint8",
     "make_grid",
     "save_png",
@@ -106,6 +105,10 @@ def _json_value(x: float) -> float | str:
     return _NONFINITE_TO_STR[repr(x)]
 
 
+def _is_remote(path) -> bool:
+    return "://" in os.fspath(path)
+
+
 class JsonlWriter:
     """Appends ``{"step": int, "time": float, **scalars}`` lines to a JSON-lines file.
 
@@ -114,31 +117,41 @@ class JsonlWriter:
       ``"-Infinity"`` so every line is strict JSON (``json.loads`` with any parser);
       :func:`read_jsonl` turns them back into floats.
     * ``time`` is the Unix wall time (seconds) of the write.
-    * The file is opened in append mode (a resumed run continues it) and flushed after every
-      line, so at most the line being written is lost on a crash. If the file ends with a
-      partial line (an earlier crash mid-write), a newline is inserted first so the new lines
-      still parse.
+    * Local files are opened in append mode (a resumed run continues them) and flushed after
+      every line, so at most the line being written is lost on a crash. If the file ends with a
+      partial line (an earlier crash mid-write), a newline is inserted first.
+    * Remote files (``gs://...``, through ``etils.epath``; object stores cannot append) are kept
+      in memory and rewritten whole at most every ``flush_secs`` (default 10 s), on
+      :meth:`flush` and on :meth:`close`; a crash loses at most that interval.
     """
 
-    def __init__(self, path: str | os.PathLike, *, fsync: bool = False):
-        self.path = os.fspath(path)
+    def __init__(self, path, *, fsync: bool = False, flush_secs: float | None = None):
+        self.path = epath.Path(path)
         self._fsync = fsync
-        parent = os.path.dirname(self.path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        needs_newline = False
-        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
-            with open(self.path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                needs_newline = f.read(1) != b"\n"
-        self._file = open(self.path, "a", encoding="utf-8")
-        if needs_newline:
-            self._file.write("\n")
-            self._file.flush()
+        self._remote = _is_remote(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existing = ""
+        if self.path.exists():
+            existing = self.path.read_text() if self._remote else ""
+            if not self._remote and os.path.getsize(self.path) > 0:
+                with open(self.path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    existing = f.read(1).decode("latin-1")
+        needs_newline = bool(existing) and not existing.endswith("\n")
+        if self._remote:
+            self._buffer = [existing + ("\n" if needs_newline else "")]
+            self._flush_secs = 10.0 if flush_secs is None else float(flush_secs)
+            self._last_flush = time.time()
+            self._file = True   # open
+        else:
+            self._file = open(self.path, "a", encoding="utf-8")
+            if needs_newline:
+                self._file.write("\n")
+                self._file.flush()
 
     def write(self, step: int, scalars: Mapping[str, Any], *, wall_time: float | None = None):
         if self._file is None:
-            raise ValueError(f"JsonlWriter({self.path!r}) is closed")
+            raise ValueError(f"JsonlWriter({os.fspath(self.path)!r}) is closed")
         values = _to_floats(_device_get(scalars))
         for reserved in ("step", "time"):
             if reserved in values:
@@ -148,7 +161,13 @@ class JsonlWriter:
             "time": float(time.time() if wall_time is None else wall_time),
         }
         record.update({k: _json_value(v) for k, v in values.items()})
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        line = json.dumps(record, allow_nan=False) + "\n"
+        if self._remote:
+            self._buffer.append(line)
+            if time.time() - self._last_flush >= self._flush_secs:
+                self.flush()
+            return
+        self._file.write(line)
         self._file.flush()
         if self._fsync:
             os.fsync(self._file.fileno())
@@ -157,13 +176,21 @@ class JsonlWriter:
     write_scalars = write
 
     def flush(self):
-        if self._file is not None:
+        if self._file is None:
+            return
+        if self._remote:
+            self.path.write_text("".join(self._buffer))
+            self._last_flush = time.time()
+        else:
             self._file.flush()
 
     def close(self):
-        if self._file is not None:
+        if self._file is None:
+            return
+        self.flush()
+        if not self._remote:
             self._file.close()
-            self._file = None
+        self._file = None
 
     def __enter__(self):
         return self
@@ -172,203 +199,30 @@ class JsonlWriter:
         self.close()
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_jsonl(path) -> list[dict[str, Any]]:
     """Reads a file written by :class:`JsonlWriter`; non-finite strings become floats again.
 
     Blank lines and a trailing partial line (crash mid-write) are skipped.
     """
     records = []
-    with open(os.fspath(path), encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            for k, v in record.items():
-                if isinstance(v, str) and v in _STR_TO_NONFINITE:
-                    record[k] = _STR_TO_NONFINITE[v]
-            records.append(record)
+    for line in epath.Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for k, v in record.items():
+            if isinstance(v, str) and v in _STR_TO_NONFINITE:
+                record[k] = _STR_TO_NONFINITE[v]
+        records.append(record)
     return records
 
 
 # ---------------------------------------------------------------------------------------------
-# CRC32C (Castagnoli), reflected polynomial 0x82F63B78
+# TensorBoard (tensorboardX)
 # ---------------------------------------------------------------------------------------------
-
-
-def _make_crc_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _make_crc_table()
-_CRC_TABLE_NP = np.asarray(_CRC_TABLE, dtype=np.uint32)
-
-# Inputs at least this long use the vectorised path below.
-_CRC_VECTOR_MIN = 16384
-_CRC_CHUNK = 512  # bytes per chunk on the vectorised path
-
-
-def _crc_update_py(state: int, data: bytes) -> int:
-    """Raw register update (no pre/post inversion), one table look-up per byte."""
-    table = _CRC_TABLE
-    for b in data:
-        state = table[(state ^ b) & 0xFF] ^ (state >> 8)
-    return state
-
-
-def _make_zero_shift_tables(n_bytes: int) -> list[list[int]]:
-    """Tables for the linear map 'feed n_bytes zero bytes' on the 32-bit register.
-
-    The register update is linear over GF(2), so the map is determined by the images of the
-    32 basis vectors; it is applied as four 256-entry look-ups (one per register byte).
-    """
-    zeros = bytes(n_bytes)
-    basis = [_crc_update_py(1 << i, zeros) for i in range(32)]
-    tables = []
-    for byte in range(4):
-        t = [0] * 256
-        for v in range(1, 256):
-            low = v & -v
-            t[v] = t[v ^ low] ^ basis[8 * byte + low.bit_length() - 1]
-        tables.append(t)
-    return tables
-
-
-_SHIFT_TABLES: list[list[int]] | None = None
-
-
-def _crc_update_vectorised(state: int, data: bytes) -> int:
-    """Same result as :func:`_crc_update_py`, computed chunk-parallel with numpy.
-
-    The data is cut into ``K`` equal chunks whose raw CRCs (from a zero register) are computed
-    simultaneously, one numpy step per byte position; the chunk CRCs are then chained with the
-    precomputed 'shift by one chunk of zeros' map: ``s <- shift(s) ^ crc(chunk)``.
-    A leading remainder shorter than a chunk goes through the scalar loop.
-    """
-    global _SHIFT_TABLES
-    if _SHIFT_TABLES is None:
-        _SHIFT_TABLES = _make_zero_shift_tables(_CRC_CHUNK)
-    t0, t1, t2, t3 = _SHIFT_TABLES
-    head = len(data) % _CRC_CHUNK
-    state = _crc_update_py(state, data[:head])
-    chunks = np.frombuffer(data, dtype=np.uint8, offset=head).reshape(-1, _CRC_CHUNK)
-    columns = np.ascontiguousarray(chunks.T).astype(np.uint32)
-    regs = np.zeros(chunks.shape[0], dtype=np.uint32)
-    table = _CRC_TABLE_NP
-    for col in columns:
-        regs = table[(regs ^ col) & 0xFF] ^ (regs >> 8)
-    for r in regs.tolist():
-        state = (
-            t0[state & 0xFF]
-            ^ t1[(state >> 8) & 0xFF]
-            ^ t2[(state >> 16) & 0xFF]
-            ^ t3[state >> 24]
-            ^ r
-        )
-    return state
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of ``data``, as used by the TFRecord format."""
-    data = bytes(data)
-    if len(data) >= _CRC_VECTOR_MIN:
-        state = _crc_update_vectorised(0xFFFFFFFF, data)
-    else:
-        state = _crc_update_py(0xFFFFFFFF, data)
-    return state ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """The TFRecord 'masked' CRC: rotate right by 15 bits and add a constant."""
-    crc = crc32c(data)
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-# ---------------------------------------------------------------------------------------------
-# Protobuf encoding (just the fields of Event / Summary that we write)
-# ---------------------------------------------------------------------------------------------
-
-_WIRE_VARINT, _WIRE_64BIT, _WIRE_LEN, _WIRE_32BIT = 0, 1, 2, 5
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # Negative int64 values use their 10-byte two's complement form.
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(field: int, wire_type: int) -> bytes:
-    return _varint((field << 3) | wire_type)
-
-
-def _pb_varint(field: int, value: int) -> bytes:
-    return _key(field, _WIRE_VARINT) + _varint(value)
-
-
-def _pb_double(field: int, value: float) -> bytes:
-    return _key(field, _WIRE_64BIT) + struct.pack("<d", value)
-
-
-def _pb_float(field: int, value: float) -> bytes:
-    return _key(field, _WIRE_32BIT) + struct.pack("<f", value)
-
-
-def _pb_bytes(field: int, value: bytes) -> bytes:
-    return _key(field, _WIRE_LEN) + _varint(len(value)) + value
-
-
-def _event(wall_time: float, step: int, *, file_version: str | None = None,
-           summary: bytes | None = None) -> bytes:
-    """Event{wall_time=1 double, step=2 int64, file_version=3 string | summary=5 Summary}."""
-    msg = _pb_double(1, wall_time) + _pb_varint(2, step)
-    if file_version is not None:
-        msg += _pb_bytes(3, file_version.encode("utf-8"))
-    if summary is not None:
-        msg += _pb_bytes(5, summary)
-    return msg
-
-
-def _summary_scalar(tag: str, value: float) -> bytes:
-    """Summary.Value{tag=1, simple_value=2}, wrapped as Summary.value=1."""
-    return _pb_bytes(1, _pb_bytes(1, tag.encode("utf-8")) + _pb_float(2, value))
-
-
-def _summary_image(tag: str, height: int, width: int, colorspace: int, png: bytes) -> bytes:
-    """Summary.Value{tag=1, image=4 Image{height=1, width=2, colorspace=3, encoded=4}}."""
-    image = (
-        _pb_varint(1, height)
-        + _pb_varint(2, width)
-        + _pb_varint(3, colorspace)
-        + _pb_bytes(4, png)
-    )
-    return _pb_bytes(1, _pb_bytes(1, tag.encode("utf-8")) + _pb_bytes(4, image))
-
-
-def _tfrecord(data: bytes) -> bytes:
-    """uint64 length, masked CRC of the length, data, masked CRC of the data (little endian)."""
-    header = struct.pack("<Q", len(data))
-    return (
-        header
-        + struct.pack("<I", masked_crc32c(header))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
 
 
 def _encode_png(image: np.ndarray) -> bytes:
@@ -395,77 +249,46 @@ def _as_image(array: Any, name: str = "image") -> np.ndarray:
 
 
 class TensorBoardWriter:
-    """Writes TensorBoard event files (scalars and PNG images) with no TensorFlow dependency.
+    """TensorBoard event files (scalars and images) through ``tensorboardX.SummaryWriter``,
+    which needs no TensorFlow and writes to local and ``gs://`` log directories.
 
-    The file is ``<logdir>/events.out.tfevents.<unix time>.<hostname>`` (``.<n>`` is appended
-    if that name is taken); its first record is the ``file_version`` event
-    ``"brain.Event:2"``. Every record is flushed to disk when it is written unless
-    ``flush_secs`` > 0, in which case flushes happen at most that often (and on
-    :meth:`flush` / :meth:`close`).
+    ``purge_step``: on a resumed run, the step it resumes from; TensorBoard then drops the
+    events that an earlier (killed) run logged past it, so every curve has one value per step.
+    Events are written by tensorboardX's background thread: they reach the file within
+    ``flush_secs`` and at :meth:`close` (tensorboardX's flush does not wait for its queue).
     """
 
-    def __init__(self, logdir: str | os.PathLike, *, flush_secs: float = 0.0,
+    def __init__(self, logdir, *, flush_secs: float = 10.0, purge_step: int | None = None,
                  filename_suffix: str = ""):
-        self.logdir = os.fspath(logdir)
-        os.makedirs(self.logdir, exist_ok=True)
-        now = time.time()
-        base = os.path.join(
-            self.logdir,
-            f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}{filename_suffix}",
-        )
-        path, n = base, 0
-        while os.path.exists(path):
-            n += 1
-            path = f"{base}.{n}"
-        self.path = path
-        self._file = open(self.path, "xb")
-        self._flush_secs = float(flush_secs)
-        self._last_flush = now
-        self._write_event(_event(now, 0, file_version="brain.Event:2"))
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
-    def _write_event(self, event: bytes):
-        if self._file is None:
-            raise ValueError(f"TensorBoardWriter({self.path!r}) is closed")
-        self._file.write(_tfrecord(event))
-        now = time.time()
-        if self._flush_secs <= 0 or now - self._last_flush >= self._flush_secs:
-            self._file.flush()
-            self._last_flush = now
+        self.logdir = os.fspath(logdir)
+        self._writer = SummaryWriter(self.logdir, purge_step=purge_step,
+                                     flush_secs=max(1, int(round(flush_secs))),
+                                     filename_suffix=filename_suffix)
+        self.path = self._writer.file_writer.event_writer._ev_writer._file_name  # noqa: SLF001
 
     def scalars(self, step: int, scalars: Mapping[str, Any], *,
                 wall_time: float | None = None):
-        """One event holding a ``simple_value`` (float32) per tag."""
-        values = _to_floats(_device_get(scalars))
-        if not values:
-            return
-        summary = b"".join(_summary_scalar(tag, v) for tag, v in values.items())
-        self._write_event(_event(time.time() if wall_time is None else wall_time, int(step),
-                                 summary=summary))
+        for tag, value in _to_floats(_device_get(scalars)).items():
+            self._writer.add_scalar(tag, value, int(step), walltime=wall_time)
 
     def images(self, step: int, images: Mapping[str, Any], *,
                wall_time: float | None = None):
-        """One event per tag with a PNG-encoded image (uint8 [H, W, C], C in 1/3/4).
-
-        Float images in [0, 1] and [H, W] grayscale arrays are accepted too.
-        """
-        wall_time = time.time() if wall_time is None else wall_time
+        """One image per tag (uint8 [H, W, C], C in 1/3/4; float images in [0, 1] and [H, W]
+        arrays are accepted too)."""
         for tag, array in _device_get(images).items():
-            image = _as_image(array, tag)
-            h, w, c = image.shape
-            colorspace = {1: 1, 3: 3, 4: 4}[c]  # grayscale, RGB, RGBA
-            summary = _summary_image(str(tag), h, w, colorspace, _encode_png(image))
-            self._write_event(_event(wall_time, int(step), summary=summary))
+            self._writer.add_image(str(tag), _as_image(array, tag), int(step),
+                                   walltime=wall_time, dataformats="HWC")
 
     def flush(self):
-        if self._file is not None:
-            self._file.flush()
-            self._last_flush = time.time()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self):
-        if self._file is not None:
-            self._file.flush()
-            self._file.close()
-            self._file = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def __enter__(self):
         return self
@@ -498,16 +321,18 @@ class MetricWriter:
       save_pngs: :meth:`write_images` also saves ``<logdir>/images/<name>_<step>.png``.
       process_index: defaults to ``jax.process_index()``; every method is a no-op (and
         nothing is created on disk) unless it is 0.
+      purge_step: the step a resumed run continues from (see :class:`TensorBoardWriter`).
     """
 
-    def __init__(self, logdir: str | os.PathLike, *, jsonl: bool = True,
+    def __init__(self, logdir, *, jsonl: bool = True,
                  tensorboard: bool = True, log_lines: bool = False, save_pngs: bool = True,
-                 jsonl_name: str = "metrics.jsonl", process_index: int | None = None):
+                 jsonl_name: str = "metrics.jsonl", process_index: int | None = None,
+                 purge_step: int | None = None):
         if process_index is None:
             import jax  # pylint: disable=g-import-not-at-top
 
             process_index = jax.process_index()
-        self.logdir = os.fspath(logdir)
+        self.logdir = epath.Path(logdir)
         self.active = process_index == 0
         self._log_lines = log_lines
         self._save_pngs = save_pngs
@@ -515,15 +340,15 @@ class MetricWriter:
         self._tb = None
         if not self.active:
             return
-        os.makedirs(self.logdir, exist_ok=True)
+        self.logdir.mkdir(parents=True, exist_ok=True)
         if jsonl:
-            self._jsonl = JsonlWriter(os.path.join(self.logdir, jsonl_name))
+            self._jsonl = JsonlWriter(self.logdir / jsonl_name)
         if tensorboard:
-            self._tb = TensorBoardWriter(self.logdir)
+            self._tb = TensorBoardWriter(self.logdir, purge_step=purge_step)
 
     @property
     def image_dir(self) -> str:
-        return os.path.join(self.logdir, "images")
+        return self.logdir / "images"
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
         if not self.active or not scalars:
@@ -557,9 +382,8 @@ class MetricWriter:
         paths = {}
         if self._save_pngs:
             for name, image in prepared.items():
-                path = os.path.join(self.image_dir, f"{_safe_filename(name)}_{step:08d}.png")
-                save_png(path, image)
-                paths[name] = path
+                path = self.image_dir / f"{_safe_filename(name)}_{step:08d}.png"
+                paths[name] = save_png(path, image)
         return paths
 
     def flush(self):
@@ -898,22 +722,20 @@ def make_grid(images: Any, nrow: int | None = None, padding: int = 2,
     return grid
 
 
-def save_png(path: str | os.PathLike, array: Any) -> str:
+def save_png(path, array: Any) -> str:
     """Saves a [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] image (uint8, or float in [0, 1]).
 
-    Parent directories are created. Returns the path.
+    Parent directories are created; `path` may be local or remote (etils.epath). Returns the
+    path as a string.
     """
-    path = os.fspath(path)
-    image = _as_image(array, path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(_encode_png(image))
-    return path
+    path = epath.Path(path)
+    image = _as_image(array, os.fspath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_encode_png(image))
+    return os.fspath(path)
 
 
-def save_grid(path: str | os.PathLike, images: Any, nrow: int | None = None, padding: int = 2,
+def save_grid(path, images: Any, nrow: int | None = None, padding: int = 2,
               pad_value: float | Sequence[float] = 1.0) -> np.ndarray:
     """:func:`make_grid` then :func:`save_png`; returns the grid."""
     grid = make_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)

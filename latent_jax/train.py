@@ -283,7 +283,7 @@ def _train(exp: Experiment) -> dict:
     grid_every = int(config.grids_every_steps) or eval_every
 
     mngr = exp.checkpointer()
-    writer = lj_logging.MetricWriter(exp.workdir)
+    writer = lj_logging.MetricWriter(exp.workdir, purge_step=start_step or None)
     bar = lj_logging.ProgressBar(total, initial_step=start_step, desc=method.name or config.method)
     flag = _SignalFlag()
     step_fns: dict[int, Any] = {}

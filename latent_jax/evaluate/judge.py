@@ -45,6 +45,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from etils import epath
 import flax.linen as nn
 import flax.serialization
 import jax
@@ -52,6 +53,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+
 from latent_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -497,19 +499,17 @@ def measure_accuracy(judge: Judge, data_cfg, attribute_names: Sequence[str],
 
 
 # --------------------------------------------------------------------------------- cache
-def _atomic_write(path: str, payload: bytes) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+def _atomic_write(path, payload: bytes) -> None:
+    """Temporary file, then rename (etils.epath: local or gs:// caches)."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp.write_bytes(payload)
+        tmp.replace(path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def save_judge_cache(path: str, params, meta: Mapping[str, Any]) -> None:
@@ -518,15 +518,14 @@ def save_judge_cache(path: str, params, meta: Mapping[str, Any]) -> None:
              "meta_json": json.dumps(_jsonable(meta)),
              "params": flax.serialization.to_state_dict(jax.device_get(params))}
     _atomic_write(path, flax.serialization.msgpack_serialize(state))
-    _atomic_write(os.path.splitext(path)[0] + ".json",
+    _atomic_write(epath.Path(path).with_suffix(".json"),
                   json.dumps(_jsonable(meta), indent=2).encode())
 
 
 def load_judge_cache(path: str, template_params, expected_key: str,
                      attribute_names: Sequence[str]) -> tuple[Any, dict]:
     """Reads a cache file; raises on anything missing, corrupt or not matching."""
-    with open(path, "rb") as f:
-        state = flax.serialization.msgpack_restore(f.read())
+    state = flax.serialization.msgpack_restore(epath.Path(path).read_bytes())
     if not isinstance(state, dict) or state.get("format") != _CACHE_FORMAT:
         raise ValueError("unknown cache format")
     meta = json.loads(state["meta_json"])
@@ -587,7 +586,10 @@ def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
                          f"available: {list(spec.attribute_names)}")
     key = cache_key(data_cfg, spec, names, settings, seed)
     cache_dir = settings["cache_dir"] or default_cache_dir()
-    path = os.path.join(os.path.expanduser(str(cache_dir)), f"{key}.msgpack")
+    cache_dir = str(cache_dir)
+    if "://" not in cache_dir:
+        cache_dir = os.path.expanduser(cache_dir)
+    path = epath.Path(cache_dir) / f"{key}.msgpack"
 
     module = JudgeNet(num_outputs=len(names), width=int(settings["width"]),
                       feature_dim=int(settings["feature_dim"]))
@@ -595,7 +597,7 @@ def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
         lambda: module.init(jax.random.PRNGKey(0),
                             jnp.zeros((1,) + tuple(spec.image_shape), jnp.float32))["params"])
     meta, params, loaded = None, None, False
-    if os.path.exists(path):
+    if path.exists():
         try:
             params, meta = load_judge_cache(path, template, key, names)
             loaded = True

@@ -86,6 +86,16 @@ _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 
             (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
 
+def _save(img, path) -> None:
+    """PNG through etils.epath (local or gs:// paths)."""
+    from etils import epath
+
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        img.save(f, format="PNG")
+
+
 def bar_chart_png(values: Mapping[str, float], path: str, title: str = "",
                   series: Mapping[str, Mapping[str, float]] | None = None) -> None:
     """Vertical bars per name; with `series` (series -> name -> value) grouped bars."""
@@ -126,7 +136,7 @@ def bar_chart_png(values: Mapping[str, float], path: str, title: str = "",
             y = top + 14 * s
             d.rectangle([width - 120, y, width - 110, y + 9], fill=_PALETTE[s % len(_PALETTE)])
             d.text((width - 105, y - 2), sname, fill=_FG)
-    img.save(path)
+    _save(img, path)
 
 
 def histograms_png(codes: np.ndarray, labels: np.ndarray, names: Sequence[str], path: str,
@@ -163,4 +173,4 @@ def histograms_png(codes: np.ndarray, labels: np.ndarray, names: Sequence[str], 
         for j, k in enumerate(classes):
             d.text((ox + pw - 60, oy + 4 + 10 * j), str(legend[k] if k < len(legend) else k)[:8],
                    fill=_PALETTE[k % len(_PALETTE)])
-    img.save(path)
+    _save(img, path)

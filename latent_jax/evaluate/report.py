@@ -50,6 +50,7 @@ import os
 import time
 from typing import Any, Mapping
 
+from etils import epath
 import jax
 import ml_collections
 from ml_collections import config_dict
@@ -157,11 +158,12 @@ def _clean(value):
     return repr(value)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _write_atomic(path, text: str) -> None:
+    """Temporary file, then rename (etils.epath: local or gs:// workdirs)."""
+    path = epath.Path(path)
+    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}"
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -324,12 +326,12 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
     }
     report = _clean(report)
     if jax.process_index() == 0:
-        out_dir = os.path.join(workdir, "eval")
-        os.makedirs(out_dir, exist_ok=True)
+        out_dir = epath.Path(workdir) / "eval"
+        out_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(report, indent=2)
-        _write_atomic(os.path.join(out_dir, f"report_{int(step)}.json"), text)
-        _write_atomic(os.path.join(out_dir, f"report_{int(step)}.md"), render_markdown(report))
-        _write_atomic(os.path.join(out_dir, "latest.json"), text)
+        _write_atomic(out_dir / f"report_{int(step)}.json", text)
+        _write_atomic(out_dir / f"report_{int(step)}.md", render_markdown(report))
+        _write_atomic(out_dir / "latest.json", text)
         if codes is not None:
             from latent_jax.evaluate import latent as latent_lib  # pylint: disable=import-outside-toplevel
 
@@ -337,9 +339,9 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
             latent_lib.bar_chart_png(
                 {n: (v["wasserstein"] if v["wasserstein"] is not None else float("nan"))
                  for n, v in lt["binary"].items()},
-                os.path.join(out_dir, f"wasserstein_{int(step)}.png"),
+                out_dir / f"wasserstein_{int(step)}.png",
                 title=f"{method_name}: W1 between class-conditional z_c (step {int(step)})")
             latent_lib.histograms_png(codes, data.labels, data.label_names,
-                                      os.path.join(out_dir, f"embeddings_{int(step)}.png"))
+                                      out_dir / f"embeddings_{int(step)}.png")
         log.info("eval: report written to %s (%.0f s)", out_dir, time.time() - t0)
     return head
