@@ -60,13 +60,35 @@ def parse_attribute_changes(items, label_names) -> dict[str, float]:
 
 
 def _expand_images(patterns) -> list[str]:
+    from etils import epath
+
     files = []
     for p in patterns:
-        matches = sorted(glob.glob(p))
+        if "://" in p:
+            parent, _, name = p.rpartition("/")
+            matches = sorted(str(m) for m in epath.Path(parent).glob(name))
+        else:
+            matches = sorted(glob.glob(p))
         if not matches:
             raise ConfigError(f"--images: no file matches {p!r}")
         files.extend(matches)
     return files
+
+
+def _writable_output_dir(default_subdir: str, workdir: str):
+    """--output_dir (or WORKDIR/<default_subdir>), checked before anything is loaded."""
+    from etils import epath
+
+    out = epath.Path(FLAGS.output_dir or os.path.join(workdir, default_subdir))
+    if "://" in os.fspath(out):
+        return out
+    probe = os.path.abspath(os.fspath(out))
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output_dir: cannot write to {out} ({probe} is "
+                          f"{'not a directory' if not os.path.isdir(probe) else 'not writable'})")
+    return out
 
 
 def run_edit(config, workdir):
@@ -80,9 +102,10 @@ def run_edit(config, workdir):
     if not FLAGS.images:
         raise ConfigError("--images: give at least one image file for --mode=edit")
     files = _expand_images(FLAGS.images)
+    changes = parse_attribute_changes(FLAGS.attributes, tuple(config.data.labels))
+    out_dir = _writable_output_dir("edits", workdir)
     exp, states, step = train.load_for_inference(config, workdir)
     method = exp.method
-    changes = parse_attribute_changes(FLAGS.attributes, method.label_names)
     size = exp.spec.image_shape[0]
     x = np.stack([imageio.load_image(f, size) for f in files])
     c = np.zeros((len(files), method.num_labels), np.float32)
@@ -91,12 +114,11 @@ def run_edit(config, workdir):
     edit = jax.jit(method.edit, static_argnames=("strength",))
     out = np.asarray(edit(states, jnp.asarray(x), jnp.asarray(c), strength=FLAGS.strength))
     recon = np.asarray(jax.jit(method.reconstruct)(states, jnp.asarray(x)))
-    out_dir = FLAGS.output_dir or os.path.join(exp.workdir, "edits")
     tag = "_".join(("add" if v > 0 else "remove") + "_" + k for k, v in changes.items())
     for f, img in zip(files, out):
         name = os.path.splitext(os.path.basename(f))[0]
-        lj_logging.save_png(os.path.join(out_dir, f"{name}_{tag}.png"), img)
-    lj_logging.save_grid(os.path.join(out_dir, f"grid_{tag}.png"),
+        lj_logging.save_png(out_dir / f"{name}_{tag}.png", img)
+    lj_logging.save_grid(out_dir / f"grid_{tag}.png",
                          np.concatenate([x, recon, out]), nrow=len(files))
     logging.info("wrote %d edited images (checkpoint step %d) to %s", len(files), step, out_dir)
     print(f"wrote {len(files)} edited images to {out_dir}")
@@ -111,12 +133,13 @@ def run_sample(config, workdir):
     from latent_jax import train
     from latent_jax import logging as lj_logging
 
-    exp, states, step = train.load_for_inference(config, workdir)
-    method = exp.method
-    changes = parse_attribute_changes(FLAGS.attributes, method.label_names)
     n = int(FLAGS.num_samples)
     if n <= 0:
         raise ConfigError("--num_samples: must be positive")
+    changes = parse_attribute_changes(FLAGS.attributes, tuple(config.data.labels))
+    out_dir = _writable_output_dir("samples", workdir)
+    exp, states, step = train.load_for_inference(config, workdir)
+    method = exp.method
     rows = next(iter(data_lib.iterate_eval_batches(config.data, "test", n)))["label"][:n]
     y = np.array(rows, np.float32)
     if y.shape[0] < n:
@@ -126,12 +149,11 @@ def run_sample(config, workdir):
     rng = jax.random.fold_in(exp.base_key, 0x5A3)
     images, accepted = jax.jit(method.sample)(states, rng, jnp.asarray(y))
     images, accepted = np.asarray(images), np.asarray(accepted)
-    out_dir = FLAGS.output_dir or os.path.join(exp.workdir, "samples")
     tag = "_".join(("with" if v > 0 else "without") + "_" + k for k, v in changes.items())
     for i, img in enumerate(images):
         suffix = "" if accepted[i] else "_rejected"
-        lj_logging.save_png(os.path.join(out_dir, f"{tag}_{i:03d}{suffix}.png"), img)
-    lj_logging.save_grid(os.path.join(out_dir, f"grid_{tag}.png"), images)
+        lj_logging.save_png(out_dir / f"{tag}_{i:03d}{suffix}.png", img)
+    lj_logging.save_grid(out_dir / f"grid_{tag}.png", images)
     print(f"wrote {n} samples ({int(accepted.sum())} accepted by the model's own check) "
           f"to {out_dir} (checkpoint step {step})")
 

@@ -11,6 +11,7 @@ a run whose workdir holds a checkpoint resumes from it, data iterator included.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -308,6 +309,7 @@ def _train(exp: Experiment) -> dict:
                             "rng": exp.base_key},
                   _data_state_to_json(it.get_state()), config_json, force=force)
 
+    failed = False
     try:
         t_start = time.time()
         while step < total:
@@ -363,12 +365,46 @@ def _train(exp: Experiment) -> dict:
         except _Interrupted as e:
             raise Preempted(f"stopped during the final evaluation on {e}; the checkpoint of step "
                             f"{step} is saved and --mode=evaluate writes the report") from None
+    except Exception as e:
+        failed = True
+        if _disk_full(e):
+            raise errors.UserError(
+                f"no space left while saving a checkpoint to {mngr.directory} ({e}); "
+                f"training stopped. The last complete checkpoint (step "
+                f"{_last_complete(mngr)}) is kept (Orbax finalises a step only once it is "
+                "written whole). Free space and run the same command to resume") from None
+        raise
+    else:
+        failed = False
     finally:
         bar.close()
         flag.restore()
-        mngr.close()
+        try:
+            mngr.close()
+        except Exception:  # noqa: BLE001 - an async save's failure, already being reported
+            if not failed:
+                raise
         writer.close()
     return eval_result
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether `e` (or an exception it was raised from) is 'no space left on device'."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or \
+                "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _last_complete(mngr: ckpt_lib.Checkpointer):
+    try:
+        return mngr.latest_step()
+    except Exception:  # noqa: BLE001
+        return "unknown"
 
 
 def _evaluate(exp: Experiment, states: dict, step: int, writer) -> dict:

@@ -247,3 +247,97 @@ def test_bad_input_gets_one_line_and_leaves_nothing_behind(tmp_path, args, expec
     errors_ = [l for l in res.stderr.splitlines() if l.startswith("error: ")]
     assert len(errors_) == 1 and expected in errors_[0], res.stderr[-2000:]
     assert not workdir.exists()
+
+
+# --------------------------------------------------------------------------------- disk full
+def test_disk_full_mid_save_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path,
+                                                                              monkeypatch):
+    import errno as errno_lib
+
+    workdir = str(tmp_path / "run")
+    real_save = ckpt_lib.Checkpointer.save
+
+    def save(self, step, *args, **kwargs):
+        if step >= 4:
+            raise OSError(errno_lib.ENOSPC, "No space left on device")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save)
+    with pytest.raises(errors.UserError, match="no space left") as info:
+        train.train_and_evaluate(_cfg(), workdir)
+    assert "last complete checkpoint (step 2)" in str(info.value)
+    assert "\n" not in str(info.value)
+    monkeypatch.setattr(ckpt_lib.Checkpointer, "save", real_save)
+    step, _, _ = train.Experiment(_cfg(), workdir).restore_newest()
+    assert step == 2
+    train.train_and_evaluate(_cfg(), workdir)                 # space freed: resumes and ends
+    assert train.Experiment(_cfg(), workdir).restore_newest()[0] == 6
+
+
+# ------------------------------------------------------------------------------ user images
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height (no pixel data): enough for PIL to open it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_huge_image_header_is_refused_before_decoding(tmp_path):
+    from latent_jax import imageio
+
+    path = tmp_path / "bomb.png"
+    _png_header_only(path, 40000, 40000)         # PIL itself refuses this one
+    with pytest.raises(errors.ConfigError, match="too large to decode safely"):
+        imageio.load_image(path, 16)
+    path = tmp_path / "large.png"
+    _png_header_only(path, 9000, 9000)           # under PIL's limit, over ours
+    with pytest.raises(errors.ConfigError, match=r"too large to decode safely \(9000x9000"):
+        imageio.load_image(path, 16)
+
+
+def test_sixteen_bit_grey_png_keeps_its_levels(tmp_path):
+    from PIL import Image
+    from latent_jax import imageio
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((12, 20), 32000, np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    x = imageio.load_image(path, 8)
+    assert x.shape == (8, 8, 3)
+    np.testing.assert_allclose(x, 32000 / 65535, atol=1e-4)     # not saturated to 1.0
+
+
+def test_eight_bit_rgb_png_matches_its_pixels(tmp_path):
+    from PIL import Image
+    from latent_jax import imageio
+
+    path = tmp_path / "rgb.png"
+    img = np.random.default_rng(0).integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    Image.fromarray(img).save(path)
+    x = imageio.load_image(path, 10)                       # crop 14 -> 10 wide, no resize
+    np.testing.assert_allclose(x, img[:, 2:12] / 255.0, atol=1e-6)
+
+
+def test_unwritable_output_dir_is_refused_before_loading(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = tiny.flags(str(tmp_path / "w")) + [
+        "--mode=sample", "--attributes=+Eyeglasses", f"--output_dir={blocker}/out"]
+    res = subprocess.run([sys.executable, "-m", "latent_jax.main"] + argv, cwd=tiny.REPO,
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "error: --output_dir: cannot write to" in res.stderr
+
+
+def test_unknown_attribute_is_refused_before_loading(tmp_path):
+    argv = tiny.flags(str(tmp_path / "w")) + ["--mode=sample", "--attributes=+Smiling"]
+    res = subprocess.run([sys.executable, "-m", "latent_jax.main"] + argv, cwd=tiny.REPO,
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "error: --attributes: 'Smiling' is not a label of this model" in res.stderr
