@@ -18,7 +18,7 @@ import ml_collections
 
 from latent_jax import configlib
 
-PRESETS = ("celeba", "celeba_multi", "synthetic", "synthetic_multi")
+PRESETS = ("celeba", "celeba_multi", "synthetic", "synthetic_multi", "tiny")
 FRACTIONS = (0.004, 0.06, 0.2, 1.0)
 
 CELEBA_EASY_LABELS = (
@@ -84,6 +84,14 @@ def apply_preset(c: ml_collections.ConfigDict, arg: str) -> ml_collections.Confi
         c.eval.num_samples = 64
         c.checkpoint.every_steps = 500
         c.log_every_steps = 50
+    elif preset == "tiny":
+        # Tests and smoke runs: 16 px, three binary labels and the categorical Hair_MULTI, half
+        # of the training set labelled, tiny nets, 6 steps.
+        c = apply_preset(c, "synthetic,0.5")
+        configlib.apply_tiny(c)
+        c.data.labels = ("Male", "Smiling", "Eyeglasses", "Hair_MULTI")
+        c.model.update(dict(channels=(8, 16), top=16, free_dims=3))
+        c.loss.num_classifier_samples = 7
     else:
         raise ValueError(f"--config: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     if fraction:

@@ -16,7 +16,7 @@ import ml_collections
 
 from latent_jax import configlib
 
-PRESETS = ("celeba_eye", "celeba_facial", "celeba_eyefacial", "synthetic")
+PRESETS = ("celeba_eye", "celeba_facial", "celeba_eyefacial", "synthetic", "tiny")
 
 
 def introvac_config(introspective: bool = True) -> ml_collections.ConfigDict:
@@ -99,6 +99,14 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
         c.checkpoint.every_steps = 500
         c.eval_every_steps = 0
         c.log_every_steps = 25
+    elif preset == "tiny":
+        # Tests and smoke runs: 16 px, tiny nets, 6 steps of which 4 are VAC pre-training.
+        c = apply_preset(c, "synthetic")
+        configlib.apply_tiny(c)
+        c.model.latent_dim = 8
+        c.model.channels = (8, 16)
+        c.introspection.pretrain_epochs = 0.34   # 4 of the 12 steps per epoch
+        c.langevin.num_steps = 5
     else:
         raise ValueError(f"--config: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     return c

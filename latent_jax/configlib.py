@@ -65,6 +65,32 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def apply_tiny(c: ml_collections.ConfigDict, image_size: int = 16) -> ml_collections.ConfigDict:
+    """The shared part of every config's `tiny` preset: the embedded synthetic faces at
+    `image_size` px with a few hundred examples, batch 8, 6 steps, a checkpoint every 2 steps,
+    no end-of-run evaluation, small grids. Sized for tests and smoke runs (seconds on a CPU);
+    each config file shrinks its networks on top."""
+    c.data.name = "synthetic_faces"
+    c.data.image_size = image_size
+    c.data.preprocess = "resize"
+    c.data.validation_from_train = 0
+    c.data.subset.positives = ()
+    c.data.synthetic.update(dict(num_train=96, num_validation=32, num_test=32))
+    c.data.read_threads = 0
+    c.data.prefetch = 0
+    c.batch_size = 8
+    c.num_steps = 6
+    c.checkpoint.update(dict(every_steps=2, max_to_keep=2, asynchronous=False))
+    c.log_every_steps = 1
+    c.eval_every_steps = 0
+    c.grids_every_steps = 0
+    c.evaluate_at_end = False
+    c.grid_size = 2
+    c.eval.update(dict(num_examples=32, num_samples=8, batch_size=16))
+    c.eval.judge.update(dict(steps=30, width=8, feature_dim=16, test_examples=32))
+    return c
+
+
 def adam(learning_rate: float, **kw) -> ml_collections.ConfigDict:
     return optim.default_optimizer_config(learning_rate, **kw)
 

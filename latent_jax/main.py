@@ -75,6 +75,16 @@ def _expand_images(patterns) -> list[str]:
     return files
 
 
+def _require(config, capability: str, mode: str) -> None:
+    """The method must declare the capability a mode needs; checked before anything loads."""
+    from latent_jax import methods
+
+    cls = methods.method_class(config.method)
+    if capability not in cls.capabilities:
+        raise ConfigError(f"--mode={mode}: method {config.method!r} has no {capability!r} "
+                          f"capability (it declares {', '.join(sorted(cls.capabilities))})")
+
+
 def _writable_output_dir(default_subdir: str, workdir: str):
     """--output_dir (or WORKDIR/<default_subdir>), checked before anything is loaded."""
     from etils import epath
@@ -101,6 +111,7 @@ def run_edit(config, workdir):
 
     if not FLAGS.images:
         raise ConfigError("--images: give at least one image file for --mode=edit")
+    _require(config, "edit", "edit")
     files = _expand_images(FLAGS.images)
     changes = parse_attribute_changes(FLAGS.attributes, tuple(config.data.labels))
     out_dir = _writable_output_dir("edits", workdir)
@@ -133,6 +144,7 @@ def run_sample(config, workdir):
     from latent_jax import train
     from latent_jax import logging as lj_logging
 
+    _require(config, "sample", "sample")
     n = int(FLAGS.num_samples)
     if n <= 0:
         raise ConfigError("--num_samples: must be positive")

@@ -48,23 +48,20 @@ def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, 
 
 
 def attribute_grids(method, states, images, n: int = 5) -> dict[str, np.ndarray]:
-    """Attribute-transfer grids of methods that offer the optional `attribute_grid(states, x,
-    label, n) -> [B, M, H, W, C]` capability (one row per input: input, reconstruction, then M-2
-    decodes over the label's subspace or edit range); with two or more labels also the product
-    grid of the first two (`label=(0, 1)`) when the method supports it. `{}` otherwise."""
-    fn = getattr(method, "attribute_grid", None)
-    if fn is None:
+    """Attribute-transfer grids of methods that declare `attribute_grid` (`attribute_grid(states,
+    x, label, n) -> [B, M, H, W, C]`: one row per input: input, reconstruction, then M-2 decodes
+    over the label's subspace or edit range); with two or more labels also the product grid of
+    the first two (`label=(0, 1)`) for methods that declare `attribute_grid_pair`. `{}`
+    otherwise."""
+    if not method.has("attribute_grid"):
         return {}
     x = jnp.asarray(images)
     out = {}
     labels = list(range(method.num_labels))
-    if method.num_labels >= 2:
+    if method.num_labels >= 2 and method.has("attribute_grid_pair"):
         labels.append((0, 1))
     for label in labels:
-        try:
-            g = jax.jit(lambda s, xx, label=label: fn(s, xx, label, n))(states, x)
-        except TypeError:   # a method whose grid takes single labels only
-            continue
+        g = jax.jit(lambda s, xx, label=label: method.attribute_grid(s, xx, label, n))(states, x)
         name = ("attribute_grid_" + "_".join(method.label_names[l] for l in label)
                 if isinstance(label, tuple) else f"attribute_grid_{method.label_names[label]}")
         out[name] = lj_logging.make_grid(np.asarray(g.reshape((-1,) + g.shape[2:])),

@@ -46,7 +46,7 @@ def main(argv):
 
     exp, states, step = train.load_for_inference(FLAGS.config, FLAGS.workdir)
     method = exp.method
-    if not hasattr(method, "latent_walk"):
+    if not method.has("walk"):
         raise app.UsageError(f"method {FLAGS.config.method!r} has no per-label latent walk")
     names = list(method.label_names)
     chosen = FLAGS.labels or [n for n in names

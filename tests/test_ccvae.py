@@ -251,38 +251,6 @@ def test_diva_supervised_bound_uses_the_auxiliary_classifier_weight():
     np.testing.assert_allclose(np.asarray(b10 - b0), 10.0 * log_qyz, rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["ccvae", "m2", "diva"])
-def test_semi_supervised_training_through_the_shared_trainer(tmp_path, method):
-    c = tiny_config(method, fraction=0.5)
-    train.train_and_evaluate(c, str(tmp_path / method))
-    import json
-    rows = [json.loads(l) for l in open(tmp_path / method / "metrics.jsonl")]
-    frac = [r["train/labeled_fraction"] for r in rows if "train/labeled_fraction" in r]
-    assert sorted(set(frac)) == [0.0, 1.0]            # both kinds of batches were trained on
-    assert all(np.isfinite(r["loss/total"]) for r in rows if "loss/total" in r)
-
-
-def test_resume_reproduces_the_uninterrupted_semi_supervised_run(tmp_path):
-    from latent_jax import checkpoint
-    import orbax.checkpoint as ocp
-
-    def players(workdir):
-        mngr = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-        try:
-            restored = mngr._manager.restore(mngr.latest_step(), args=ocp.args.Composite(
-                state=ocp.args.StandardRestore()))
-            return restored["state"]["players"]
-        finally:
-            mngr.close()
-
-    straight, split = str(tmp_path / "a"), str(tmp_path / "b")
-    train.train_and_evaluate(tiny_config(fraction=0.3, num_steps=8), straight)
-    train.train_and_evaluate(tiny_config(fraction=0.3, num_steps=5), split)
-    train.train_and_evaluate(tiny_config(fraction=0.3, num_steps=8), split)
-    for a, b in zip(jax.tree.leaves(players(straight)), jax.tree.leaves(players(split))):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-
-
 def test_the_trainer_does_not_name_methods():
     src = open(os.path.join(REPO, "latent_jax", "train.py")).read().lower()
     for name in ("ccvae", "diva", "'m2'", '"m2"', "introvac", "labeled"):

@@ -170,9 +170,10 @@ class OracleMethod:
             y = jnp.where(accepted[:, None], y, 1.0 - y)  # rejected ones have the wrong label
         return set_bars(x, y, self.cols), accepted
 
+    def has(self, capability):
+        return capability in ("edit", "sample") or (capability == "classify" and self.classifier)
+
     def classify(self, states, x):
-        if not self.classifier:
-            return None
         bars = jnp.stack([x[:, _bar_slices(k)[0], _bar_slices(k)[1], :].mean(axis=(1, 2, 3))
                           for k in self.cols], axis=1)
         return (bars - 0.5) * 10.0
@@ -584,8 +585,8 @@ class SyntheticOracle:
         shape = jax.ShapeDtypeStruct((y.shape[0], self.size, self.size, 3), jnp.float32)
         return jax.pure_callback(self._sample_host, shape, idx, y), jnp.ones((y.shape[0],), bool)
 
-    def classify(self, states, x):
-        return None
+    def has(self, capability):
+        return capability in ("edit", "sample")
 
 
 def _eval_config(judge_cache, labels):

@@ -50,7 +50,7 @@ def test_classification_loss_trains_the_fake_logit_on_real_images():
         params={"linear": {"kernel": kernel}}))
     batch = _batch(c)
     rng = jax.random.PRNGKey(5)
-    new_states, metrics = method.train_step(states, batch, rng, phase=0)
+    new_states, metrics = jax.jit(method.train_step, static_argnums=(3,))(states, batch, rng, 0)
 
     # The code the step classifies: its own sample of q(z|x) in training mode.
     k_eps = jax.random.split(rng, 6)[0]

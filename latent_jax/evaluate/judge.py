@@ -397,7 +397,7 @@ def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings:
     if labels0.shape[1] != n_attr:
         raise ValueError(f"judge: expected {n_attr} attribute columns, got {labels0.shape[1]}")
     if np.any((labels0 != 0) & (labels0 != 1)):
-        raise ConfigError("judge: attributes must be binary (0/1); use config.eval.judge "
+        raise ValueError("judge: attributes must be binary (0/1); use config.eval.judge "
                          "attributes that are binary")
     w_pos, w_neg = _balanced_weights(labels0, bool(settings["balanced"]))
     augment = bool(settings["augment"])
@@ -540,7 +540,7 @@ def load_judge_cache(path: str, template_params, expected_key: str,
         raise ValueError(f"parameter shapes differ at {bad[:3]}")
     for k in ("test_accuracy", "test_balanced_accuracy"):
         if set(meta[k]) != set(attribute_names):
-            raise ConfigError(f"{k} does not cover the attributes")
+            raise ValueError(f"{k} does not cover the attributes")
     params = jax.tree.map(jnp.asarray, params)
     return params, meta
 

@@ -175,10 +175,8 @@ class Capabilities:
         self._reconstruct = jax.jit(method.reconstruct)
         self._edit = jax.jit(lambda s, x, c: method.edit(s, x, c, strength))
         self._sample = jax.jit(method.sample)
-        self._classify = jax.jit(method.classify)
-        self._label_codes = jax.jit(method.label_codes) if hasattr(method, "label_codes") \
-            else None
-        self._has_classifier: bool | None = None
+        self._classify = jax.jit(method.classify) if method.has("classify") else None
+        self._label_codes = jax.jit(method.label_codes) if method.has("label_codes") else None
 
     def _batches(self, n: int):
         for start in range(0, n, self.batch_size):
@@ -215,15 +213,9 @@ class Capabilities:
             accs.append(np.asarray(acc, bool).reshape(-1)[:b - a])
         return np.concatenate(xs), np.concatenate(accs)
 
-    def has_classifier(self, example: np.ndarray) -> bool:
-        if self._has_classifier is None:
-            shape = jax.ShapeDtypeStruct((self.batch_size,) + example.shape[1:], jnp.float32)
-            self._has_classifier = jax.eval_shape(self.method.classify, self.states,
-                                                  shape) is not None
-        return self._has_classifier
-
     def classify(self, x: np.ndarray) -> np.ndarray | None:
-        if len(x) == 0 or not self.has_classifier(x):
+        """The method's label logits, or None when it does not declare `classify`."""
+        if self._classify is None or len(x) == 0:
             return None
         return np.concatenate(self._map_batches(self._classify, x))
 
@@ -231,9 +223,6 @@ class Capabilities:
     def label_codes(self, x: np.ndarray) -> np.ndarray | None:
         """The method's per-label latent coordinates [N, n_labels], or None without them."""
         if self._label_codes is None or len(x) == 0:
-            return None
-        shape = jax.ShapeDtypeStruct((self.batch_size,) + x.shape[1:], jnp.float32)
-        if jax.eval_shape(self.method.label_codes, self.states, shape) is None:
             return None
         return np.concatenate(self._map_batches(self._label_codes, x))
 

@@ -1,7 +1,13 @@
-"""Method registry. Importing this package registers every method module."""
+"""Method registry. Importing this package imports every module in it, and each module
+registers its methods (`base.register`), so a new method is a new module here plus a config:
+no list to edit."""
 
-from latent_jax.methods import ccvae  # noqa: F401  (registers 'ccvae', 'diva', 'm2')
-from latent_jax.methods import introvac  # noqa: F401  (registers 'introvac', 'vac')
-from latent_jax.methods import csvae  # noqa: F401  (registers 'csvae', 'vae', 'condvae', 'condvae_info')
+import importlib
+import pkgutil
+
 from latent_jax.methods.base import (Method, PlayerState, get_method, method_class,  # noqa: F401
                                      register, registered_methods)
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")

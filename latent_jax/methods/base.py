@@ -25,6 +25,25 @@ from latent_jax.errors import ConfigError
 PyTree = Any
 States = dict  # player name -> PlayerState
 
+# Capabilities a method may declare (`Method.capabilities`); the evaluation, the image grids,
+# the CLI modes and the ablation suites read the declaration and call the matching function.
+EDIT = "edit"                      # edit(states, x, changes, strength)
+SAMPLE = "sample"                  # sample(states, rng, y) -> (images, accepted)
+CLASSIFY = "classify"              # classify(states, x) -> label logits / class columns
+LABEL_CODES = "label_codes"        # label_codes(states, x) -> one coordinate per label
+ATTRIBUTE_GRID = "attribute_grid"  # attribute_grid(states, x, label: int, n)
+ATTRIBUTE_GRID_PAIR = "attribute_grid_pair"  # attribute_grid(states, x, (a, b), n)
+WALK = "walk"                      # latent_walk(states, x, label, num_steps), latent_walk_pair
+INTERVENE = "intervene"            # intervene(states, x, label, value)
+
+_CAPABILITY_FUNCTIONS = {
+    EDIT: ("edit",), SAMPLE: ("sample",), CLASSIFY: ("classify",),
+    LABEL_CODES: ("label_codes",), ATTRIBUTE_GRID: ("attribute_grid",),
+    ATTRIBUTE_GRID_PAIR: ("attribute_grid",), WALK: ("latent_walk", "latent_walk_pair"),
+    INTERVENE: ("intervene",),
+}
+KNOWN_CAPABILITIES = frozenset(_CAPABILITY_FUNCTIONS)
+
 
 @flax.struct.dataclass
 class PlayerState:
@@ -70,6 +89,9 @@ class Method(abc.ABC):
 
     #: Registry name, set by `register`.
     name: str = ""
+
+    #: What the method can do (see the constants above); checked by `register`.
+    capabilities: frozenset = frozenset({EDIT, SAMPLE})
 
     #: Config keys (a trailing '.' covers a block) that only inference reads, so that a run may
     #: resume with them changed; added to `configlib.RESUME_SAFE_KEYS`.
@@ -136,28 +158,41 @@ class Method(abc.ABC):
     def sample(self, states: States, rng: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Class-conditional samples for labels `y` [n, n_labels]; returns (images, accepted)."""
 
-    def classify(self, states: States, x: jax.Array) -> jax.Array | None:
-        """Label logits [B, n_labels], or None for methods without a classifier."""
-        del states, x
-        return None
+    def classify(self, states: States, x: jax.Array) -> jax.Array:
+        """Label logits [B, n_labels] (capability `classify`)."""
+        raise NotImplementedError(f"method {self.name!r} does not declare 'classify'")
 
-    def label_codes(self, states: States, x: jax.Array) -> jax.Array | None:
-        """One latent coordinate per label [B, n_labels] (e.g. CCVAE's z_c), or None for methods
-        without a per-label latent. Used for the 1-D embeddings and their class-conditional
-        Wasserstein distances."""
-        del states, x
-        return None
+    def label_codes(self, states: States, x: jax.Array) -> jax.Array:
+        """One latent coordinate per label [B, n_labels] (e.g. CCVAE's z_c; capability
+        `label_codes`). Used for the 1-D embeddings and their class-conditional Wasserstein
+        distances."""
+        raise NotImplementedError(f"method {self.name!r} does not declare 'label_codes'")
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
 
 
 _REGISTRY: dict[str, Callable[..., Method]] = {}
 
 
 def register(name: str):
-    """Class decorator: registers a Method subclass (or factory) under `name`."""
+    """Class decorator: registers a Method subclass under `name`, sets its `name`, and checks
+    that every declared capability is known and has its functions."""
 
     def wrap(cls):
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
+        unknown = set(cls.capabilities) - KNOWN_CAPABILITIES
+        if unknown:
+            raise ValueError(f"method {name!r} declares unknown capabilities {sorted(unknown)}")
+        for cap in cls.capabilities:
+            for fn in _CAPABILITY_FUNCTIONS[cap]:
+                impl = getattr(cls, fn, None)
+                if impl is None or impl is getattr(Method, fn, None):
+                    raise ValueError(f"method {name!r} declares {cap!r} but has no {fn}()")
+        # The registry name is per registered class (a subclass registered under another name
+        # gets its own).
+        cls.name = name
         _REGISTRY[name] = cls
         return cls
 

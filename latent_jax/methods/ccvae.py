@@ -62,7 +62,7 @@ Unsupervised: sum_y q(y|x) L(x, y) + H(q(y|x)). Deviation: with 16 binary labels
 2^16 terms, so the reconstruction and KL terms use one sample y ~ q(y|x) with a straight-through
 gradient (hard sample forward, probabilities backward); the label terms
 sum_y q(y|x) (log p(y) - log q(y|x)) are exact (they factorise over labels). Edits switch the
-label input (predicted labels elsewhere); M2 has no per-label latent, so `label_codes` is None.
+label input (predicted labels elsewhere); M2 has no per-label latent (no `label_codes`).
 
 Deviations from the reference code, also in docs/methods.md: the encoder's scale and the
 conditional prior's scale are softplus + 1e-3 (the prior's starting at 1.001); `labeled` rows and unlabeled rows may share a batch (the reference never mixes
@@ -188,6 +188,9 @@ class _OneModelMethod(base.Method):
 @base.register("ccvae")
 class CCVAE(_OneModelMethod):
     """CCVAE; `DIVA` overrides the supervised bound."""
+
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY, base.LABEL_CODES, base.WALK,
+                              base.INTERVENE})
 
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         super().__init__(config, data_spec, steps_per_epoch)
@@ -484,6 +487,8 @@ class M2Model(nn.Module):
 @base.register("m2")
 class M2(_OneModelMethod):
     """M2 (Kingma et al. 2014) as derived in the report's App. A.1; see the module docstring."""
+
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY})
 
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)

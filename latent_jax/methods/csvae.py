@@ -106,6 +106,8 @@ class LatentSubspaceFamily(base.Method):
     """The shared machinery; subclasses say which heads exist, what the decoder sees and how
     the adversary enters the encoder's loss."""
 
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.ATTRIBUTE_GRID})
+
     #: The latent block whose class statistics drive edits ('z' or 'w').
     edit_latent = "z"
     #: Whether the method has an adversary player predicting y from z.
@@ -403,9 +405,6 @@ class LatentSubspaceFamily(base.Method):
         mean = self.class_means(states)
         return s["sq"] / n - mean[..., :, None] * mean[..., None, :]
 
-    def classify(self, states, x):
-        return None
-
     def _strength(self, strength):
         return float(self.config.edit.strength if strength is None else strength)
 
@@ -511,6 +510,9 @@ class CondVAEInfo(CondVAE):
 @base.register("csvae")
 class CSVAE(LatentSubspaceFamily):
     """CSVAE (Sec. 4): Z x W with one subspace W_i per label, M2 and N with an adversary."""
+
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.ATTRIBUTE_GRID,
+                              base.ATTRIBUTE_GRID_PAIR})
 
     edit_latent = "w"
     adversarial = True

@@ -73,6 +73,7 @@ class IntroVAC(base.Method):
     """IntroVAC; with `config.introspection.enabled = False` it is VAC."""
 
     resume_safe_keys = ("edit.", "langevin.")
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY})
 
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         super().__init__(config, data_spec, steps_per_epoch)

@@ -1,0 +1,220 @@
+"""The contract every registered method keeps, on its config's `tiny` preset: the shared trainer
+runs every phase with finite scalar metrics, every declared capability returns the shapes its
+callers expect, image grids are drawn, a checkpoint restores to the state it saved, a resumed run
+ends where an uninterrupted one does, and one step on 8 devices equals one step on 1.
+
+A method added later joins these tests by being registered (and having a config file with a
+`tiny` preset); nothing here names methods."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tiny
+from latent_jax import methods
+from latent_jax import train
+from latent_jax.methods import base
+
+METHODS = methods.registered_methods()
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+
+
+def tiny_config(name: str, **overrides):
+    path = os.path.join(tiny.REPO, "configs", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"contract_cfg_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("tiny")
+    assert c.method == name
+    c.update_from_flattened_dict(overrides)
+    return c
+
+
+def test_every_registered_method_has_a_config_with_a_tiny_preset():
+    assert len(METHODS) >= 9
+    for name in METHODS:
+        assert os.path.exists(os.path.join(tiny.REPO, "configs", f"{name}.py")), name
+        c = tiny_config(name)
+        assert c.data.image_size <= 16 and c.num_steps <= 8, name
+
+
+def test_registration_sets_the_name_and_checks_declared_capabilities():
+    for name in METHODS:
+        cls = methods.method_class(name)
+        assert cls.name == name
+        assert {base.EDIT, base.SAMPLE} <= cls.capabilities <= base.KNOWN_CAPABILITIES
+
+    class NoWalk(methods.method_class("introvac")):
+        capabilities = frozenset({base.EDIT, base.SAMPLE, base.WALK})
+
+    with pytest.raises(ValueError, match="declares 'walk' but has no latent_walk"):
+        base.register("contract_no_walk")(NoWalk)
+    assert "contract_no_walk" not in methods.registered_methods()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One uninterrupted tiny run per method (checkpoints at steps 4 and 6), trained lazily."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            workdir = str(tmp_path_factory.mktemp(name) / "run")
+            train.train_and_evaluate(tiny_config(name), workdir)
+            exp = train.Experiment(tiny_config(name), workdir)
+            step, states, _ = exp.restore_newest()
+            assert step == 6
+            cache[name] = (workdir, exp, states)
+        return cache[name]
+
+    return get
+
+
+def _finite(tree):
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree)
+               if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_trainer_runs_every_phase_with_finite_scalar_metrics(runs, name):
+    workdir, exp, states = runs(name)
+    rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    train_rows = [r for r in rows if "train/phase" in r]
+    assert [r["step"] for r in train_rows] == list(range(1, 7))
+    phases = {exp.method.phase(s) for s in range(6)}
+    assert {int(r["train/phase"]) for r in train_rows} == phases
+    assert len(phases) == 1 + len(exp.method.phase_boundaries())   # each phase was run
+    for r in train_rows:
+        for k, v in r.items():
+            assert isinstance(v, float) or k == "step", (k, v)
+            assert k in ("step", "time") or math.isfinite(v), (k, v)
+    assert _finite(states)
+    if exp.config.data.semi_supervised.fraction is not None:   # both kinds of batch were used
+        assert {r["train/labeled_fraction"] for r in train_rows} == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_declared_capabilities_return_the_expected_shapes(runs, name):
+    _, exp, states = runs(name)
+    method = exp.method
+    batch = next(iter(train.data_lib.iterate_eval_batches(exp.config.data, "test", 4)))
+    x = jnp.asarray(batch["image"][:4])
+    y = jnp.asarray(batch["label"][:4], jnp.float32)
+    n, (h, w, c) = x.shape[0], x.shape[1:]
+    k = method.num_labels
+    recon = jax.jit(method.reconstruct)(states, x)
+    assert recon.shape == x.shape and _finite(recon)
+    if method.has(base.EDIT):
+        changes = jnp.zeros((n, k)).at[:, 0].set(jnp.asarray([1.0, -1.0, 1.0, -1.0]))
+        out = jax.jit(method.edit)(states, x, changes)
+        assert out.shape == x.shape and _finite(out)
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    if method.has(base.SAMPLE):
+        images, accepted = jax.jit(method.sample)(states, jax.random.PRNGKey(0), y)
+        assert images.shape == x.shape and accepted.shape == (n,) and accepted.dtype == bool
+    if method.has(base.CLASSIFY):
+        assert jax.jit(method.classify)(states, x).shape == (n, k)
+    if method.has(base.LABEL_CODES):
+        assert jax.jit(method.label_codes)(states, x).shape == (n, k)
+    if method.has(base.ATTRIBUTE_GRID):
+        g = jax.jit(lambda s, xx: method.attribute_grid(s, xx, 0, 3))(states, x)
+        assert g.ndim == 5 and g.shape[0] == n and g.shape[2:] == (h, w, c)
+    if method.has(base.ATTRIBUTE_GRID_PAIR) and k >= 2:
+        g = jax.jit(lambda s, xx: method.attribute_grid(s, xx, (0, 1), 2))(states, x)
+        assert g.ndim == 5 and g.shape[0] == n and g.shape[2:] == (h, w, c)
+    if method.has(base.WALK):
+        g = jax.jit(method.latent_walk, static_argnums=(2, 3))(states, x, 0, 3)
+        assert g.shape[-3:] == (h, w, c) and _finite(g)
+    if method.has(base.INTERVENE):
+        assert jax.jit(method.intervene, static_argnums=(2,))(states, x, 0, 1.0).shape == x.shape
+    grids = exp.grids(states)
+    assert grids and all(np.asarray(g).ndim == 3 and np.asarray(g).shape[-1] == 3
+                         for g in grids.values())
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_resumed_run_ends_where_the_uninterrupted_one_does(runs, tmp_path, name):
+    """Checkpoint round trip and resume equality through the shared trainer: the run is cut
+    after its step-4 checkpoint (as a kill would leave it) and resumed to step 6."""
+    workdir, _, states = runs(name)
+    cut = str(tmp_path / "cut")
+    shutil.copytree(workdir, cut)
+    shutil.rmtree(os.path.join(cut, "checkpoints", "6"))
+    exp = train.Experiment(tiny_config(name), cut)
+    step, restored, data_state = exp.restore_newest()
+    assert step == 4 and data_state
+    train.train_and_evaluate(tiny_config(name), cut)
+    step, resumed, _ = train.Experiment(tiny_config(name), cut).restore_newest()
+    assert step == 6
+    a, b = jax.tree.leaves(jax.device_get(states)), jax.tree.leaves(jax.device_get(resumed))
+    assert len(a) == len(b) > 0
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6, atol=1e-7)
+
+
+def test_one_step_on_8_devices_matches_1_device_for_every_method(tmp_path):
+    """Every phase of every method, from the same init and batch, on 8 simulated devices and
+    on 1 (SGD for every player keeps the update linear in the gradient, so the comparison is at
+    float tolerance)."""
+    script = textwrap.dedent("""
+        import os, sys
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+        import jax, numpy as np
+        sys.path.insert(0, sys.argv[1])
+        import test_method_contract as contract
+        from latent_jax import methods, parallel, train
+        from latent_jax.data import pipeline as data
+        assert len(jax.devices()) == 8
+        for name in methods.registered_methods():
+            cfg0 = contract.tiny_config(name)
+            players = methods.get_method(cfg0, data.get_data_spec(cfg0.data), 8).player_names()
+            sgd = {f"optim.{p}.name": "sgd" for p in players}
+            out = {}
+            for n in (8, 1):
+                cfg = contract.tiny_config(name, **{"parallel.num_devices": n}, **sgd)
+                exp = train.Experiment(cfg, sys.argv[2])
+                it = data.make_train_iterator(cfg.data, global_batch_size=cfg.batch_size,
+                                              seed=cfg.seed)
+                batch = parallel.shard_batch(next(it), exp.mesh)
+                init = exp.init_states()
+                phases = sorted({exp.method.phase(s) for s in range(int(cfg.num_steps))})
+                for phase in phases:
+                    rng = jax.random.fold_in(exp.base_key, phase)
+                    states, metrics, _ = exp.step_fn(phase)(
+                        jax.tree.map(lambda a: a.copy(), init), batch, rng)
+                    out[n, phase] = (jax.device_get(metrics), jax.device_get(states))
+            for phase in phases:
+                (m8, s8), (m1, s1) = out[8, phase], out[1, phase]
+                assert set(m8) == set(m1), name
+                for k in m8:
+                    np.testing.assert_allclose(m8[k], m1[k], rtol=2e-4, atol=1e-5,
+                                               err_msg=f"{name} phase {phase} {k}")
+                for a, b in zip(jax.tree.leaves(s8), jax.tree.leaves(s1)):
+                    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5,
+                                               err_msg=f"{name} phase {phase}")
+            print("DEVICES_OK", name, phases, flush=True)
+        # A global batch that does not divide the 8 devices is refused by name.
+        try:
+            train.Experiment(contract.tiny_config("introvac", batch_size=12), sys.argv[2])
+        except ValueError as e:
+            assert "config.batch_size" in str(e), e
+        else:
+            raise AssertionError("batch 12 on 8 devices was accepted")
+    """)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-c", script, tests_dir, str(tmp_path)],
+                         capture_output=True, text=True, env=ENV, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert res.stdout.count("DEVICES_OK") == len(METHODS), res.stdout
