@@ -312,6 +312,11 @@ def _train(exp: Experiment) -> dict:
     failed = False
     try:
         t_start = time.time()
+        # Metrics are summed on device over the logging interval and logged as means (one
+        # transfer per interval); per-key counts, since a phase change alters the keys.
+        sums: dict = {}
+        counts: dict = {}
+        t_interval, step_interval = time.time(), step
         while step < total:
             phase = method.phase(step)
             if phase not in step_fns:
@@ -321,8 +326,13 @@ def _train(exp: Experiment) -> dict:
             states, metrics, finite = step_fns[phase](states, batch, rng)
             finite_so_far = jnp.logical_and(finite_so_far, finite)
             step += 1
+            for k, v in metrics.items():
+                sums[k] = v if k not in sums else sums[k] + v
+                counts[k] = counts.get(k, 0) + 1
             if step % log_every == 0 or step == total:
-                host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                host_metrics = {k: float(v) / counts[k]
+                                for k, v in jax.device_get(sums).items()}
+                sums, counts = {}, {}
                 if not bool(jax.device_get(finite_so_far)):
                     bad = sorted(k for k, v in host_metrics.items() if not np.isfinite(v))
                     raise NonFiniteLossError(
@@ -331,6 +341,11 @@ def _train(exp: Experiment) -> dict:
                         f"is kept in {mngr.directory}")
                 host_metrics["train/phase"] = float(phase)
                 host_metrics["train/epoch"] = step / exp.steps_per_epoch
+                now = time.time()
+                rate = (step - step_interval) / max(now - t_interval, 1e-9)
+                host_metrics["perf/steps_per_sec"] = rate
+                host_metrics["perf/examples_per_sec"] = rate * int(config.batch_size)
+                t_interval, step_interval = now, step
                 writer.write_scalars(step, host_metrics)
                 last_metrics = host_metrics
             bar.update(step, last_metrics)

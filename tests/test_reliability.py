@@ -341,3 +341,21 @@ def test_unknown_attribute_is_refused_before_loading(tmp_path):
                          capture_output=True, text=True, env=ENV, timeout=300)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "error: --attributes: 'Smiling' is not a label of this model" in res.stderr
+
+
+# ------------------------------------------------------------------------- metric averaging
+def test_logged_metrics_are_means_over_the_logging_interval(trained, tmp_path):
+    """With a row every 3 steps, each row holds the mean of the 3 per-step values that a row
+    per step shows (same seed, same data: the same steps), plus steps/s and examples/s."""
+    src, _ = trained
+    per_step = [json.loads(l) for l in open(os.path.join(src, "metrics.jsonl"))]
+    workdir = str(tmp_path / "every3")
+    train.train_and_evaluate(_cfg(log_every_steps=3), workdir)
+    rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [3, 6]
+    for row in rows:
+        window = [r for r in per_step if row["step"] - 3 < r["step"] <= row["step"]]
+        for key in ("loss/reconstruction_l1", "loss/kl", "grad_norm/encoder"):
+            assert row[key] == pytest.approx(np.mean([r[key] for r in window]), rel=1e-5), key
+        assert row["perf/steps_per_sec"] > 0
+        assert row["perf/examples_per_sec"] == pytest.approx(8 * row["perf/steps_per_sec"])
