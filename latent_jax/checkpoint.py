@@ -9,7 +9,8 @@ Restoring takes the newest checkpoint that restores (`restore_newest`): one that
 truncated or zeroed array file, a lost manifest or item, garbage in its data-iterator JSON, an
 empty step folder) is skipped with a warning that says why, and moved aside to
 `<workdir>/checkpoints.unreadable/<step>-<unix time>` (kept, never deleted; Orbax would
-otherwise overwrite or garbage-collect it). Before the state is read, the checkpoint's own
+otherwise overwrite or garbage-collect it). When none restores, nothing is moved and the run
+stops with `NoRestorableCheckpointError` instead of starting over. Before the state is read, the checkpoint's own
 config is handed to a check (`check_config`), so a checkpoint of another config is refused as
 such rather than with an Orbax shape message.
 
@@ -26,6 +27,12 @@ from absl import logging
 from etils import epath
 import jax
 import orbax.checkpoint as ocp
+
+from latent_jax.errors import UserError
+
+
+class NoRestorableCheckpointError(UserError):
+    """Checkpoints exist but none of them restores."""
 
 
 class Checkpointer:
@@ -85,18 +92,24 @@ class Checkpointer:
                        check_config: Callable[[dict, int], None] | None = None,
                        check_restored: Callable[[int, Any, dict], None] | None = None,
                        move_unreadable: bool = True):
-        """(step, state, data_state) of the newest checkpoint that restores, or None.
+        """(step, state, data_state) of the newest checkpoint that restores, or None when the
+        directory holds none.
 
         `check_config(saved_config, step)` may raise to refuse a checkpoint of another config;
         that error propagates (an older checkpoint of the same run has the same config).
         `check_restored(step, state, data_state)` may raise to declare a restored checkpoint
-        unusable (e.g. a data-iterator state the iterator rejects). Unreadable checkpoints are skipped with a warning and, if `move_unreadable` (process
-        0), moved aside so that the run can save that step again."""
+        unusable (e.g. a data-iterator state the iterator rejects). Unreadable checkpoints newer
+        than the one restored are skipped with a warning and, if `move_unreadable` (process 0),
+        moved aside so that the run can save those steps again. When no checkpoint restores at
+        all, nothing is moved and `NoRestorableCheckpointError` says why: that is more likely
+        a code or config change than corruption of every step, and starting over would
+        discard the run."""
+        failures = []
         for step in reversed(self.all_steps()):
             try:
                 saved = self.restore_config(step)
             except Exception as e:  # noqa: BLE001 - any failure to read means "unreadable"
-                self._skip(step, f"its config does not read ({_short(e)})", move_unreadable)
+                failures.append((step, f"its config does not read ({_short(e)})"))
                 continue
             if check_config is not None:
                 check_config(saved, step)
@@ -104,9 +117,18 @@ class Checkpointer:
                 found = self.restore(target, step)
                 if check_restored is not None:
                     check_restored(*found)
-                return found
             except Exception as e:  # noqa: BLE001
-                self._skip(step, f"it does not restore ({_short(e)})", move_unreadable)
+                failures.append((step, f"it does not restore ({_short(e)})"))
+                continue
+            for bad, why in failures:
+                self._skip(bad, why, move_unreadable)
+            return found
+        if failures:
+            reasons = "; ".join(f"step {s}: {why}" for s, why in failures)
+            raise NoRestorableCheckpointError(
+                f"--workdir: none of the {len(failures)} checkpoints in {self.directory} "
+                f"restores ({reasons}). If the code or the config changed, run the version that "
+                f"wrote them; to start over, move {self.directory} away")
         return None
 
     def _skip(self, step: int, why: str, move: bool):

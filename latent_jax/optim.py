@@ -15,8 +15,9 @@ One config block per player (`config.optim.<player>`):
         0.1^(1/7)) | 'cosine'
     grad_clip_norm: None or a float (global-norm clipping)
 
-Schedules count this player's own optimizer updates; every player updates once per training
-step, so an epoch is `steps_per_epoch` updates. The schedule lives in the optimizer state and is
+Schedules count this player's own optimizer updates: `make_optimizer` gets the player's updates
+per epoch (`steps_per_epoch * Method.updates_per_step(player)`), so a player stepped several
+times per iteration decays its learning rate per epoch, not several times too fast. The schedule lives in the optimizer state and is
 restored with it, so a resumed run continues the same schedule (the IntroVAC reference re-created
 its optimizers during training, resetting Adam's moments and dropping the schedule).
 """

@@ -259,21 +259,14 @@ def _train(exp: Experiment) -> dict:
     config = exp.config
     method, mesh, total = exp.method, exp.mesh, exp.total_steps
     config_json = _config_json(config)
-
-    def make_iterator():
-        return data_lib.make_train_iterator(
-            config.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
-            process_index=jax.process_index(), process_count=jax.process_count())
-
-    it = make_iterator()
-    tried = ckpt_lib.has_checkpoint(exp.checkpoint_dir)
+    it = data_lib.make_train_iterator(
+        config.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
+        process_index=jax.process_index(), process_count=jax.process_count())
     start_step, states, _ = exp.restore_newest(data_iterator=it)
     if start_step:
         logging.info("resuming from step %d", start_step)
     else:
         states = exp.init_states()
-        if tried:
-            it = make_iterator()   # a rejected data state may have left it anywhere
     if jax.process_index() == 0:
         # Written only once the checkpoint (if any) restored with a compatible config.
         (exp.workdir / "config.json").write_text(config_json)
@@ -440,9 +433,6 @@ def load_for_inference(config: ml_collections.ConfigDict, workdir: str):
         raise errors.NoCheckpointError(f"--workdir: no checkpoint under {exp.checkpoint_dir}; "
                                        "train first (--mode=train)")
     step, states, _ = exp.restore_newest()
-    if step == 0:
-        raise errors.NoCheckpointError(f"--workdir: no checkpoint under {exp.checkpoint_dir} "
-                                       "restores (see the warnings above); train first")
     return exp, states, step
 
 

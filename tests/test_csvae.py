@@ -137,11 +137,11 @@ def _jit_edit(m):
 def _with_class_means(m, states, means):
     """Sets the running class statistics so that class_means() returns `means` [k, 2, d]."""
     enc = states["encoder"]
-    latent = dict(enc.batch_stats["latent"])
+    latent = dict(enc.buffers["class_stats"])
     latent["count"] = jnp.ones_like(latent["count"])
     latent["sum"] = jnp.asarray(means, jnp.float32)
     states = dict(states)
-    states["encoder"] = enc.replace(batch_stats={"net": enc.batch_stats["net"], "latent": latent})
+    states["encoder"] = enc.replace(buffers={"class_stats": latent})
     np.testing.assert_allclose(m.class_means(states), means)
     return states
 
@@ -238,8 +238,7 @@ def test_csvae_grid_spans_both_prior_regions_and_pca_for_higher_dims():
     stats["sum"][0, 1] = pos.mean(0)
     stats["sq"][0, 1] = pos.T @ pos / len(pos)
     enc = states["encoder"]
-    states["encoder"] = enc.replace(batch_stats={"net": enc.batch_stats["net"],
-                                                 "latent": jax.tree.map(jnp.asarray, stats)})
+    states["encoder"] = enc.replace(buffers={"class_stats": jax.tree.map(jnp.asarray, stats)})
     pts = np.asarray(m.subspace_points(states, 0, 3, 0.0))
     np.testing.assert_allclose(pts[4], pos.mean(0), atol=1e-4)        # grid centre: the mean
     spread = pts[[0, 8]] - pos.mean(0)                                  # (-2, -2) and (2, 2)

@@ -201,3 +201,41 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_without_traceback(tmp_path):
     assert "on SIGINT; checkpoint saved" in out and "Traceback" not in out
     step, _ = _final_players(workdir)
     assert 5 <= step < 400
+
+
+def test_schedules_count_each_players_own_updates(monkeypatch):
+    """A player stepped k times per iteration gets k * steps_per_epoch updates per epoch, so a
+    schedule boundary at epoch 1 is reached after steps_per_epoch iterations, not after
+    steps_per_epoch / k."""
+    import jax.numpy as jnp
+    from latent_jax import data as data_lib
+    from latent_jax.methods import introvac
+
+    cfg = tiny.config()
+    for p in ("encoder", "classifier", "decoder"):
+        cfg.optim[p].name = "sgd"
+        cfg.optim[p].learning_rate = 1.0
+        cfg.optim[p].weight_decay = 0.0
+        cfg.optim[p].schedule.kind = "piecewise"
+        cfg.optim[p].schedule.boundaries_epochs = (1,)
+        cfg.optim[p].schedule.factor = 0.1
+    monkeypatch.setattr(introvac.IntroVAC, "updates_per_step",
+                        lambda self, player: 4 if player == "encoder" else 1)
+    spec = data_lib.get_data_spec(cfg.data)
+    method = introvac.IntroVAC(cfg, spec, steps_per_epoch=5)
+
+    def lr_after(player, n_updates):
+        tx = method.tx(player)
+        params = {"w": jnp.zeros(())}
+        state = tx.init(params)
+        for _ in range(n_updates):
+            _, state = tx.update({"w": jnp.ones(())}, state, params)
+        updates, _ = tx.update({"w": jnp.ones(())}, state, params)
+        return -float(updates["w"])
+
+    # encoder: 4 updates per iteration, boundary after 5 iterations = 20 updates
+    assert lr_after("encoder", 19) == pytest.approx(1.0)
+    assert lr_after("encoder", 20) == pytest.approx(0.1)
+    # decoder: 1 update per iteration, boundary after 5 updates
+    assert lr_after("decoder", 4) == pytest.approx(1.0)
+    assert lr_after("decoder", 5) == pytest.approx(0.1)

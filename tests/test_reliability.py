@@ -359,3 +359,18 @@ def test_logged_metrics_are_means_over_the_logging_interval(trained, tmp_path):
             assert row[key] == pytest.approx(np.mean([r[key] for r in window]), rel=1e-5), key
         assert row["perf/steps_per_sec"] > 0
         assert row["perf/examples_per_sec"] == pytest.approx(8 * row["perf/steps_per_sec"])
+
+
+def test_when_no_checkpoint_restores_nothing_is_moved_and_the_run_does_not_start_over(trained,
+                                                                                       tmp_path):
+    src, _ = trained
+    workdir = str(tmp_path / "run")
+    shutil.copytree(src, workdir)
+    for step in ("4", "6"):
+        _zero_fill(os.path.join(workdir, "checkpoints", step))
+    before = _listing(workdir)
+    with pytest.raises(ckpt_lib.NoRestorableCheckpointError,
+                       match="none of the 2 checkpoints .* restores .*step 6.*step 4"):
+        train.train_and_evaluate(_cfg(), workdir)
+    assert not os.path.exists(os.path.join(workdir, "checkpoints.unreadable"))
+    assert _listing(workdir) == before

@@ -47,11 +47,14 @@ KNOWN_CAPABILITIES = frozenset(_CAPABILITY_FUNCTIONS)
 
 @flax.struct.dataclass
 class PlayerState:
-    """Parameters, BatchNorm statistics and optimizer state of one player."""
+    """Parameters, BatchNorm statistics and optimizer state of one player, and `buffers`: state
+    that no optimizer trains but the method updates itself (moving averages, class statistics,
+    mixture statistics), checkpointed with the rest."""
 
     params: PyTree
     batch_stats: PyTree
     opt_state: PyTree
+    buffers: PyTree = flax.struct.field(default_factory=dict)
 
     @property
     def variables(self) -> dict:
@@ -62,13 +65,17 @@ class PlayerState:
 
 
 def apply_updates(state: PlayerState, tx: optax.GradientTransformation, grads: PyTree,
-                  batch_stats: PyTree | None = None) -> PlayerState:
-    """One optimizer step for one player; optionally replaces its BatchNorm statistics."""
+                  batch_stats: PyTree | None = None, buffers: PyTree | None = None
+                  ) -> PlayerState:
+    """One optimizer step for one player; optionally replaces its BatchNorm statistics and its
+    buffers. A player stepped several times per iteration calls this once per update (and
+    declares it in `Method.updates_per_step`)."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return PlayerState(params=params,
                        batch_stats=state.batch_stats if batch_stats is None else batch_stats,
-                       opt_state=opt_state)
+                       opt_state=opt_state,
+                       buffers=state.buffers if buffers is None else buffers)
 
 
 def init_player(module: flax.linen.Module, tx: optax.GradientTransformation, rng: jax.Array,
@@ -104,14 +111,24 @@ class Method(abc.ABC):
         self.image_shape = tuple(data_spec.image_shape)
         self.label_names = tuple(data_spec.label_names)
         self.num_labels = len(self.label_names)
-        self._txs = {name: optim.make_optimizer(config.optim.get(name), self.steps_per_epoch,
-                                                key=f"config.optim.{name}")
-                     for name in self.player_names()}
+        # Schedules count each player's own optimizer updates: a player updated k times per
+        # iteration has k * steps_per_epoch updates per epoch.
+        self._txs = {name: optim.make_optimizer(
+            config.optim.get(name), self.steps_per_epoch * self.updates_per_step(name),
+            key=f"config.optim.{name}") for name in self.player_names()}
 
     # ----------------------------------------------------------------- players and training
     @abc.abstractmethod
     def player_names(self) -> tuple[str, ...]:
         """Names of the players; each has an optimizer under `config.optim.<name>`."""
+
+    def updates_per_step(self, player: str) -> int:
+        """How many optimizer updates `player` makes in one training iteration (default 1;
+        e.g. Lr-LiVAE's encoder_s: n_gm GM steps plus the end-to-end step). Its LR schedule,
+        given in epochs, is converted with this factor, so that it decays per epoch and not
+        k times too fast."""
+        del player
+        return 1
 
     def players(self) -> Mapping[str, optax.GradientTransformation]:
         return dict(self._txs)

@@ -200,8 +200,9 @@ class LatentSubspaceFamily(base.Method):
         states = {
             "encoder": base.PlayerState(
                 params=enc_vars["params"],
-                batch_stats={"net": enc_vars.get("batch_stats", {}), "latent": self._zero_stats()},
-                opt_state=self.tx("encoder").init(enc_vars["params"])),
+                batch_stats={"net": enc_vars.get("batch_stats", {})},
+                opt_state=self.tx("encoder").init(enc_vars["params"]),
+                buffers={"class_stats": self._zero_stats()}),
             "decoder": base.PlayerState(
                 params=dec_vars["params"], batch_stats={"net": dec_vars.get("batch_stats", {})},
                 opt_state=self.tx("decoder").init(dec_vars["params"])),
@@ -292,10 +293,11 @@ class LatentSubspaceFamily(base.Method):
 
         (g_enc, g_dec), (z, mu_edit, stats_e, stats_d, metrics) = jax.grad(
             main_loss, argnums=(0, 1), has_aux=True)(enc.params, dec.params)
-        latent_stats = self._updated_stats(enc.batch_stats["latent"], sg(mu_edit), y)
+        class_stats = self._updated_stats(enc.buffers["class_stats"], sg(mu_edit), y)
         new = {
             "encoder": base.apply_updates(enc, self.tx("encoder"), g_enc,
-                                          batch_stats={"net": stats_e, "latent": latent_stats}),
+                                          batch_stats={"net": stats_e},
+                                          buffers={"class_stats": class_stats}),
             "decoder": base.apply_updates(dec, self.tx("decoder"), g_dec,
                                           batch_stats={"net": stats_d}),
         }
@@ -396,11 +398,11 @@ class LatentSubspaceFamily(base.Method):
 
     def class_means(self, states):
         """[k, 2, d] mean posterior mean of the edit latent per label and value."""
-        s = states["encoder"].batch_stats["latent"]
+        s = states["encoder"].buffers["class_stats"]
         return s["sum"] / jnp.maximum(s["count"], 1e-8)[..., None]
 
     def class_covariances(self, states):
-        s = states["encoder"].batch_stats["latent"]
+        s = states["encoder"].buffers["class_stats"]
         n = jnp.maximum(s["count"], 1e-8)[..., None, None]
         mean = self.class_means(states)
         return s["sq"] / n - mean[..., :, None] * mean[..., None, :]
