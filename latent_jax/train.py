@@ -278,7 +278,8 @@ def _train(exp: Experiment) -> dict:
 
     mngr = exp.checkpointer()
     writer = lj_logging.MetricWriter(exp.workdir, purge_step=start_step or None)
-    bar = lj_logging.ProgressBar(total, initial_step=start_step, desc=method.name or config.method)
+    bar = lj_logging.ProgressBar(total, initial_step=start_step, desc=method.name or config.method,
+                                 enabled=jax.process_index() == 0)
     flag = _SignalFlag()
     step_fns: dict[int, Any] = {}
     state_finite = jax.jit(_all_finite)

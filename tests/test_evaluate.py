@@ -42,6 +42,21 @@ def test_frechet_matches_closed_form_for_diagonal_gaussians():
     assert metrics_lib.frechet_distance_from_features(f1, f2) == pytest.approx(expected, rel=0.03)
 
 
+def test_frechet_matches_scipy_sqrtm_for_full_covariances():
+    """The eigen-decomposition form of tr sqrt(S1 S2) against scipy.linalg.sqrtm of S1 S2."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(3)
+    for d in (2, 5, 16):
+        a, b = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+        s1, s2 = a @ a.T + 0.1 * np.eye(d), b @ b.T + 0.1 * np.eye(d)
+        mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+        covmean = linalg.sqrtm(s1 @ s2).real
+        expected = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2 - 2.0 * covmean))
+        assert metrics_lib.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected,
+                                                                                rel=1e-6)
+
+
 def test_frechet_is_symmetric_and_positive():
     rng = np.random.default_rng(2)
     a = rng.normal(size=(300, 10)) @ rng.normal(size=(10, 10))
