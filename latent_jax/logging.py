@@ -26,7 +26,6 @@ import math
 import numbers
 import os
 import re
-import shutil
 import sys
 import time
 from typing import Any, Callable, Mapping, Sequence, TextIO
@@ -446,8 +445,9 @@ class ProgressBar:
     steps / seconds between drawn lines; ``smoothing=0`` uses the plain average since the first
     update. Until two updates are seen the rate and ETA are omitted.
 
-    Terminal mode (``is_tty`` true, default ``stream.isatty()``): one line redrawn with ``'\\r'``
-    at most every ``refresh_secs``, truncated to the terminal width; ``close()`` ends the line.
+    Terminal mode (``is_tty`` true, default ``stream.isatty()``): a ``tqdm`` bar (redrawn at most
+    every ``refresh_secs``, fitted to the terminal width, the latest metrics as its postfix);
+    ``write`` prints above it.
 
     Plain mode: ``train step 120/1000 (12.0%) 3.41 steps/s ETA 4m18s loss=0.123`` lines, one on
     the first update, then whenever ``log_every_secs`` seconds have passed or another
@@ -480,7 +480,6 @@ class ProgressBar:
         self.enabled = enabled
         self._log_every_secs = log_every_secs
         self._log_every_percent = log_every_percent
-        self._refresh_secs = refresh_secs
         self._smoothing = smoothing
         self._max_metrics = max_metrics
         self._clock = clock
@@ -497,8 +496,14 @@ class ProgressBar:
         # Output state.
         self._last_line_time = self._start_time
         self._last_line_step: int | None = None
-        self._last_width = 0
         self._closed = False
+        self._tqdm = None
+        if self.is_tty and self.enabled:
+            import tqdm  # pylint: disable=g-import-not-at-top
+
+            self._tqdm = tqdm.tqdm(total=self.total, initial=self.step, desc=desc,
+                                   file=self.stream, dynamic_ncols=True, unit="step",
+                                   mininterval=refresh_secs, smoothing=smoothing, leave=True)
 
     # -- rate ------------------------------------------------------------------------------
 
@@ -567,34 +572,12 @@ class ProgressBar:
         metrics = self._metrics_text()
         return f"{line} {metrics}" if metrics else line
 
-    def _format_bar(self) -> str:
-        width = max(shutil.get_terminal_size((100, 20)).columns - 1, 20)
-        bar_width = max(10, min(30, width // 4))
-        filled = int(bar_width * min(self.step, self.total) / self.total)
-        bar = "#" * filled + "." * (bar_width - filled)
-        line = f"{self.desc} [{bar}] {self._stats_text()}"
-        for part in self._metric_parts():  # Whole metrics only, while they fit.
-            if len(line) + 1 + len(part) > width:
-                break
-            line += " " + part
-        return line[:width]
-
     # -- output ----------------------------------------------------------------------------
 
     def _emit_line(self, now: float):
         self._sample_rate(now)
         self.stream.write(self.format_line() + "\n")
         self.stream.flush()
-        self._last_line_time = now
-        self._last_line_step = self.step
-
-    def _redraw(self, now: float):
-        self._sample_rate(now)
-        line = self._format_bar()
-        pad = " " * max(self._last_width - len(line), 0)
-        self.stream.write("\r" + line + pad)
-        self.stream.flush()
-        self._last_width = len(line)
         self._last_line_time = now
         self._last_line_step = self.step
 
@@ -616,9 +599,11 @@ class ProgressBar:
         now = self._clock()
         first = self._first is None
         done = self.step >= self.total
-        if self.is_tty:
-            if first or done or now - self._last_line_time >= self._refresh_secs:
-                self._redraw(now)
+        if self._tqdm is not None:
+            self._sample_rate(now)
+            if metrics:
+                self._tqdm.set_postfix_str(self._metrics_text(), refresh=False)
+            self._tqdm.update(self.step - self._tqdm.n)
             return
         due = (
             first
@@ -636,10 +621,8 @@ class ProgressBar:
         """Prints a message without garbling the bar (terminal mode redraws it after)."""
         if not self.enabled:
             return
-        if self.is_tty and self._last_width and not self._closed:
-            self.stream.write("\r" + " " * self._last_width + "\r" + text + "\n")
-            self._last_width = 0
-            self._redraw(self._clock())
+        if self._tqdm is not None and not self._closed:
+            self._tqdm.write(text, file=self.stream)
         else:
             self.stream.write(text + "\n")
             self.stream.flush()
@@ -649,10 +632,8 @@ class ProgressBar:
         if not self.enabled or self._closed:
             return
         now = self._clock()
-        if self.is_tty:
-            self._redraw(now)
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._tqdm is not None:
+            self._tqdm.close()
         elif self._last_line_step != self.step:
             self._emit_line(now)
         self._closed = True
