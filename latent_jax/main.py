@@ -200,30 +200,54 @@ def _flag_error_line(e: BaseException, argv) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _check_override_types(config, argv) -> None:
-    """Overrides of a tuple must keep the element types of the config file's value (a string
-    where int channels belong is caught here, not inside tracing)."""
+def _config_file_defaults(argv):
+    """The config as the config file gives it (before the overrides), or None."""
+    import importlib.util
+
+    spec_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if not spec_arg:
+        return None
+    path, _, preset = spec_arg.partition(":")
+    spec = importlib.util.spec_from_file_location("latent_jax_config_defaults", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset) if preset else module.get_config()
+
+
+def _check_override_types(defaults, argv) -> None:
+    """A tuple override must be a tuple whose elements have the kind of the config file's
+    elements (numbers for channels), so that `--config.model.channels=abc` is refused here and
+    not inside tracing."""
     import ast
     import numbers
 
+    def kind(v):
+        return "number" if isinstance(v, numbers.Number) and not isinstance(v, bool) else \
+            type(v).__name__
+
     for key in _override_keys(argv):
         try:
-            value = config
+            value = defaults
             for part in key.split("."):
                 value = value[part]
-        except (KeyError, AttributeError):
+        except (KeyError, AttributeError, TypeError):
             continue
-        if isinstance(value, (tuple, list)):
-            raw = next(a.split("=", 1)[1] for a in argv if a.startswith(f"--config.{key}="))
-            try:
-                parsed = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
-                parsed = None
-            if isinstance(parsed, (int, float)):
-                parsed = (parsed,)
-            if raw.strip() and not isinstance(parsed, (tuple, list)):
-                raise ConfigError(f"--config.{key}: {raw!r} is not a tuple; write e.g. "
-                                  f"--config.{key}=(8,16) or --config.{key}='(\"a\", \"b\")'")
+        if not isinstance(value, (tuple, list)):
+            continue
+        raw = next(a.split("=", 1)[1] for a in argv if a.startswith(f"--config.{key}="))
+        try:
+            parsed = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            parsed = raw
+        if isinstance(parsed, numbers.Number):
+            parsed = (parsed,)
+        example = f"--config.{key}=(8,16) or --config.{key}='(\"a\", \"b\")'"
+        if raw.strip() and not isinstance(parsed, (tuple, list)):
+            raise ConfigError(f"--config.{key}: {raw!r} is not a tuple; write e.g. {example}")
+        expected = {kind(v) for v in value}
+        if len(expected) == 1 and any(kind(v) not in expected for v in parsed):
+            raise ConfigError(f"--config.{key}: {raw!r} holds {sorted({kind(v) for v in parsed})} "
+                              f"where the config holds {expected.pop()} values")
 
 
 def _last_override_wins(argv) -> list[str]:
@@ -247,7 +271,7 @@ def parse_flags(argv):
         if config is None:
             raise flags.Error("--config: no config file given")
         config.get("method")   # a config file that failed to load raises here
-        _check_override_types(config, argv)
+        _check_override_types(_config_file_defaults(argv), argv)
         return rest
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -224,6 +224,7 @@ def test_config_differences_reports_missing_keys_and_safe_blocks():
     (["--config.nokey=3"], "--config.nokey: no such key"),
     (["--config.model.latent_dim=0"], "config.model.latent_dim: must be >= 1"),
     (["--config.model.channels=abc"], "--config.model.channels: 'abc' is not a tuple"),
+    (["--config.model.channels=('a','b')"], "holds ['str'] where the config holds number"),
     # The last of two tuple overrides wins (absl alone would concatenate them: (8, 16, 4, ...)).
     (["--config.model.channels=(4,8,16,32,64)"], "model.channels=(4, 8, 16, 32, 64)"),
     (["--config.optim.encoder.learning_rate=-1"], "config.optim.encoder.learning_rate"),
