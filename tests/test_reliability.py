@@ -375,3 +375,11 @@ def test_when_no_checkpoint_restores_nothing_is_moved_and_the_run_does_not_start
         train.train_and_evaluate(_cfg(), workdir)
     assert not os.path.exists(os.path.join(workdir, "checkpoints.unreadable"))
     assert _listing(workdir) == before
+
+
+def test_missing_optimizer_block_is_a_config_error_naming_the_key(tmp_path):
+    cfg = _cfg()
+    del cfg.optim["decoder"]
+    with pytest.raises(errors.ConfigError, match=r"config\.optim\.decoder: missing optimizer"):
+        train.train_and_evaluate(cfg, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
