@@ -181,14 +181,16 @@ def test_one_step_on_8_devices_matches_1_device_for_every_method(tmp_path):
             cfg0 = contract.tiny_config(name)
             players = methods.get_method(cfg0, data.get_data_spec(cfg0.data), 8).player_names()
             sgd = {f"optim.{p}.name": "sgd" for p in players}
-            out = {}
-            for n in (8, 1):
+            out, host_init = {}, None
+            for n in (1, 8):
                 cfg = contract.tiny_config(name, **{"parallel.num_devices": n}, **sgd)
                 exp = train.Experiment(cfg, sys.argv[2])
                 it = data.make_train_iterator(cfg.data, global_batch_size=cfg.batch_size,
                                               seed=cfg.seed)
                 batch = parallel.shard_batch(next(it), exp.mesh)
-                init = exp.init_states()
+                if host_init is None:   # one init, replicated onto both meshes
+                    host_init = jax.device_get(exp.init_states())
+                init = jax.device_put(host_init, parallel.replicated(exp.mesh))
                 phases = sorted({exp.method.phase(s) for s in range(int(cfg.num_steps))})
                 for phase in phases:
                     rng = jax.random.fold_in(exp.base_key, phase)
