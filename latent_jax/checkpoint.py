@@ -20,6 +20,7 @@ Every path goes through `etils.epath`, so the workdir may be a `gs://` URL.
 from __future__ import annotations
 
 import json
+import logging as logging_std
 import time
 from typing import Any, Callable
 
@@ -33,6 +34,22 @@ from latent_jax.errors import UserError
 
 class NoRestorableCheckpointError(UserError):
     """Checkpoints exist but none of them restores."""
+
+
+class _AbandonedReads(logging_std.Filter):
+    """Drops asyncio's "exception was never retrieved" reports of the reads that Orbax leaves
+    behind when a checkpoint does not restore: `restore_newest` has already reported that
+    checkpoint in one line, and each abandoned read would add a traceback at exit."""
+
+    def filter(self, record):
+        if "never retrieved" not in record.getMessage():
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        text = f"{record.getMessage()} {exc!r} {record.__dict__.get('future', '')}"
+        return not any(s in text for s in ("orbax", "OCDBT", "TensorStore", "tensorstore"))
+
+
+logging_std.getLogger("asyncio").addFilter(_AbandonedReads())
 
 
 class Checkpointer:
