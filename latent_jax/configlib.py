@@ -17,6 +17,7 @@ import types
 import ml_collections
 
 from latent_jax import optim
+from latent_jax import paths
 from latent_jax.errors import ConfigError
 
 
@@ -139,11 +140,15 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None = None) -> N
 
 
 def check_workdir(workdir: str) -> None:
-    """A local workdir (or its nearest existing parent) must be a writable directory. Remote
-    workdirs (gs://...) are checked by the first write."""
-    if "://" in os.fspath(workdir):
+    check_writable_dir(workdir, "--workdir")
+
+
+def check_writable_dir(directory, flag: str) -> None:
+    """A local directory (or its nearest existing parent) must be a writable directory; `flag`
+    names the setting in the error. Remote ones (gs://...) are checked by the first write."""
+    if paths.is_remote(directory):
         return
-    path = os.path.abspath(workdir)
+    path = os.path.abspath(os.fspath(directory))
     probe = path
     while not os.path.exists(probe):
         parent = os.path.dirname(probe)
@@ -151,10 +156,10 @@ def check_workdir(workdir: str) -> None:
             break
         probe = parent
     if not os.path.isdir(probe):
-        raise ConfigError(f"--workdir: {probe} exists and is not a directory")
+        raise ConfigError(f"{flag}: cannot write to {path} ({probe} exists and is not a "
+                          "directory)")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--workdir: no permission to write to {probe} "
-                          f"(needed for {path})")
+        raise ConfigError(f"{flag}: cannot write to {path} (no permission to write to {probe})")
 
 
 # Keys whose change cannot alter a resumed run's trajectory (training length, logging,

@@ -34,6 +34,8 @@ from absl import logging as absl_logging
 from etils import epath
 import numpy as np
 
+from latent_jax import paths
+
 __all__ = [
     "JsonlWriter",
     "read_jsonl",
@@ -104,10 +106,6 @@ def _json_value(x: float) -> float | str:
     return _NONFINITE_TO_STR[repr(x)]
 
 
-def _is_remote(path) -> bool:
-    return "://" in os.fspath(path)
-
-
 class JsonlWriter:
     """Appends ``{"step": int, "time": float, **scalars}`` lines to a JSON-lines file.
 
@@ -127,26 +125,26 @@ class JsonlWriter:
     def __init__(self, path, *, fsync: bool = False, flush_secs: float | None = None):
         self.path = epath.Path(path)
         self._fsync = fsync
-        self._remote = _is_remote(self.path)
+        self._remote = paths.is_remote(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        existing = ""
-        if self.path.exists():
-            existing = self.path.read_text() if self._remote else ""
-            if not self._remote and os.path.getsize(self.path) > 0:
-                with open(self.path, "rb") as f:
-                    f.seek(-1, os.SEEK_END)
-                    existing = f.read(1).decode("latin-1")
-        needs_newline = bool(existing) and not existing.endswith("\n")
         if self._remote:
-            self._buffer = [existing + ("\n" if needs_newline else "")]
+            existing = self.path.read_text() if self.path.exists() else ""
+            if existing and not existing.endswith("\n"):
+                existing += "\n"     # a partial last line from an earlier crash
+            self._buffer = [existing]
             self._flush_secs = 10.0 if flush_secs is None else float(flush_secs)
             self._last_flush = time.time()
             self._file = True   # open
-        else:
-            self._file = open(self.path, "a", encoding="utf-8")
-            if needs_newline:
-                self._file.write("\n")
-                self._file.flush()
+            return
+        needs_newline = False
+        if self.path.exists() and os.path.getsize(self.path) > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                needs_newline = f.read(1) != b"\n"
+        self._file = open(self.path, "a", encoding="utf-8")
+        if needs_newline:
+            self._file.write("\n")
+            self._file.flush()
 
     def write(self, step: int, scalars: Mapping[str, Any], *, wall_time: float | None = None):
         if self._file is None:

@@ -25,6 +25,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from latent_jax import errors
+from latent_jax import paths
 from latent_jax.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, grids and reports.")
@@ -64,7 +65,7 @@ def _expand_images(patterns) -> list[str]:
 
     files = []
     for p in patterns:
-        if "://" in p:
+        if paths.is_remote(p):
             parent, _, name = p.rpartition("/")
             matches = sorted(str(m) for m in epath.Path(parent).glob(name))
         else:
@@ -89,15 +90,10 @@ def _writable_output_dir(default_subdir: str, workdir: str):
     """--output_dir (or WORKDIR/<default_subdir>), checked before anything is loaded."""
     from etils import epath
 
+    from latent_jax import configlib
+
     out = epath.Path(FLAGS.output_dir or os.path.join(workdir, default_subdir))
-    if "://" in os.fspath(out):
-        return out
-    probe = os.path.abspath(os.fspath(out))
-    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output_dir: cannot write to {out} ({probe} is "
-                          f"{'not a directory' if not os.path.isdir(probe) else 'not writable'})")
+    configlib.check_writable_dir(out, "--output_dir")
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import signal
 import threading
 import time
@@ -32,6 +31,7 @@ from latent_jax.data import pipeline as data_lib
 from latent_jax import logging as lj_logging
 from latent_jax import methods
 from latent_jax import parallel
+from latent_jax import paths
 from latent_jax import visualize
 from latent_jax import workdir as workdir_lib
 from latent_jax import errors
@@ -87,17 +87,20 @@ class _SignalFlag:
             signal.signal(s, handler)
 
 
+def _leaf_finite(v) -> jax.Array:
+    """Whether a leaf holds no NaN/Inf (integer and key leaves always do)."""
+    v = jnp.asarray(v)
+    return jnp.all(jnp.isfinite(v)) if jnp.issubdtype(v.dtype, jnp.inexact) else jnp.array(True)
+
+
 def _all_finite(tree) -> jax.Array:
-    vals = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.asarray(v).dtype, jnp.inexact)]
+    vals = [_leaf_finite(v) for v in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(vals)) if vals else jnp.array(True)
 
 
 def non_finite_leaves(tree) -> list[str]:
     """Paths of the floating-point leaves of `tree` that hold a NaN or Inf."""
-    flags = jax.device_get(jax.tree.map(
-        lambda v: jnp.all(jnp.isfinite(v)) if jnp.issubdtype(v.dtype, jnp.inexact) else True,
-        tree))
+    flags = jax.device_get(jax.tree.map(_leaf_finite, tree))
     return [jax.tree_util.keystr(path) for path, ok in
             jax.tree_util.tree_flatten_with_path(flags)[0] if not bool(ok)]
 
@@ -109,8 +112,7 @@ class Experiment:
         configlib.validate(config, workdir)
         parallel.maybe_initialize_distributed(config)
         self.config = config
-        self.workdir = (epath.Path(workdir) if "://" in os.fspath(workdir)
-                        else epath.Path(os.path.abspath(workdir)))
+        self.workdir = paths.resolve(workdir)
         self.mesh = parallel.make_mesh(int(config.parallel.num_devices) or None)
         parallel.check_batch_divisible(int(config.batch_size), self.mesh)
         self.spec = data_lib.get_data_spec(config.data)
@@ -159,7 +161,7 @@ class Experiment:
     def make_workdir(self):
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            if "://" not in os.fspath(self.workdir):
+            if not paths.is_remote(self.workdir):
                 probe = self.workdir / ".write_test"
                 probe.write_text("ok")
                 probe.unlink()

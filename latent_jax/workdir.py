@@ -22,13 +22,10 @@ import time
 
 from etils import epath
 
+from latent_jax import paths
 from latent_jax.errors import WorkdirLockedError
 
 LOCK_NAME = "LOCK"
-
-
-def _is_local(path: epath.Path) -> bool:
-    return "://" not in os.fspath(path)
 
 
 def _describe(text: str) -> str:
@@ -53,7 +50,7 @@ class WorkdirLock:
                            "started": time.time()})
 
     def acquire(self) -> "WorkdirLock":
-        if _is_local(self.path):
+        if not paths.is_remote(self.path):
             import fcntl
 
             fd = os.open(os.fspath(self.path), os.O_RDWR | os.O_CREAT, 0o644)

@@ -10,10 +10,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from latent_jax import data as data_lib
-from latent_jax import train
 from latent_jax.methods import ccvae as ccvae_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

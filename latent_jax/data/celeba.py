@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from latent_jax import paths
+
 NAME = "celeb_a"
 SPLITS = ("train", "validation", "test")
 IMAGE_SHAPE = (218, 178, 3)
@@ -104,10 +106,6 @@ def not_prepared_message(data_dir: str | None, reason: str) -> str:
     )
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in str(path)
-
-
 def _version_dir(data_dir: str | None) -> str:
     return os.path.join(resolve_data_dir(data_dir), NAME, builder_version())
 
@@ -115,7 +113,7 @@ def _version_dir(data_dir: str | None) -> str:
 def _diagnose(data_dir: str | None) -> str:
     """Why the data source could not be built, from what is on disk (reads only)."""
     vdir = _version_dir(data_dir)
-    if not _is_local(vdir):
+    if paths.is_remote(vdir):
         return f"no readable prepared dataset at {vdir}."
     info = os.path.join(vdir, "dataset_info.json")
     if not os.path.exists(info):
@@ -148,7 +146,7 @@ def open_split(split: str, data_dir: str | None = None):
     """
     if split not in SPLITS:
         raise ValueError(f"CelebA has splits {SPLITS}, not {split!r}")
-    if data_dir and _is_local(data_dir) and not os.path.isdir(resolve_data_dir(data_dir)):
+    if data_dir and not paths.is_remote(data_dir) and not os.path.isdir(resolve_data_dir(data_dir)):
         raise DatasetNotPreparedError(not_prepared_message(
             data_dir, f"the data directory {resolve_data_dir(data_dir)} does not exist."))
     try:

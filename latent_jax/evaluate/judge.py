@@ -55,6 +55,7 @@ import numpy as np
 import optax
 
 from latent_jax.errors import ConfigError
+from latent_jax import paths
 
 log = logging.getLogger(__name__)
 
@@ -587,7 +588,7 @@ def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
     key = cache_key(data_cfg, spec, names, settings, seed)
     cache_dir = settings["cache_dir"] or default_cache_dir()
     cache_dir = str(cache_dir)
-    if "://" not in cache_dir:
+    if not paths.is_remote(cache_dir):
         cache_dir = os.path.expanduser(cache_dir)
     path = epath.Path(cache_dir) / f"{key}.msgpack"
 

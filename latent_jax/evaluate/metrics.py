@@ -54,7 +54,6 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from latent_jax.evaluate import latent as latent_lib
