@@ -173,7 +173,10 @@ def test_sigterm_during_the_final_evaluation_stops_promptly(tmp_path):
     with one line; the final checkpoint is already saved."""
     workdir = tmp_path / "run"
     env = dict(ENV, LATENT_JAX_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.Popen(_main(str(workdir), num_steps=6, evaluate_at_end="True"),
+    # The judge is given far more steps than it could finish in the second the test waits, so
+    # the signal lands during the evaluation however warm the compilation cache is.
+    proc = subprocess.Popen(_main(str(workdir), num_steps=6, evaluate_at_end="True",
+                                  **{"eval.judge.steps": 1_000_000}),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     final = workdir / "checkpoints" / "6" / "commit_success.txt"
     t0 = time.time()
