@@ -1,4 +1,4 @@
-"""Reading user images for `--mode=edit`."""
+"""Image files: reading user images for `--mode=edit`, writing PNGs and image grids."""
 
 from __future__ import annotations
 
@@ -56,3 +56,74 @@ def load_image(path, size: int) -> np.ndarray:
     channels = [np.asarray(Image.fromarray(square[..., c], mode="F").resize(
         (size, size), Image.BILINEAR), np.float32) for c in range(3)]
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing images and grids
+# ---------------------------------------------------------------------------------------------
+
+
+def to_uint8(images) -> np.ndarray:
+    """uint8 arrays pass through; anything else is read as [0, 1] floats, clipped and rounded
+    (NaN becomes 0)."""
+    array = np.asarray(images)
+    if array.dtype == np.uint8:
+        return array
+    array = np.nan_to_num(np.asarray(array, np.float32), nan=0.0)
+    return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def as_image(array) -> np.ndarray:
+    """uint8 [H, W, C] with C in {1, 3, 4}; [H, W] becomes [H, W, 1]."""
+    image = to_uint8(array)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"an image must be [H, W] or [H, W, C] with C in (1, 3, 4), got "
+                         f"shape {image.shape}")
+    return image
+
+
+def make_grid(images, nrow: int | None = None, padding: int = 2,
+              pad_value: float = 1.0) -> np.ndarray:
+    """Tiles [N, H, W, C] images (float in [0, 1] or uint8; C 1 or 3) into a uint8 [H', W', 3]
+    grid of ``nrow`` images per row (default ceil(sqrt(N))), row-major, ``padding`` pixels of
+    ``pad_value`` between and around them, as torchvision's make_grid:
+    H' = rows * (H + padding) + padding, W' = nrow * (W + padding) + padding."""
+    array = to_uint8(images)
+    if array.ndim != 4 or array.shape[0] == 0 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"make_grid expects [N >= 1, H, W, C in (1, 3)] images, got shape "
+                         f"{array.shape}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    n, h, w, _ = array.shape
+    ncol = int(nrow) if nrow else int(np.ceil(np.sqrt(n)))
+    if ncol <= 0:
+        raise ValueError(f"nrow must be positive, got {nrow}")
+    ncol = min(ncol, n)
+    rows = -(-n // ncol)
+    cells = np.full((rows * ncol, h + padding, w + padding, 3), to_uint8(pad_value), np.uint8)
+    cells[:n, padding:, padding:] = np.broadcast_to(array, (n, h, w, 3))
+    grid = cells.reshape(rows, ncol, h + padding, w + padding, 3).swapaxes(1, 2)
+    grid = grid.reshape(rows * (h + padding), ncol * (w + padding), 3)
+    return np.pad(grid, ((0, padding), (0, padding), (0, 0)),
+                  constant_values=to_uint8(pad_value))
+
+
+def save_png(path, array) -> str:
+    """Saves an image ([H, W] or [H, W, C], C in 1/3/4; uint8 or float in [0, 1]) as PNG,
+    creating parent folders; `path` may be local or remote (etils.epath). Returns the path."""
+    path = epath.Path(path)
+    image = as_image(array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(f, format="PNG")
+    return str(path)
+
+
+def save_grid(path, images, nrow: int | None = None, padding: int = 2,
+              pad_value: float = 1.0) -> np.ndarray:
+    """:func:`make_grid` then :func:`save_png`; returns the grid."""
+    grid = make_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)
+    save_png(path, grid)
+    return grid

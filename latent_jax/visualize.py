@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latent_jax import logging as lj_logging
+from latent_jax import imageio
 
 
 def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, np.ndarray]:
@@ -28,12 +28,12 @@ def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, 
     recon = jax.jit(method.reconstruct)(states, x)
     edit = jax.jit(method.edit, static_argnames=("strength",))
     rows = [x, recon]
-    grids = {"reconstructions": lj_logging.make_grid(np.asarray(jnp.concatenate(rows)), nrow=n)}
+    grids = {"reconstructions": imageio.make_grid(np.asarray(jnp.concatenate(rows)), nrow=n)}
     for a in range(k):
         for sign in (1.0, -1.0):
             changes = jnp.zeros((n, k)).at[:, a].set(sign)
             rows.append(edit(states, x, changes, strength=strength))
-    grids["edits"] = lj_logging.make_grid(np.asarray(jnp.concatenate(rows)), nrow=n)
+    grids["edits"] = imageio.make_grid(np.asarray(jnp.concatenate(rows)), nrow=n)
     sample = jax.jit(method.sample)
     srows = []
     for a in range(k):
@@ -42,7 +42,7 @@ def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, 
             s, _ = sample(states, jax.random.fold_in(rng, 2 * a + int(value)), ys)
             srows.append(s)
     if srows:
-        grids["samples"] = lj_logging.make_grid(np.asarray(jnp.concatenate(srows)), nrow=n)
+        grids["samples"] = imageio.make_grid(np.asarray(jnp.concatenate(srows)), nrow=n)
     grids.update(attribute_grids(method, states, x))
     return grids
 
@@ -64,6 +64,6 @@ def attribute_grids(method, states, images, n: int = 5) -> dict[str, np.ndarray]
         g = jax.jit(lambda s, xx, label=label: method.attribute_grid(s, xx, label, n))(states, x)
         name = ("attribute_grid_" + "_".join(method.label_names[l] for l in label)
                 if isinstance(label, tuple) else f"attribute_grid_{method.label_names[label]}")
-        out[name] = lj_logging.make_grid(np.asarray(g.reshape((-1,) + g.shape[2:])),
+        out[name] = imageio.make_grid(np.asarray(g.reshape((-1,) + g.shape[2:])),
                                          nrow=g.shape[1])
     return out

@@ -39,7 +39,9 @@ def main(argv):
     import jax
     import numpy as np
 
-    from latent_jax import logging as lj_logging
+    from etils import epath
+
+    from latent_jax import imageio
     from latent_jax import train
     from latent_jax.data import labels as labels_lib
     from latent_jax.data import pipeline
@@ -51,27 +53,27 @@ def main(argv):
     names = list(method.label_names)
     chosen = FLAGS.labels or [n for n in names
                               if labels_lib.label_kind(n) == labels_lib.BINARY]
-    batch = next(iter(pipeline.iterate_eval_batches(FLAGS.config.data, "test",
+    batch = next(iter(pipeline.iterate_eval_batches(exp.data, "test",
                                                     FLAGS.num_images)))
     x = jax.numpy.asarray(batch["image"])
-    out_dir = os.path.join(exp.workdir, "walks")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = epath.Path(exp.workdir) / "walks"
+    out_dir.mkdir(parents=True, exist_ok=True)
     walk = jax.jit(method.latent_walk, static_argnums=(2, 3))
     for name in chosen:
         if name not in names:
             raise app.UsageError(f"--labels: {name!r} is not a label of this model")
         imgs = np.asarray(walk(states, x, names.index(name), FLAGS.num_steps))  # [T, B, ...]
-        grid = lj_logging.make_grid(np.concatenate([np.asarray(x)[:, None], imgs.swapaxes(0, 1)],
+        grid = imageio.make_grid(np.concatenate([np.asarray(x)[:, None], imgs.swapaxes(0, 1)],
                                                    axis=1).reshape((-1,) + imgs.shape[2:]),
                                     nrow=FLAGS.num_steps + 1)
-        lj_logging.save_png(os.path.join(out_dir, f"walk_{name}.png"), grid)
+        imageio.save_png(out_dir / f"walk_{name}.png", grid)
     if FLAGS.pair:
         a, b = FLAGS.pair
         pair = jax.jit(method.latent_walk_pair, static_argnums=(2, 3, 4))
         imgs = np.asarray(pair(states, x[:1], names.index(a), names.index(b), FLAGS.num_steps))
-        grid = lj_logging.make_grid(imgs[:, :, 0].reshape((-1,) + imgs.shape[3:]),
+        grid = imageio.make_grid(imgs[:, :, 0].reshape((-1,) + imgs.shape[3:]),
                                     nrow=FLAGS.num_steps)
-        lj_logging.save_png(os.path.join(out_dir, f"walk_{a}__{b}.png"), grid)
+        imageio.save_png(out_dir / f"walk_{a}__{b}.png", grid)
     print(f"wrote latent walks of step {step} to {out_dir}")
 
 

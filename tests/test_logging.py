@@ -1,4 +1,5 @@
-"""Tests for latent_jax.logging: JSONL, TensorBoard event files, progress bar, image grids."""
+"""Tests for latent_jax.logging (JSONL, TensorBoard event files, progress bar) and the image
+grids of latent_jax.imageio."""
 
 import io
 import json
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from latent_jax import imageio
 from latent_jax import logging as lj_logging
 
 
@@ -104,14 +106,18 @@ def test_jsonl_rejects_bad_metrics(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+def _tb_writer(logdir, **kw):
+    return lj_logging.MetricWriter(logdir, jsonl=False, save_pngs=False, process_index=0, **kw)
+
+
 def test_tensorboard_scalars_and_images_read_back(tmp_path):
     logdir = tmp_path / "tb"
     image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
     gray = np.full((3, 2, 1), 200, np.uint8)
-    with lj_logging.TensorBoardWriter(logdir) as w:
-        w.scalars(7, {"loss": 0.5, "lr": np.float32(1e-3), "nan": float("nan")})
-        w.scalars(2**40, {"loss": 0.25})
-        w.images(9, {"grid": image, "gray": gray})
+    with _tb_writer(logdir) as w:
+        w.write_scalars(7, {"loss": 0.5, "lr": np.float32(1e-3), "nan": float("nan")})
+        w.write_scalars(2**40, {"loss": 0.25})
+        w.write_images(9, {"grid": image, "gray": gray})
     (path,) = _event_files(logdir)
     assert os.path.basename(path).startswith("events.out.tfevents.")
     acc = _read_back(logdir)
@@ -132,8 +138,8 @@ def test_tensorboard_events_reach_disk_within_flush_secs(tmp_path):
     (and at close), not necessarily at flush()."""
     import time
 
-    w = lj_logging.TensorBoardWriter(tmp_path, flush_secs=1)
-    w.scalars(1, {"a": 1.0})
+    w = _tb_writer(tmp_path, flush_secs=1)
+    w.write_scalars(1, {"a": 1.0})
     deadline = time.time() + 10
     while time.time() < deadline and "a" not in _read_back(tmp_path).Tags()["scalars"]:
         time.sleep(0.2)
@@ -144,12 +150,12 @@ def test_tensorboard_events_reach_disk_within_flush_secs(tmp_path):
 def test_purge_step_gives_one_value_per_step_after_a_resume(tmp_path):
     """A killed run logged steps 1-10 but its last checkpoint was step 6; the resumed run
     logs 7-12 again with purge_step=6: TensorBoard shows each step once."""
-    with lj_logging.TensorBoardWriter(tmp_path) as w:
+    with _tb_writer(tmp_path) as w:
         for step in range(1, 11):
-            w.scalars(step, {"loss": float(step)})
-    with lj_logging.TensorBoardWriter(tmp_path, purge_step=6, filename_suffix=".resumed") as w:
+            w.write_scalars(step, {"loss": float(step)})
+    with _tb_writer(tmp_path, purge_step=6) as w:
         for step in range(7, 13):
-            w.scalars(step, {"loss": 100.0 + step})
+            w.write_scalars(step, {"loss": 100.0 + step})
     assert len(_event_files(tmp_path)) == 2
     rows = [(e.step, e.value) for e in _read_back(tmp_path).Scalars("loss")]
     assert rows == [(s, float(s)) for s in range(1, 6)] + [(s, 100.0 + s) for s in range(7, 13)]
@@ -231,74 +237,54 @@ class FakeClock:
         return self.t
 
 
-def test_progress_plain_lines_with_rate_and_eta():
+def test_progress_plain_one_line_per_interval_with_rate_and_eta():
     clock, out = FakeClock(), io.StringIO()
-    bar = lj_logging.ProgressBar(1000, stream=out, clock=clock, log_every_secs=30.0,
-                                 log_every_percent=10.0, smoothing=0.0)
+    bar = lj_logging.ProgressBar(1000, stream=out, clock=clock, every_steps=100)
     clock.t += 50.0  # compile-heavy first step: excluded from the rate
     bar.update(1, {"loss": 1.0})
-    clock.t += 10.0
-    bar.update(50)  # not due: 10 s, under 10%
-    clock.t += 9.9
-    bar.update(100, {"loss": np.float32(0.123)})  # crosses 10%
+    for step in range(2, 101):
+        clock.t += 0.2
+        bar.update(step, {"loss": np.float32(0.123)} if step == 100 else None)
     lines = out.getvalue().splitlines()
     assert lines[0] == "train step 1/1000 (0.1%) loss=1"
-    # 99 steps in 19.9 s (the 50 s first step excluded) -> 4.97 steps/s, 900 left -> 3m01s.
-    assert lines[1] == "train step 100/1000 (10.0%) 4.97 steps/s ETA 3m01s loss=0.123"
+    # 99 steps in 19.8 s (the 50 s first step excluded) -> 5 steps/s, 900 left -> 3 min.
+    assert lines[1] == "train step 100/1000 (10.0%) 5 steps/s ETA 03:00 loss=0.123"
     assert len(lines) == 2
-    clock.t += 31.0
-    bar.update(120)  # time-based line
+    bar.update(199)
+    assert len(out.getvalue().splitlines()) == 2   # no multiple of 100 reached since step 100
+    bar.update(201)
     assert len(out.getvalue().splitlines()) == 3
-    assert "120/1000 (12.0%)" in out.getvalue().splitlines()[-1]
     assert "\r" not in out.getvalue()
     bar.close()
-    assert len(out.getvalue().splitlines()) == 3  # step 120 already printed
+    assert len(out.getvalue().splitlines()) == 3  # step 201 already printed
 
 
 def test_progress_plain_close_prints_final_state_and_ends():
     clock, out = FakeClock(), io.StringIO()
-    bar = lj_logging.ProgressBar(100, initial_step=40, desc="eval", stream=out, clock=clock,
-                                 log_every_secs=None, log_every_percent=None)
+    bar = lj_logging.ProgressBar(100, initial_step=40, desc="eval", stream=out, clock=clock)
     bar.update(41)
     clock.t += 2.0
     bar.update(45)
-    clock.t += 1.0
-    bar.update(46)
     assert len(out.getvalue().splitlines()) == 1
     bar.close()
     last = out.getvalue().splitlines()[-1]
-    assert last.startswith("eval step 46/100 (46.0%) ")
-    assert "steps/s" in last and "ETA" in last
+    assert last.startswith("eval step 45/100 (45.0%) 2 steps/s ETA ")
     bar.update(100)  # ignored after close
     assert len(out.getvalue().splitlines()) == 2
 
 
-def test_progress_plain_reaching_total_prints():
+def test_progress_plain_default_interval_and_reaching_total():
     clock, out = FakeClock(), io.StringIO()
-    bar = lj_logging.ProgressBar(10, stream=out, clock=clock, log_every_secs=None,
-                                 log_every_percent=None)
-    for s in range(1, 11):
+    bar = lj_logging.ProgressBar(50, stream=out, clock=clock)   # a line every 5 steps
+    for s in range(1, 51):
         clock.t += 1.0
         bar.update(s)
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2 and lines[-1].startswith("train step 10/10 (100.0%) 1.00 steps/s ETA 0s")
+    assert [l.split()[2] for l in lines] == [f"{s}/50" for s in (1, 5, 10, 15, 20, 25, 30, 35,
+                                                                  40, 45, 50)]
+    assert lines[-1].startswith("train step 50/50 (100.0%) 1 steps/s ETA 00:00")
     bar.close()
-    assert len(out.getvalue().splitlines()) == 2
-
-
-def test_progress_smoothed_rate_follows_recent_speed():
-    clock, out = FakeClock(), io.StringIO()
-    bar = lj_logging.ProgressBar(10_000, stream=out, clock=clock, is_tty=False,
-                                 log_every_secs=1.0, log_every_percent=None, smoothing=0.5)
-    bar.update(0)
-    for s in range(1, 50):  # 1 step/s, one line per second
-        clock.t += 1.0
-        bar.update(s)
-    assert bar.rate == pytest.approx(1.0)
-    for s in range(50, 5000, 10):  # now 10 steps/s
-        clock.t += 1.0
-        bar.update(s)
-    assert bar.rate == pytest.approx(10.0, rel=1e-3)
+    assert len(out.getvalue().splitlines()) == len(lines)
 
 
 def test_progress_tty_is_a_tqdm_bar_with_metrics(monkeypatch):
@@ -340,13 +326,6 @@ def test_progress_tty_detection_and_disabled():
     assert out.getvalue() == ""
 
 
-def test_format_duration():
-    assert lj_logging.format_duration(5.2) == "5s"
-    assert lj_logging.format_duration(258) == "4m18s"
-    assert lj_logging.format_duration(3 * 3600 + 5 * 60 + 7) == "3h05m"
-    assert lj_logging.format_duration(2 * 86400 + 3 * 3600) == "2d03h"
-
-
 # ---------------------------------------------------------------------------------------------
 # Image grids
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +333,7 @@ def test_format_duration():
 
 def test_make_grid_shape_and_layout():
     images = np.zeros((5, 4, 6, 3), np.float32)
-    grid = lj_logging.make_grid(images, nrow=3, padding=2, pad_value=1.0)
+    grid = imageio.make_grid(images, nrow=3, padding=2, pad_value=1.0)
     assert grid.dtype == np.uint8
     assert grid.shape == (2 * (4 + 2) + 2, 3 * (6 + 2) + 2, 3)
     # Image cells are black, padding and the unused 6th cell are white.
@@ -363,25 +342,23 @@ def test_make_grid_shape_and_layout():
     assert (grid[8:12, 18:24] == 255).all()  # empty cell (row 1, col 2)
     assert (grid[8:12, 10:16] == 0).all()  # 5th image (row 1, col 1)
     # Default nrow = ceil(sqrt(N)).
-    assert lj_logging.make_grid(np.zeros((10, 2, 2, 3)), padding=0).shape == (6, 8, 3)
-    assert lj_logging.make_grid(np.zeros((1, 3, 3, 3)), padding=1).shape == (5, 5, 3)
+    assert imageio.make_grid(np.zeros((10, 2, 2, 3)), padding=0).shape == (6, 8, 3)
+    assert imageio.make_grid(np.zeros((1, 3, 3, 3)), padding=1).shape == (5, 5, 3)
 
 
 def test_make_grid_padding_value_and_uint8_conversion():
     images = np.array([0.0, 0.5, 1.0, 2.0, -1.0, np.nan]).reshape(6, 1, 1, 1)
-    grid = lj_logging.make_grid(images, nrow=6, padding=1, pad_value=0.25)
+    grid = imageio.make_grid(images, nrow=6, padding=1, pad_value=0.25)
     assert grid[0, 0].tolist() == [64, 64, 64]  # round(0.25 * 255)
     cells = grid[1, 1::2, 0]
     assert cells.tolist() == [0, 128, 255, 255, 0, 0]  # clipped, rounded, NaN -> 0
-    rgb_pad = lj_logging.make_grid(np.zeros((1, 1, 1, 3)), padding=1, pad_value=(1.0, 0.0, 0.0))
-    assert rgb_pad[0, 0].tolist() == [255, 0, 0]
     u8 = np.full((2, 2, 2, 3), 7, np.uint8)
-    assert (lj_logging.make_grid(u8, padding=0) == 7).all()
+    assert (imageio.make_grid(u8, padding=0) == 7).all()
 
 
 def test_make_grid_grayscale_expands_to_rgb():
     images = np.random.default_rng(0).integers(0, 256, (2, 3, 3, 1), dtype=np.uint8)
-    grid = lj_logging.make_grid(images, nrow=2, padding=0)
+    grid = imageio.make_grid(images, nrow=2, padding=0)
     assert grid.shape == (3, 6, 3)
     for c in range(3):
         np.testing.assert_array_equal(grid[:, :3, c], images[0, ..., 0])
@@ -390,58 +367,31 @@ def test_make_grid_grayscale_expands_to_rgb():
 
 def test_make_grid_rejects_bad_input():
     with pytest.raises(ValueError):
-        lj_logging.make_grid(np.zeros((4, 4, 3)))
+        imageio.make_grid(np.zeros((4, 4, 3)))
     with pytest.raises(ValueError):
-        lj_logging.make_grid(np.zeros((0, 4, 4, 3)))
+        imageio.make_grid(np.zeros((0, 4, 4, 3)))
     with pytest.raises(ValueError):
-        lj_logging.make_grid(np.zeros((1, 4, 4, 2)))
+        imageio.make_grid(np.zeros((1, 4, 4, 2)))
 
 
 def test_save_png_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    path = lj_logging.save_png(tmp_path / "a" / "b" / "x.png", rgb)
+    path = imageio.save_png(tmp_path / "a" / "b" / "x.png", rgb)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), rgb)
     gray = rng.integers(0, 256, (5, 7, 1), dtype=np.uint8)
-    path = lj_logging.save_png(tmp_path / "g.png", gray)
+    path = imageio.save_png(tmp_path / "g.png", gray)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), gray[..., 0])
     floats = rng.random((4, 4, 3))
-    path = lj_logging.save_png(tmp_path / "f.png", floats)
-    np.testing.assert_array_equal(np.asarray(Image.open(path)), lj_logging.to_uint8(floats))
+    path = imageio.save_png(tmp_path / "f.png", floats)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), imageio.to_uint8(floats))
 
 
 def test_save_grid_round_trip(tmp_path):
     images = np.random.default_rng(2).random((6, 4, 4, 3)).astype(np.float32)
-    grid = lj_logging.save_grid(tmp_path / "grids" / "g.png", images, nrow=3)
+    grid = imageio.save_grid(tmp_path / "grids" / "g.png", images, nrow=3)
     assert grid.shape == (2 * 6 + 2, 3 * 6 + 2, 3)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "grids" / "g.png")), grid)
-
-
-def test_labelled_rows_row_major():
-    n, h, w = 3, 2, 2
-    rows = [np.full((n, h, w, 3), v, np.float32) for v in (0.0, 0.25, 0.5, 1.0)]
-    rows[0][:, 0, 0, 0] = np.arange(n) / 10  # tag each example within the first row
-    images = lj_logging.labelled_rows(rows)
-    assert images.shape == (4 * n, h, w, 3) and images.dtype == np.float32
-    np.testing.assert_array_equal(images[:n], rows[0])
-    np.testing.assert_array_equal(images[2 * n:3 * n], rows[2])
-    grid = lj_logging.make_grid(images, nrow=n, padding=0)
-    assert grid.shape == (4 * h, n * w, 3)
-    # Row r of the grid is rows[r]; column j is example j.
-    assert grid[h, 0, 0] == 64 and grid[3 * h, 0, 0] == 255
-    assert grid[0, 2 * w, 0] == round(0.2 * 255)
-
-
-def test_labelled_rows_mixed_inputs_and_errors():
-    gray = np.zeros((2, 3, 3, 1), np.float32)
-    rgb = np.ones((2, 3, 3, 3), np.uint8) * 255
-    images = lj_logging.labelled_rows([gray, rgb])
-    assert images.shape == (4, 3, 3, 3) and images.dtype == np.uint8
-    assert (images[:2] == 0).all() and (images[2:] == 255).all()
-    with pytest.raises(ValueError, match="row 1"):
-        lj_logging.labelled_rows([np.zeros((2, 3, 3, 3)), np.zeros((3, 3, 3, 3))])
-    with pytest.raises(ValueError):
-        lj_logging.labelled_rows([])
 
 
 def test_module_does_not_shadow_stdlib_logging():
