@@ -103,7 +103,6 @@ def run_edit(config, workdir):
     import numpy as np
 
     from latent_jax import imageio, train
-    from latent_jax import logging as lj_logging
 
     if not FLAGS.images:
         raise ConfigError("--images: give at least one image file for --mode=edit")
@@ -124,8 +123,8 @@ def run_edit(config, workdir):
     tag = "_".join(("add" if v > 0 else "remove") + "_" + k for k, v in changes.items())
     for f, img in zip(files, out):
         name = os.path.splitext(os.path.basename(f))[0]
-        lj_logging.save_png(out_dir / f"{name}_{tag}.png", img)
-    lj_logging.save_grid(out_dir / f"grid_{tag}.png",
+        imageio.save_png(out_dir / f"{name}_{tag}.png", img)
+    imageio.save_grid(out_dir / f"grid_{tag}.png",
                          np.concatenate([x, recon, out]), nrow=len(files))
     logging.info("wrote %d edited images (checkpoint step %d) to %s", len(files), step, out_dir)
     print(f"wrote {len(files)} edited images to {out_dir}")
@@ -138,7 +137,7 @@ def run_sample(config, workdir):
 
     from latent_jax.data import pipeline as data_lib
     from latent_jax import train
-    from latent_jax import logging as lj_logging
+    from latent_jax import imageio
 
     _require(config, "sample", "sample")
     n = int(FLAGS.num_samples)
@@ -148,7 +147,7 @@ def run_sample(config, workdir):
     out_dir = _writable_output_dir("samples", workdir)
     exp, states, step = train.load_for_inference(config, workdir)
     method = exp.method
-    rows = next(iter(data_lib.iterate_eval_batches(config.data, "test", n)))["label"][:n]
+    rows = next(iter(data_lib.iterate_eval_batches(exp.data, "test", n)))["label"][:n]
     y = np.array(rows, np.float32)
     if y.shape[0] < n:
         y = np.resize(y, (n, y.shape[1]))
@@ -160,8 +159,8 @@ def run_sample(config, workdir):
     tag = "_".join(("with" if v > 0 else "without") + "_" + k for k, v in changes.items())
     for i, img in enumerate(images):
         suffix = "" if accepted[i] else "_rejected"
-        lj_logging.save_png(out_dir / f"{tag}_{i:03d}{suffix}.png", img)
-    lj_logging.save_grid(out_dir / f"grid_{tag}.png", images)
+        imageio.save_png(out_dir / f"{tag}_{i:03d}{suffix}.png", img)
+    imageio.save_grid(out_dir / f"grid_{tag}.png", images)
     print(f"wrote {n} samples ({int(accepted.sum())} accepted by the model's own check) "
           f"to {out_dir} (checkpoint step {step})")
 

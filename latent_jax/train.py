@@ -46,8 +46,10 @@ class Preempted(Exception):
     """SIGTERM or a preemption notice: a checkpoint was saved and training stopped."""
 
 
-class _Interrupted(Exception):
-    """A signal arrived while `_SignalFlag.immediate` was active (an evaluation)."""
+class _Interrupted(BaseException):
+    """A signal arrived while `_SignalFlag.immediate` was active (an evaluation). A
+    BaseException, like KeyboardInterrupt: raised from a signal handler it can land inside any
+    library's `except Exception` (a cache read, a data reader), which must not swallow it."""
 
 
 class _SignalFlag:
@@ -115,7 +117,8 @@ class Experiment:
         self.workdir = paths.resolve(workdir)
         self.mesh = parallel.make_mesh(int(config.parallel.num_devices) or None)
         parallel.check_batch_divisible(int(config.batch_size), self.mesh)
-        self.spec = data_lib.get_data_spec(config.data)
+        self.data = data_lib.options(config.data)   # validated once, passed on as is
+        self.spec = data_lib.get_data_spec(self.data)
         n_train = int(self.spec.num_examples["train"])
         self.steps_per_epoch = max(1, n_train // int(config.batch_size))
         if n_train < int(config.batch_size):
@@ -132,7 +135,7 @@ class Experiment:
         """A fixed batch of test images for image grids."""
         if self._preview is None:
             n = int(self.config.grid_size)
-            self._preview = next(iter(data_lib.iterate_eval_batches(self.config.data, "test", n)))
+            self._preview = next(iter(data_lib.iterate_eval_batches(self.data, "test", n)))
         return self._preview
 
     def grids(self, states) -> dict:
@@ -262,7 +265,7 @@ def _train(exp: Experiment) -> dict:
     method, mesh, total = exp.method, exp.mesh, exp.total_steps
     config_json = _config_json(config)
     it = data_lib.make_train_iterator(
-        config.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
+        exp.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
         process_index=jax.process_index(), process_count=jax.process_count())
     start_step, states, _ = exp.restore_newest(data_iterator=it)
     if start_step:
@@ -281,7 +284,7 @@ def _train(exp: Experiment) -> dict:
     mngr = exp.checkpointer()
     writer = lj_logging.MetricWriter(exp.workdir, purge_step=start_step or None)
     bar = lj_logging.ProgressBar(total, initial_step=start_step, desc=method.name or config.method,
-                                 enabled=jax.process_index() == 0)
+                                 every_steps=log_every, enabled=jax.process_index() == 0)
     flag = _SignalFlag()
     step_fns: dict[int, Any] = {}
     state_finite = jax.jit(_all_finite)
@@ -422,7 +425,8 @@ def _evaluate(exp: Experiment, states: dict, step: int, writer) -> dict:
     from latent_jax.evaluate import report
 
     result = report.run_evaluation(exp.method, states, exp.config, exp.workdir, step,
-                                   jax.random.fold_in(exp.base_key, 0xE7A1 + step))
+                                   jax.random.fold_in(exp.base_key, 0xE7A1 + step),
+                                   data_options=exp.data)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()
                                 if isinstance(v, (int, float))})
     return result

@@ -117,7 +117,7 @@ def encode_split(exp, states, split):
     from latent_jax.data import pipeline as data_lib
 
     xs, ys = [], []
-    for b in data_lib.iterate_eval_batches(exp.config.data, split, 1000):
+    for b in data_lib.iterate_eval_batches(exp.data, split, 1000):
         m = np.asarray(b["mask"], bool)
         xs.append(np.asarray(b["image"])[m])
         ys.append(np.asarray(b["label"])[m])

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from latent_jax import data
+from latent_jax.data import pipeline
 from latent_jax.data import synthetic_faces
+from latent_jax.errors import ConfigError
 
 
 def config(num_train=48, **overrides):
@@ -189,3 +191,27 @@ def test_bad_config_keys_and_arguments():
         data.make_source(c, "train", label_names=("Nose",))
     with pytest.raises(ValueError, match="split"):
         data.make_source(c, "valid")
+
+
+def test_a_run_validates_its_data_config_once(tmp_path, monkeypatch):
+    """The trainer validates `config.data` into `DataOptions` once and hands that to the
+    pipeline, the method, the judge and the reports, which do not validate it again."""
+    import tiny
+    from latent_jax import train
+
+    calls = []
+    validate = pipeline._validate
+    monkeypatch.setattr(pipeline, "_validate", lambda cfg: calls.append(1) or validate(cfg))
+    config = tiny.config(num_steps=2, evaluate_at_end=True)
+    config.eval.update(dict(num_examples=16, num_samples=8, batch_size=8))
+    config.eval.judge.update(dict(steps=2, batch_size=8, test_examples=16,
+                                  cache_dir=str(tmp_path / "judges")))
+    result = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert result and calls == [1]
+    opts = pipeline.options(config.data)
+    assert pipeline.options(opts) is opts and len(calls) == 2
+    assert data.get_data_spec(opts).options is opts and len(calls) == 2
+    bad = config.data.copy_and_resolve_references()
+    bad.image_size = 0
+    with pytest.raises(ConfigError, match="config.data.image_size"):
+        pipeline.options(bad)

@@ -12,6 +12,7 @@ from latent_jax.data.labels import constituents
 from latent_jax.data.labels import register_derived_label
 from latent_jax.data.pipeline import DATASETS
 from latent_jax.data.pipeline import SPLITS
+from latent_jax.data.pipeline import DataOptions
 from latent_jax.data.pipeline import DataSpec
 from latent_jax.data.pipeline import LabeledSource
 from latent_jax.data.pipeline import attribute_regions
@@ -22,12 +23,14 @@ from latent_jax.data.pipeline import iterate_eval_batches
 from latent_jax.data.pipeline import label_frequencies
 from latent_jax.data.pipeline import make_source
 from latent_jax.data.pipeline import make_train_iterator
+from latent_jax.data.pipeline import options
 from latent_jax.data.pipeline import supervised_positions
 from latent_jax.data.preprocess import PREPROCESSORS
 
 __all__ = [
     "DATASETS",
     "DERIVED_LABELS",
+    "DataOptions",
     "DataSpec",
     "DatasetNotPreparedError",
     "DerivedLabel",
@@ -45,6 +48,7 @@ __all__ = [
     "label_frequencies",
     "make_source",
     "make_train_iterator",
+    "options",
     "register_derived_label",
     "supervised_positions",
 ]

@@ -88,8 +88,10 @@ _SEMI_KEYS = ("fraction", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
-class _Options:
-    """A validated `config.data`."""
+class DataOptions:
+    """A validated `config.data` (see :func:`options`): what the pipeline, the judge and the
+    reports receive, so that a run validates its data config once. Every public function here
+    takes either this or the `config.data` ConfigDict."""
 
     name: str
     image_size: int
@@ -108,6 +110,8 @@ class _Options:
     num_workers: int
     read_threads: int
     prefetch: int
+    # The config as given (a plain dict): the judge keys its cache on it.
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +120,11 @@ class _DatasetDef:
 
     attribute_names: Callable[[], tuple[str, ...]]  # raw attributes, attribute-table order
     preprocessing: tuple[str, ...]                  # allowed values of config.data.preprocess
-    open: Callable[[_Options, str], Any]            # split -> records with image, attributes
-    table: Callable[[_Options, str, Any], np.ndarray]  # attribute table of the opened split
+    open: Callable[[DataOptions, str], Any]            # split -> records with image, attributes
+    table: Callable[[DataOptions, str, Any], np.ndarray]  # attribute table of the opened split
     image_sizes: Callable[[], tuple[int, int]] = lambda: (1, 1 << 30)  # allowed image_size
     # (opts, split, record index) -> {attribute: bool [S, S]} where it is drawn; None: unknown
-    regions: Callable[[_Options, str, int], Mapping[str, np.ndarray]] | None = None
+    regions: Callable[[DataOptions, str, int], Mapping[str, np.ndarray]] | None = None
     # Shape of one example's `image` for a given image_size; None: (size, size, 3).
     example_shape: Callable[[int], tuple[int, ...]] | None = None
     # Version of the data's content (a renderer's or generator's); part of the judge's cache
@@ -128,7 +132,7 @@ class _DatasetDef:
     version: Callable[[], str] = lambda: ""
 
 
-def _example_shape(opts: "_Options") -> tuple[int, ...]:
+def _example_shape(opts: "DataOptions") -> tuple[int, ...]:
     shape = DATASETS[opts.name].example_shape
     return (opts.image_size, opts.image_size, 3) if shape is None else tuple(shape(opts.image_size))
 
@@ -139,24 +143,24 @@ def _synthetic_module():
     return synthetic_faces
 
 
-def _synthetic_open(opts: _Options, split: str):
+def _synthetic_open(opts: DataOptions, split: str):
     return _synthetic_module().SyntheticFaces(
         split, image_size=opts.image_size, seed=opts.synthetic_seed,
         num_examples=opts.synthetic_sizes[split])
 
 
-def _swiss_roll_open(opts: _Options, split: str):
+def _swiss_roll_open(opts: DataOptions, split: str):
     from latent_jax.data import swiss_roll
 
     return swiss_roll.SwissRoll(split, seed=opts.synthetic_seed,
                                 num_examples=opts.synthetic_sizes[split])
 
 
-def _celeba_open(opts: _Options, split: str):
+def _celeba_open(opts: DataOptions, split: str):
     return celeba.open_split(split, opts.data_dir)
 
 
-def _celeba_table(opts: _Options, split: str, source) -> np.ndarray:
+def _celeba_table(opts: DataOptions, split: str, source) -> np.ndarray:
     return celeba.attribute_table(split, opts.data_dir, source=source, cache_dir=opts.cache_dir)
 
 
@@ -238,8 +242,16 @@ def _check_labels(names: Sequence[str], dataset: str, known: Sequence[str], path
                              f"known: {', '.join(known)}")
 
 
-def _validate(data_cfg) -> _Options:
-    """Checks `config.data` without touching any data; raises ValueError naming the key."""
+def options(data) -> DataOptions:
+    """`config.data` validated into :class:`DataOptions` without touching any data (a
+    `ConfigError` names the offending key); a `DataOptions` is returned as it is."""
+    if isinstance(data, DataOptions):
+        return data
+    return _validate(data)
+
+
+def _validate(data_cfg) -> DataOptions:
+    """Checks `config.data` without touching any data; raises ConfigError naming the key."""
     if data_cfg is None or not hasattr(data_cfg, "keys"):
         raise ConfigError(f"config.data: must be a ConfigDict, got {type(data_cfg).__name__}")
     _check_keys(data_cfg, _TOP_KEYS, "config.data")
@@ -298,7 +310,7 @@ def _validate(data_cfg) -> _Options:
         fraction = float(fraction)
     supervised_seed = _int(semi, "seed", "config.data.semi_supervised.seed", 0)
 
-    return _Options(
+    return DataOptions(
         name=name,
         image_size=image_size,
         preprocess=method,
@@ -317,10 +329,11 @@ def _validate(data_cfg) -> _Options:
         num_workers=_int(data_cfg, "num_workers", "config.data.num_workers", 0),
         read_threads=_int(data_cfg, "read_threads", "config.data.read_threads", 0),
         prefetch=_int(data_cfg, "prefetch", "config.data.prefetch", 0),
+        config=data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg),
     )
 
 
-def _label_names(opts: _Options, label_names) -> tuple[str, ...]:
+def _label_names(opts: DataOptions, label_names) -> tuple[str, ...]:
     if label_names is None:
         return opts.labels
     names = _names(label_names, "label_names")
@@ -389,7 +402,7 @@ def label_frequencies(data_cfg, label_names: Sequence[str] | None = None
     """Per label, the class frequencies [num_classes] of the *supervised* training examples
     (all training examples when `config.data.semi_supervised.fraction` is None), after subset
     balancing: the p(y) of semi-supervised methods. Reads the attribute table only."""
-    opts = _validate(data_cfg)
+    opts = options(data_cfg)
     names = _label_names(opts, label_names)
     dataset = DATASETS[opts.name]
     records = dataset.open(opts, "train")
@@ -465,12 +478,12 @@ class LabeledSource:
                 f"preprocess={self._preprocess!r}, size={self._image_size})")
 
 
-def _record_split(opts: _Options, split: str) -> str:
+def _record_split(opts: DataOptions, split: str) -> str:
     """The dataset split a split's records come from (`validation_from_train`)."""
     return "train" if opts.validation_from_train and split == "validation" else split
 
 
-def _holdout_rows(opts: _Options, split: str, n_records: int) -> np.ndarray | None:
+def _holdout_rows(opts: DataOptions, split: str, n_records: int) -> np.ndarray | None:
     """With `validation_from_train = k`: rows [0, n - k) of the dataset's training split for
     'train', rows [n - k, n) for 'validation'; None otherwise."""
     k = opts.validation_from_train
@@ -483,7 +496,7 @@ def _holdout_rows(opts: _Options, split: str, n_records: int) -> np.ndarray | No
             else np.arange(n_records - k)).astype(np.int64)
 
 
-def _source(opts: _Options, split: str, label_names: tuple[str, ...],
+def _source(opts: DataOptions, split: str, label_names: tuple[str, ...],
             apply_subset: bool) -> LabeledSource:
     _check_split(split)
     dataset = DATASETS[opts.name]
@@ -507,7 +520,7 @@ def _source(opts: _Options, split: str, label_names: tuple[str, ...],
 def make_source(data_cfg, split: str, *, label_names: Sequence[str] | None = None,
                 apply_subset: bool = True) -> LabeledSource:
     """Random access to one split: `len(src)`, `src[i] -> {'image': uint8, 'label': float32}`."""
-    opts = _validate(data_cfg)
+    opts = options(data_cfg)
     _check_split(split)
     return _source(opts, split, _label_names(opts, label_names), apply_subset)
 
@@ -516,7 +529,7 @@ def attribute_regions(data_cfg, split: str, num_examples: int) -> dict[str, np.n
     """Per raw attribute, bool [N, S, S]: where it is drawn on each of the first `num_examples`
     images of the un-subsetted `split` (the evaluation images), or None when the dataset does
     not provide regions (CelebA). Used to measure how local attribute edits are."""
-    opts = _validate(data_cfg)
+    opts = options(data_cfg)
     _check_split(split)
     dataset = DATASETS[opts.name]
     if dataset.regions is None or opts.preprocess not in ("resize", "none"):
@@ -537,13 +550,15 @@ class DataSpec:
     attribute_names: tuple[str, ...]
     num_examples: Mapping[str, int]
     version: str = ""   # the data's content version where the dataset has one ("" otherwise)
+    # The validated data config this describes: pass it on instead of `config.data`.
+    options: DataOptions | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def get_data_spec(data_cfg) -> DataSpec:
     """Validates `config.data` and describes the data; `DatasetNotPreparedError` for CelebA
     that is not prepared. Cheap, except that the first subsetted use of a CelebA split reads
     its attributes once (cached on disk afterwards)."""
-    opts = _validate(data_cfg)
+    opts = options(data_cfg)
     dataset = DATASETS[opts.name]
     num_examples = {}
     for split in SPLITS:
@@ -555,6 +570,7 @@ def get_data_spec(data_cfg) -> DataSpec:
         attribute_names=labels_lib.available_labels(dataset.attribute_names()),
         num_examples=num_examples,
         version=dataset.version(),
+        options=opts,
     )
 
 
@@ -744,7 +760,7 @@ class _PadWithMask(grain.MapDataset):
                 "mask": np.bool_(False)}
 
 
-def _read_options(opts: _Options) -> grain.ReadOptions:
+def _read_options(opts: DataOptions) -> grain.ReadOptions:
     threads = opts.read_threads if opts.prefetch > 0 else 0
     return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=opts.prefetch)
 
@@ -777,7 +793,7 @@ def make_train_iterator(
     are drawn by `_SemiSupervisedStream` instead (labels of unlabeled rows zeroed). `get_state()` returns a small
     JSON-serialisable dict; `set_state()` on a fresh iterator resumes at the same batch.
     """
-    opts = _validate(data_cfg)
+    opts = options(data_cfg)
     names = _label_names(opts, label_names)
     if not _is_int(global_batch_size) or global_batch_size < 1:
         raise ValueError(f"global_batch_size: must be a positive int, got {global_batch_size!r}")
@@ -830,7 +846,7 @@ def iterate_eval_batches(
     Every batch has `batch_size` rows: the last one is padded with zero rows, and `mask`
     (bool `[batch_size]`) is False on the padding.
     """
-    opts = _validate(data_cfg)
+    opts = options(data_cfg)
     names = _label_names(opts, label_names)
     _check_split(split)
     if not _is_int(batch_size) or batch_size < 1:

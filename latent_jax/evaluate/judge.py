@@ -54,6 +54,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from latent_jax.data.pipeline import DataOptions
 from latent_jax.errors import ConfigError
 from latent_jax import paths
 
@@ -119,6 +120,8 @@ class JudgeNet(nn.Module):
 def _as_dict(cfg) -> dict:
     if cfg is None:
         return {}
+    if isinstance(cfg, DataOptions):   # a validated config.data: the config it was given
+        return dict(cfg.config)
     if isinstance(cfg, ml_collections.ConfigDict):
         return cfg.to_dict()
     return dict(cfg)
@@ -567,7 +570,7 @@ def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
     """Loads the cached judge for this dataset, or trains (and caches) it.
 
     Args:
-      data_cfg: the `config.data` ConfigDict.
+      data_cfg: the validated `config.data` (`data.DataOptions`) or the ConfigDict.
       judge_cfg: `config.eval.judge` (missing fields take `JUDGE_DEFAULTS`).
       rng_seed: training seed; None uses `judge_cfg.seed`. It is part of the cache key. Use the
         same seed for every method that is to be compared (the evaluation does: judge_cfg.seed).

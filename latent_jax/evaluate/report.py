@@ -278,8 +278,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------- entry point
 def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: str, step: int,
-                   rng: jax.Array | None = None) -> dict[str, float]:
-    """Evaluates `method` at `states`, writes the reports and returns the headline scalars."""
+                   rng: jax.Array | None = None, data_options=None) -> dict[str, float]:
+    """Evaluates `method` at `states`, writes the reports and returns the headline scalars.
+    `data_options`: the run's validated `config.data` (`data.DataOptions`); validated here if None."""
     from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
 
     t0 = time.time()
@@ -294,11 +295,12 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
     if rng is None:
         rng = jax.random.PRNGKey(0)
 
-    spec = data_lib.get_data_spec(config.data)
+    data_options = data_lib.options(config.data if data_options is None else data_options)
+    spec = data_lib.get_data_spec(data_options)
     judge = judge_lib.get_or_train_judge(
-        config.data, _judge_cfg_without_attributes(judge_cfg),
+        data_options, _judge_cfg_without_attributes(judge_cfg),
         attribute_names=attributes or None, progress=log.info)
-    data = load_eval_set(config.data, spec, judge.attribute_names, num_examples, batch_size,
+    data = load_eval_set(data_options, spec, judge.attribute_names, num_examples, batch_size,
                          apply_subset=bool(eval_cfg.get("apply_subset", False)))
     results = metrics_lib.evaluate_method(method, states, judge, data, batch_size=batch_size,
                                           num_samples=num_samples, rng=rng,

@@ -126,8 +126,10 @@ def _take(table: jax.Array, c: jax.Array) -> jax.Array:
     return jnp.take_along_axis(table, c[..., None], axis=-1)[..., 0]
 
 
-def _log_prior_tables(config, layout: _Layout) -> list[np.ndarray]:
-    freqs = data_pipeline.label_frequencies(config.data, layout.names)
+def _log_prior_tables(config, data_spec, layout: _Layout) -> list[np.ndarray]:
+    # The spec carries the run's validated data config; a hand-made spec has none.
+    data = data_spec.options if getattr(data_spec, "options", None) is not None else config.data
+    freqs = data_pipeline.label_frequencies(data, layout.names)
     return [np.log(np.clip(freqs[n], 1e-6, None)).astype(np.float32) for n in layout.names]
 
 
@@ -212,7 +214,7 @@ class CCVAE(_OneModelMethod):
         if self.weighted_kl not in ("sampled", "analytic"):
             raise ConfigError("config.loss.weighted_kl: 'sampled' or 'analytic', got "
                              f"{self.weighted_kl!r}")
-        self.log_py = _log_prior_tables(config, self.layout)
+        self.log_py = _log_prior_tables(config, self.data_spec, self.layout)
 
     # ------------------------------------------------------------------ the bounds
     def label_terms(self, params, loc_c, scale_c, z_c):
@@ -504,7 +506,7 @@ class M2(_OneModelMethod):
         self.model = M2Model(self.image_shape[0], tuple(m.channels), int(m.top), self.z_dim,
                              self.label_width)
         self.alpha = float(config.loss.classifier_weight)
-        self.log_py = _log_prior_tables(config, self.layout)
+        self.log_py = _log_prior_tables(config, self.data_spec, self.layout)
 
     def _split_logits(self, flat):
         out, at = [], 0
