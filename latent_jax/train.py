@@ -120,7 +120,12 @@ class Experiment:
         self.data = data_lib.options(config.data)   # validated once, passed on as is
         self.spec = data_lib.get_data_spec(self.data)
         n_train = int(self.spec.num_examples["train"])
-        self.steps_per_epoch = max(1, n_train // int(config.batch_size))
+        # Batches one iteration consumes (Method.batches_per_step); an epoch is one pass.
+        self.batches_per_step = int(methods.method_class(config.method).batches_per_step(config))
+        if self.batches_per_step < 1:
+            raise ValueError(f"method {config.method!r}: batches_per_step must be >= 1")
+        self.steps_per_epoch = max(1, n_train // (int(config.batch_size)
+                                                  * self.batches_per_step))
         if n_train < int(config.batch_size):
             raise ConfigError(f"config.batch_size: {config.batch_size} exceeds the "
                              f"{n_train} training examples of {self.spec.name}")
@@ -130,6 +135,18 @@ class Experiment:
         self.base_key = jax.random.PRNGKey(int(config.seed))
         self._replicated = parallel.replicated(self.mesh)
         self._preview = None
+
+    def host_batch(self, it) -> dict:
+        """This process's rows of the next training batch, as `train_step` takes it: one batch
+        of the stream, or `batches_per_step` consecutive ones stacked on axis 1."""
+        if self.batches_per_step == 1:
+            return next(it)
+        parts = [next(it) for _ in range(self.batches_per_step)]
+        return {key: np.stack([p[key] for p in parts], axis=1) for key in parts[0]}
+
+    def next_batch(self, it) -> dict:
+        """`host_batch`, sharded over the mesh."""
+        return parallel.shard_batch(self.host_batch(it), self.mesh)
 
     def preview_batch(self) -> dict:
         """A fixed batch of test images for image grids."""
@@ -320,7 +337,7 @@ def _train(exp: Experiment) -> dict:
             phase = method.phase(step)
             if phase not in step_fns:
                 step_fns[phase] = exp.step_fn(phase)
-            batch = parallel.shard_batch(next(it), mesh)
+            batch = exp.next_batch(it)
             rng = jax.random.fold_in(exp.base_key, step)
             states, metrics, finite = step_fns[phase](states, batch, rng)
             finite_so_far = jnp.logical_and(finite_so_far, finite)
@@ -343,7 +360,8 @@ def _train(exp: Experiment) -> dict:
                 now = time.time()
                 rate = (step - step_interval) / max(now - t_interval, 1e-9)
                 host_metrics["perf/steps_per_sec"] = rate
-                host_metrics["perf/examples_per_sec"] = rate * int(config.batch_size)
+                host_metrics["perf/examples_per_sec"] = (rate * int(config.batch_size)
+                                                         * exp.batches_per_step)
                 t_interval, step_interval = now, step
                 writer.write_scalars(step, host_metrics)
                 last_metrics = host_metrics

@@ -29,7 +29,7 @@ def main(argv):
     it = data_lib.make_train_iterator(config.data, global_batch_size=int(config.batch_size),
                                       seed=int(config.seed))
     t = time.perf_counter()
-    host_batches = [next(it) for _ in range(FLAGS.steps)]
+    host_batches = [exp.host_batch(it) for _ in range(FLAGS.steps)]
     data_s = (time.perf_counter() - t) / FLAGS.steps
     batches = [parallel.shard_batch(b, exp.mesh) for b in host_batches]
     phases = sorted({exp.method.phase(0)} | {exp.method.phase(s) for s in
@@ -51,7 +51,7 @@ def main(argv):
         jax.block_until_ready(metrics)
         step_s = (time.perf_counter() - t) / len(batches)
         print(f"phase {phase}: compile {compile_s:.1f} s, {step_s:.3f} s/step, "
-              f"{int(config.batch_size) / step_s:.0f} images/s")
+              f"{int(config.batch_size) * exp.batches_per_step / step_s:.0f} images/s")
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ def test_one_step_on_8_devices_matches_1_device_for_every_method(tmp_path):
                 exp = train.Experiment(cfg, sys.argv[2])
                 it = data.make_train_iterator(cfg.data, global_batch_size=cfg.batch_size,
                                               seed=cfg.seed)
-                batch = parallel.shard_batch(next(it), exp.mesh)
+                batch = exp.next_batch(it)
                 if host_init is None:   # one init, replicated onto both meshes
                     host_init = jax.device_get(exp.init_states())
                 init = jax.device_put(host_init, parallel.replicated(exp.mesh))

@@ -122,6 +122,16 @@ class Method(abc.ABC):
     def player_names(self) -> tuple[str, ...]:
         """Names of the players; each has an optimizer under `config.optim.<name>`."""
 
+    @classmethod
+    def batches_per_step(cls, config: ml_collections.ConfigDict) -> int:
+        """How many training batches one iteration consumes (default 1; Lr-LiVAE's n_gm GM
+        steps each take their own batch). With k > 1 the trainer stacks k consecutive batches
+        of the stream on axis 1: every entry of `batch` is [B, k, ...] and sub-batch i is
+        `[:, i]`, its rows sharded over the devices like a single batch's. An epoch is then
+        n_train // (batch_size * k) iterations."""
+        del config
+        return 1
+
     def updates_per_step(self, player: str) -> int:
         """How many optimizer updates `player` makes in one training iteration (default 1;
         e.g. Lr-LiVAE's encoder_s: n_gm GM steps plus the end-to-end step). Its LR schedule,
