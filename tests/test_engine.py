@@ -61,14 +61,27 @@ def _wait_for_step(proc, workdir, step, timeout=240):
     pytest.fail(f"step {step} not reached in {timeout} s")
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    total = 40
+def _tiny_preset(config_file):
+    """The command line of a config file's `tiny` preset with overrides."""
+    def command(workdir, **extra):
+        return [sys.executable, "-m", "latent_jax.main",
+                f"--config={os.path.join(tiny.REPO, 'configs', config_file)}:tiny",
+                f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in extra.items()]
+    return command
+
+
+# IntroVAC (one batch per step, two phases) and Lr-LiVAE (n_gm + 1 batches per step, five or
+# six players, spectral-norm state with the hinge loss).
+@pytest.mark.parametrize("command,total", [
+    (_main, 40), (_tiny_preset("lrlivae.py"), 14)], ids=["introvac", "lrlivae"])
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, command, total):
     ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
-    uninterrupted = subprocess.run(_main(ref, num_steps=total, **{"checkpoint.every_steps": 3}),
+    flags = {"checkpoint.every_steps": 3, "num_steps": total}
+    uninterrupted = subprocess.run(command(ref, **flags),
                                    capture_output=True, text=True, env=ENV, timeout=600)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-4000:]
 
-    proc = subprocess.Popen(_main(killed, num_steps=total, **{"checkpoint.every_steps": 3}),
+    proc = subprocess.Popen(command(killed, **flags),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     _wait_for_step(proc, killed, 7)
     proc.send_signal(signal.SIGKILL)
@@ -77,7 +90,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     steps_before = _metric_steps(killed)
     assert max(steps_before) < total, "the run finished before it was killed"
 
-    resumed = subprocess.run(_main(killed, num_steps=total, **{"checkpoint.every_steps": 3}),
+    resumed = subprocess.run(command(killed, **flags),
                              capture_output=True, text=True, env=ENV, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resuming from step" in resumed.stderr

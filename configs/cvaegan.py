@@ -1,0 +1,14 @@
+"""cvaegan (paper 002, Lr-LiVAE's baseline): the presets of configs/lrlivae.py with method 'cvaegan'.
+
+Same data, networks (encoder and decoder trunks; cvaegan's discriminator and classifier have the
+width of Lr-LiVAE's discriminator), total latent size (z_s_dim + z_u_dim), optimizers and
+training length as Lr-LiVAE. See latent_jax/methods/cvaegan.py for the losses.
+"""
+
+from latent_jax import configlib
+
+lrlivae = configlib.sibling_config(__file__, "lrlivae.py")
+
+
+def get_config(preset: str = "synthetic"):
+    return lrlivae.apply_preset(lrlivae.family_config("cvaegan"), preset or "synthetic")

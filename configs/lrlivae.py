@@ -1,0 +1,116 @@
+"""Lr-LiVAE (paper 002: Zheng & Sun, CVPR 2019) configs, shared by its baselines.
+
+`configs/cvae.py` and `configs/cvaegan.py` load this file and change only `method` (and the
+players' optimizers), so the three models of a preset have the same data, networks, latent
+sizes, optimizers and training length.
+
+Presets (`--config=configs/lrlivae.py:<preset>`):
+  synthetic (default)   the embedded synthetic faces at 32x32, the class the 6-way Hair_MULTI
+                        label; the paper's weights and log-loss (Eq. 10), sized for a 2-core CPU
+  synthetic_reference   the same with the reference code's choices: hinge loss with spectral
+                        normalisation, prior samples of random classes, the last GM batch
+                        reused for the end-to-end step, L_rec x10 as a per-element mean on
+                        every player, L_kl x1 as a per-dimension mean
+  synthetic_nogan       the paper's model without the pixel discriminator (a VAE)
+  tiny                  tests and smoke runs
+Paper settings: Adam(5e-4, b1 = 0, b2 = 0.9) for every player (the reference's choice; the paper
+says Adam with 5e-4), n_gm = 3 GM steps per end-to-end step, lambda_lkd = 0.1,
+lambda_kl = 10 / N_pixel, lambda_rec = 1 / N_zu, z_s = z_u = 512 at 64x64 (FaceScrub),
+batch 96 (reference).
+"""
+
+import ml_collections
+
+from latent_jax import configlib
+
+PRESETS = ("synthetic", "synthetic_reference", "synthetic_nogan", "tiny")
+
+
+def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
+    c = configlib.base_config()
+    c.method = method
+    c.batch_size = 96
+    c.num_epochs = 100.0
+    c.model = ml_collections.ConfigDict(dict(
+        z_s_dim=512,                 # dim z_s (reference 512)
+        z_u_dim=512,                 # dim z_u (reference 512); the baselines' z has z_s + z_u
+        channels=(64, 128, 256, 512),  # conv4x4/2 per entry (encoders and decoder)
+        top=1024,                    # the trunks' feature width (reference FC 1024)
+        discriminator_channels=(64, 128, 256, 512),
+        adversary_hidden=(256,),     # q_omega(c|z_u): FC 256 + ReLU (reference)
+        pixel_discriminator=True,    # False: Lr-LiVAE without the GAN extension
+    ))
+    c.loss = ml_collections.ConfigDict(dict(
+        lkd=0.1,                     # lambda_lkd (Eq. 9, Alg. 1 line 25)
+        reconstruction=1.0,          # weight of L_rec on encoder_s and the decoder (Alg. 1)
+        # lambda_rec, weight of L_rec on encoder_u; None: 1 / N_zu (Sec. 4.2)
+        reconstruction_encoder_u=ml_collections.config_dict.placeholder(float),
+        kl=ml_collections.config_dict.placeholder(float),  # lambda_kl; None: 10 / N_pixel
+        encoder_adversarial=1.0,     # L_E^adv (Alg. 1 line 26)
+        generator_adversarial=1.0,   # L_GD^adv (Alg. 1 line 28)
+        reconstruction_reduction="half_sum",   # 1/2 ||x - x'||^2 (Alg. 1) or 'mean' (reference)
+        kl_reduction="sum",          # over dims (Eq. 3) or 'mean' (reference)
+        adversarial="log",           # Eq. 10, or 'hinge' (reference)
+        spectral_norm=ml_collections.config_dict.placeholder(bool),  # None: with 'hinge'
+        prior_classes="batch",       # classes of x'_p: the batch's (Alg. 1) or 'random'
+        cvae_kl=1.0,                 # cvae: weight of KL (summed over dims) next to L_rec
+        # cvaegan (Bao et al. 2017): lambda_1..4 on KL, pairwise feature matching, and the
+        # discriminator's and classifier's mean feature matching
+        cvaegan_kl=3.0, cvaegan_pairwise=1.0, cvaegan_mean_d=1e-3, cvaegan_mean_c=1e-3,
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        n_gm=3,                      # GM-only updates per end-to-end update (Alg. 1)
+        fresh_batch=True,            # a new batch for the end-to-end update (Alg. 1) or the
+                                     # last GM batch (reference)
+    ))
+    for player in ("encoder_s", "mixture", "encoder_u", "latent_adversary", "decoder",
+                   "discriminator", "encoder", "classifier"):
+        c.optim[player] = configlib.adam(5e-4, b1=0.0, b2=0.9)
+    c.edit = ml_collections.ConfigDict(dict(strength=1.0))
+    c.data.name = "synthetic_faces"
+    c.data.image_size = 32
+    c.data.preprocess = "resize"
+    c.data.labels = ("Hair_MULTI",)
+    c.checkpoint.every_steps = 500
+    c.eval_every_steps = 0
+    c.log_every_steps = 25
+    return c
+
+
+def reference_choices(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The reference code's losses and weights where they differ from the paper."""
+    c.loss.adversarial = "hinge"
+    c.loss.prior_classes = "random"
+    c.loss.reconstruction_reduction = "mean"
+    c.loss.reconstruction = 10.0
+    c.loss.reconstruction_encoder_u = 10.0
+    c.loss.kl_reduction = "mean"
+    c.loss.kl = 1.0
+    c.train.fresh_batch = False
+    return c
+
+
+def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+    if preset in ("synthetic", "synthetic_reference", "synthetic_nogan"):
+        c.model.update(dict(z_s_dim=32, z_u_dim=32, channels=(32, 64, 128), top=256,
+                            discriminator_channels=(32, 64, 128), adversary_hidden=(128,)))
+        c.batch_size = 64
+        c.num_epochs = 40.0
+        if preset == "synthetic_reference":
+            reference_choices(c)
+        if preset == "synthetic_nogan":
+            c.model.pixel_discriminator = False
+    elif preset == "tiny":
+        c = apply_preset(c, "synthetic")
+        configlib.apply_tiny(c)
+        c.data.labels = ("Eyeglasses", "Smiling")     # 4 joint classes
+        c.model.update(dict(z_s_dim=4, z_u_dim=4, channels=(8, 16), top=16,
+                            discriminator_channels=(8, 16), adversary_hidden=(8,)))
+        c.train.n_gm = 2
+    else:
+        raise ValueError(f"--config: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    return c
+
+
+def get_config(preset: str = "synthetic") -> ml_collections.ConfigDict:
+    return apply_preset(family_config("lrlivae"), preset or "synthetic")

@@ -1,0 +1,215 @@
+"""Lr-LiVAE (paper 002) and its baselines: the losses against hand computations, which player
+each term reaches, the GM steps inside one iteration, the capabilities' class handling."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tiny
+from latent_jax import train
+from latent_jax.methods import lrlivae as lr
+
+
+def config(name="lrlivae", **overrides):
+    path = os.path.join(tiny.REPO, "configs", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"lrlivae_test_cfg_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("tiny")
+    c.update_from_flattened_dict(overrides)
+    return c
+
+
+def experiment(tmp_path, name="lrlivae", **overrides):
+    return train.Experiment(config(name, **overrides), str(tmp_path / "run"))
+
+
+def one_step(exp, states, seed=0):
+    it = train.data_lib.make_train_iterator(exp.data, global_batch_size=int(exp.config.batch_size),
+                                            seed=seed)
+    batch = exp.next_batch(it)
+    # The step donates its input states: step a copy, so that `states` can be compared.
+    new, metrics, _ = exp.step_fn(0)(jax.tree.map(lambda a: a.copy(), states), batch,
+                                     jax.random.PRNGKey(seed))
+    return batch, new, metrics
+
+
+def _changed(a, b):
+    return any(not np.allclose(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+# ------------------------------------------------------------------------------ classes
+def test_joint_classes_round_trip_and_edit_targets():
+    classes = lr.JointClasses(("Eyeglasses", "Hair_MULTI", "Smiling"))
+    assert classes.radices == (2, 6, 2) and classes.num_classes == 24
+    c = jnp.arange(24)
+    np.testing.assert_array_equal(classes.index(classes.labels(c)), c)
+    np.testing.assert_array_equal(classes.labels(c), classes.table())
+    src = classes.index(jnp.asarray([[0.0, 5.0, 1.0], [1.0, 0.0, 0.0]]))
+    changes = jnp.asarray([[1.0, 1.0, -1.0], [-1.0, -1.0, 0.0]])
+    np.testing.assert_array_equal(classes.labels(classes.target(src, changes)),
+                                  [[1, 0, 0], [0, 5, 0]])   # categorical moves cyclically
+
+
+def test_per_label_columns_marginalise_the_joint_posterior():
+    classes = lr.JointClasses(("Eyeglasses", "Smiling"))          # classes (g, s) -> 2g + s
+    p = np.asarray([[0.1, 0.2, 0.3, 0.4]])
+    cols = np.asarray(lr.per_label_columns(jnp.log(jnp.asarray(p)), classes))
+    np.testing.assert_allclose(cols[0], [math.log(0.7 / 0.3), math.log(0.6 / 0.4)], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ losses
+def test_gm_loss_is_the_papers_in_log_space_and_keeps_its_gradient_far_from_the_means():
+    """Eq. 7-8 against a float64 hand computation; 300 units away from every mean (where the
+    reference's product of densities underflows to 0 and its +1e-4 floor gives a constant loss
+    with zero gradient) the loss stays finite and its gradient is not zero."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(3, 4))
+    log_var = rng.normal(scale=0.3, size=(3, 4))
+    z = rng.normal(size=(5, 4))
+    c = np.asarray([0, 1, 2, 1, 0])
+    l_cls, l_lkd, _ = lr.LrLiVAE.gm_terms(None, jnp.asarray(z), jnp.asarray(means),
+                                          jnp.asarray(log_var), jnp.asarray(c))
+    var = np.exp(log_var)
+    logn = np.stack([-0.5 * np.sum((z - means[k]) ** 2 / var[k] + np.log(2 * np.pi * var[k]),
+                                   -1) for k in range(3)], -1)
+    post = np.exp(logn) / np.exp(logn).sum(-1, keepdims=True)
+    np.testing.assert_allclose(l_lkd, -logn[np.arange(5), c], rtol=1e-5)
+    np.testing.assert_allclose(l_cls, -np.log(post[np.arange(5), c]), rtol=1e-4)
+
+    far = jnp.full((1, 4), 300.0)
+    grad = jax.grad(lambda m: lr.LrLiVAE.gm_terms(None, far, m, jnp.asarray(log_var),
+                                                  jnp.asarray([1]))[0][0])(jnp.asarray(means))
+    assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).max() > 1e-3
+
+
+def test_ambiguous_prior_is_the_mixtures_moments():
+    """Eq. 11 with p(c) = 1/C: the mean and variance of the equal-weight mixture."""
+    rng = np.random.default_rng(1)
+    means, log_var = rng.normal(size=(4, 3)), rng.normal(scale=0.5, size=(4, 3))
+    mu_t, log_var_t = lr.ambiguous_prior(jnp.asarray(means), jnp.asarray(log_var))
+    draws = np.concatenate([m + np.exp(0.5 * lv) * rng.normal(size=(200_000, 3))
+                            for m, lv in zip(means, log_var)])
+    np.testing.assert_allclose(mu_t, draws.mean(0), atol=0.02)
+    np.testing.assert_allclose(np.exp(log_var_t), draws.var(0), rtol=0.02)
+
+
+def test_adversarial_losses_log_and_hinge():
+    m = lr.LrLiVAE.__new__(lr.LrLiVAE)
+    real, rec, prior = jnp.asarray([2.0]), jnp.asarray([-0.5]), jnp.asarray([0.5])
+    m.adversarial = "log"
+    sp = lambda v: math.log1p(math.exp(v))
+    np.testing.assert_allclose(m._d_loss(real, rec, prior), sp(-2.0) + sp(-0.5) + sp(0.5),
+                               rtol=1e-6)
+    np.testing.assert_allclose(m._g_loss(rec, prior), sp(0.5) + sp(-0.5), rtol=1e-6)
+    m.adversarial = "hinge"
+    np.testing.assert_allclose(m._d_loss(real, rec, prior), 0.0 + 0.5 + 1.5, rtol=1e-6)
+    np.testing.assert_allclose(m._g_loss(rec, prior), 0.5 - 0.5, atol=1e-7)
+
+
+def test_paper_weights_are_computed_from_the_sizes(tmp_path):
+    exp = experiment(tmp_path)
+    m = exp.method
+    h, w, _ = exp.spec.image_shape
+    assert m.w_kl == pytest.approx(10.0 / (h * w)) and m.w_rec_u == pytest.approx(1.0 / m.du)
+    assert m.w_lkd == 0.1
+
+
+# ------------------------------------------------------------------------------ players
+def test_one_iteration_makes_n_gm_plus_one_updates_of_encoder_s(tmp_path):
+    """Algorithm 1 inside one jitted step: n_gm GM updates (each its own batch) then the
+    end-to-end update; the optimizers count them, and the schedules use that count."""
+    exp = experiment(tmp_path)          # the tiny preset: n_gm = 2
+    assert exp.batches_per_step == 3
+    assert exp.method.updates_per_step("encoder_s") == 3
+    assert exp.method.updates_per_step("mixture") == 2
+    batch, new, metrics = one_step(exp, exp.init_states())
+    assert batch["image"].shape[:2] == (int(exp.config.batch_size), 3)
+    counts = {p: int(jax.tree.leaves(new[p].opt_state)[0]) for p in new}
+    assert counts["encoder_s"] == 3 and counts["mixture"] == 2 and counts["decoder"] == 1
+    # The reference reuses the last GM batch for the end-to-end update.
+    assert experiment(tmp_path, **{"train.fresh_batch": False}).batches_per_step == 2
+    assert "loss/gm_cls" in metrics and "loss/discriminator" in metrics
+
+
+def test_each_end_to_end_term_reaches_only_its_players(tmp_path):
+    """With no GM steps: the mixture does not move in the end-to-end update (lines 25-29 do not
+    update it); the GAN terms do not reach the encoders (the same encoder updates with and
+    without them) but do reach the decoder; with the weights of encoder_u's terms at zero it
+    does not move, though L_rec still reaches encoder_s and the decoder."""
+    sgd = {f"optim.{p}.name": "sgd" for p in ("encoder_s", "mixture", "encoder_u",
+                                              "latent_adversary", "decoder", "discriminator")}
+    base_cfg = dict(sgd, **{"train.n_gm": 0})
+    exp = experiment(tmp_path, **base_cfg)
+    init = exp.init_states()
+    _, with_gan, _ = one_step(exp, init)
+    assert not _changed(init["mixture"], with_gan["mixture"])
+    no_gan = experiment(tmp_path, **dict(base_cfg, **{"loss.generator_adversarial": 0.0}))
+    _, without, _ = one_step(no_gan, init)
+    for p in ("encoder_s", "encoder_u"):
+        for a, b in zip(jax.tree.leaves(with_gan[p].params), jax.tree.leaves(without[p].params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert _changed(with_gan["decoder"].params, without["decoder"].params)
+
+    frozen_u = experiment(tmp_path, **dict(base_cfg, **{
+        "loss.reconstruction_encoder_u": 0.0, "loss.kl": 0.0, "loss.encoder_adversarial": 0.0}))
+    _, out, _ = one_step(frozen_u, init)
+    assert not _changed(init["encoder_u"].params, out["encoder_u"].params)
+    assert _changed(init["encoder_s"].params, out["encoder_s"].params)
+
+
+def test_without_the_pixel_discriminator_there_is_no_discriminator_player(tmp_path):
+    exp = experiment(tmp_path, **{"model.pixel_discriminator": False})
+    assert "discriminator" not in exp.method.player_names()
+    _, new, metrics = one_step(exp, exp.init_states())
+    assert "loss/discriminator" not in metrics and set(new) == set(exp.method.player_names())
+
+
+def test_hinge_variant_spectrally_normalises_the_discriminator(tmp_path):
+    exp = experiment(tmp_path, **{"loss.adversarial": "hinge"})
+    init = exp.init_states()
+    assert init["discriminator"].batch_stats      # the power iteration's u and sigma
+    _, new, _ = one_step(exp, init)
+    assert _changed(init["discriminator"].batch_stats, new["discriminator"].batch_stats)
+
+
+# ------------------------------------------------------------------------------ capabilities
+def test_sample_draws_z_s_from_its_class_and_edit_without_change_reconstructs(tmp_path):
+    exp = experiment(tmp_path)
+    m, states = exp.method, exp.init_states()
+    x = jnp.asarray(exp.preview_batch()["image"][:2])
+    same = jax.jit(m.edit)(states, x, jnp.zeros((2, m.num_labels)))
+    np.testing.assert_allclose(same, jax.jit(m.reconstruct)(states, x), atol=1e-5)
+    # An edit moves z_s to the target class keeping its standardised offset.
+    means, log_var = m._mixture(states)
+    z_s = m.encoder_s.apply(states["encoder_s"].variables, x)
+    src = jnp.argmax(m.class_log_posterior(states, z_s), -1)
+    dst = m.classes.target(src, jnp.ones((2, m.num_labels)))
+    offset = (z_s - means[src]) / jnp.exp(0.5 * log_var[src])
+    expected = means[dst] + jnp.exp(0.5 * log_var[dst]) * offset
+    mu_u, _ = m.encoder_u.apply(states["encoder_u"].variables, x)
+    np.testing.assert_allclose(
+        jax.jit(m.edit)(states, x, jnp.ones((2, m.num_labels))),
+        m.decode(states, jnp.concatenate([expected, mu_u], -1)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cvae", "cvaegan"])
+def test_baselines_condition_on_the_joint_class(tmp_path, name):
+    exp = experiment(tmp_path, name)
+    m, states = exp.method, exp.init_states()
+    y = jnp.asarray([[0.0, 0.0], [1.0, 1.0]])
+    a, _ = jax.jit(m.sample)(states, jax.random.PRNGKey(0), y)
+    b, _ = jax.jit(m.sample)(states, jax.random.PRNGKey(0), y[::-1])
+    assert not np.allclose(a[0], b[0])     # the same z decoded with another class differs
+    # classify is the posterior over joint classes marginalised per label.
+    x = jnp.asarray(exp.preview_batch()["image"][:2])
+    log_post = m.class_log_posterior(states, x)
+    np.testing.assert_allclose(jax.jit(m.classify)(states, x),
+                               lr.per_label_columns(log_post, m.classes), rtol=1e-5, atol=1e-6)
