@@ -279,7 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train(exp: Experiment) -> dict:
     config = exp.config
-    method, mesh, total = exp.method, exp.mesh, exp.total_steps
+    method, total = exp.method, exp.total_steps
     config_json = _config_json(config)
     it = data_lib.make_train_iterator(
         exp.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
