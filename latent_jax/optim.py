@@ -5,7 +5,8 @@ One config block per player (`config.optim.<player>`):
     name: 'adam' | 'rmsprop' | 'sgd'
     learning_rate: float
     b1, b2, eps: Adam moments (b1 = 0 gives Lr-LiVAE's Adam(b1=0, b2=0.9))
-    decay, momentum: RMSprop / SGD
+    decay, momentum: RMSprop (decay of the squared-gradient average; momentum as PyTorch's,
+        a buffer of the scaled steps) / SGD (momentum)
     weight_decay: float, with weight_decay_mode
         'l2'        gradient += wd * param before the update (PyTorch's Adam(weight_decay=...),
                     what the reference implementations use), or
@@ -95,6 +96,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
         # PyTorch's RMSprop: eps added outside the square root, no bias correction.
         chain.append(optax.scale_by_rms(decay=float(cfg.decay), eps=float(cfg.eps),
                                         eps_in_sqrt=False))
+        if float(cfg.get("momentum", 0.0)):   # PyTorch's: a momentum buffer of the scaled step
+            chain.append(optax.trace(decay=float(cfg.momentum)))
     elif name == "sgd":
         if float(cfg.momentum):
             chain.append(optax.trace(decay=float(cfg.momentum)))

@@ -20,7 +20,9 @@ Wasserstein distances; OUT/locality.png one of the edit locality per label next 
 share of the image; OUT/summary.json every number. Suites (`--suite`): `ccvae_synthetic` is the
 six runs of docs/results.md (ccvae, m2, diva at f = 0.2 and 1.0 on the synthetic faces);
 `table4_glasses` / `table4_facialhair` are CSVAE's Table 4 protocol (csvae, vae, condvae,
-condvae_info on a synthetic subset) with its target / neutral / final columns.
+condvae_info on a synthetic subset) with its target / neutral / final columns;
+`table1_smiling` / `table1_eyeglasses` are IFcVAEGAN's Table 1 (the naive cVAEGAN and the five
+IFcVAEGAN rows on the synthetic faces at 64x64) with its MSE / Class0 / Class1 columns.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ sys.path.insert(0, REPO)
 # accuracy (the judge no longer sees the removed one), final accuracy (both directions pooled).
 TABLE4_COLUMNS = ("target=edit_success/{label}/add,neutral=edit_success/{label}/remove,"
                   "final=edit_success/{label}/pooled,recon MSE=recon_mse")
+# Creswell et al.'s Table 1 (paper 003): MSE of reconstructions, the judge's rates on the
+# images of class y = 1 decoded with the label set to 0 (Class0) and to 1 (Class1), and the same
+# for the y = 0 images (not in the paper).
+TABLE1_COLUMNS = ("MSE=table1/{label}/y1/mse,Class0=table1/{label}/y1/class0,"
+                  "Class1=table1/{label}/y1/class1,n=table1/{label}/y1/n,"
+                  "Class0 (y=0)=table1/{label}/y0/class0,Class1 (y=0)=table1/{label}/y0/class1,"
+                  "n (y=0)=table1/{label}/y0/n")
+TABLE1_ROWS = ("best", "alpha05", "class_hat", "no_aux", "no_aux_class_hat")
 SUITES = {
     "ccvae_synthetic": dict(runs=[f"{m}_f{f}=configs/{m}.py:synthetic,{f}"
                                   for f in ("0.2", "1.0") for m in ("ccvae", "m2", "diva")]),
@@ -52,6 +62,11 @@ SUITES = {
                                       ("csvae", "vae", "condvae", "condvae_info")],
                                 columns=TABLE4_COLUMNS)
        for subset in ("glasses", "facialhair")},
+    **{f"table1_{attr}": dict(runs=[f"configs/cvaegan_naive.py:synthetic_{attr}"]
+                              + [f"ifcvaegan_{row}=configs/ifcvaegan.py:synthetic_{attr},{row}"
+                                 for row in TABLE1_ROWS],
+                              columns=TABLE1_COLUMNS)
+       for attr in ("smiling", "eyeglasses")},
 }
 
 flags.DEFINE_string("out", None, "Output directory (one workdir per run inside).")

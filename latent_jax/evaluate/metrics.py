@@ -344,6 +344,40 @@ def edit_metrics(caps: Capabilities, judge: Judge, data: EvalSet, pred_orig: np.
     }
 
 
+def table1_metrics(caps: Capabilities, judge: Judge, data: EvalSet,
+                   recons: np.ndarray) -> dict:
+    """Creswell et al.'s Table 1 protocol (paper 003, Sec. 4.2), for every binary label the judge
+    knows: the test images of each source class y (the paper uses y = 1 only; y = 0 is
+    reported separately) are decoded with the label set to 0 and to 1 (`edit` with -1 / +1);
+    class0 / class1 are the judge's rates of 0 / 1 on the two sets, mse the mean squared error
+    of the reconstructions in [0, 1] on the same images, n their number (the whole evaluation
+    set's images of that class, not the reference's first batch)."""
+    settings, notes = [], []
+    for l, name in enumerate(data.label_names):
+        column = data.labels[:, l]
+        if not _is_binary(column):
+            continue
+        if name not in judge.attribute_names:
+            notes.append(f"table1: the judge has no attribute {name}; skipped")
+            continue
+        j = judge.index(name)
+        for source in (1, 0):
+            rows = np.flatnonzero(column == source)
+            entry = {"label": name, "source": source, "n": int(len(rows))}
+            if len(rows) == 0:
+                entry.update(class0=float("nan"), class1=float("nan"), mse=float("nan"))
+                settings.append(entry)
+                continue
+            for target, change in ((0, -1.0), (1, 1.0)):
+                changes = np.zeros((len(rows), len(data.label_names)), np.float32)
+                changes[:, l] = change
+                pred = judge.predict(caps.edit(data.images[rows], changes))[:, j]
+                entry[f"class{target}"] = _frac(pred == bool(target))
+            entry["mse"] = float(np.mean(np.square(recons[rows] - data.images[rows])))
+            settings.append(entry)
+    return {"settings": settings, "notes": notes}
+
+
 def conditional_sampling_metrics(caps: Capabilities, judge: Judge, data: EvalSet,
                                  num_samples: int, rng: jax.Array) -> dict:
     """Class-conditional samples for every binary label and value, judged."""
@@ -429,8 +463,10 @@ def latent_metrics(caps: Capabilities, data: EvalSet) -> dict | None:
 
 def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: int,
                     num_samples: int, rng: jax.Array, edit_strength: float | None = None,
-                    constituents=None, log: Callable[[str], None] | None = None) -> dict:
-    """Every metric of the module docstring for one method; a nested dict (see `headline`)."""
+                    constituents=None, log: Callable[[str], None] | None = None,
+                    table1: bool = False) -> dict:
+    """Every metric of the module docstring for one method; a nested dict (see `headline`).
+    `table1`: also Creswell et al.'s Table 1 protocol (`table1_metrics`)."""
     say = log or (lambda msg: None)
     if len(data) < 2:
         raise ValueError(f"evaluation needs at least 2 test images, got {len(data)}")
@@ -468,6 +504,11 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
     timing["edit"] = time.time() - t
     say(f"eval: edit success {results['edit']['edit_success']:.3f}, preservation "
         f"{results['edit']['edit_preservation']:.3f}")
+
+    if table1:
+        t = time.time()
+        results["table1"] = table1_metrics(caps, judge, data, recons)
+        timing["table1"] = time.time() - t
 
     t = time.time()
     results["sampling"] = conditional_sampling_metrics(caps, judge, data, num_samples,
@@ -517,6 +558,9 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
     if ed["multi"] is not None:
         out["multi_edit_success"] = ed["multi"]["success"]
         out["multi_edit_preservation"] = ed["multi"]["preservation"]
+    for s in results.get("table1", {}).get("settings", ()):
+        for key in ("class0", "class1", "mse", "n"):
+            out[f"table1/{s['label']}/y{s['source']}/{key}"] = float(s[key])
     sm = results["sampling"]
     out["sample_accept_rate"] = sm["sample_accept_rate"]
     out["sample_correct"] = sm["sample_correct"]

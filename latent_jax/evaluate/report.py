@@ -23,6 +23,9 @@ The evaluation config, `config.eval` (`default_eval_config()`; every method conf
     num_samples    128    samples per conditional-sampling setting (label x value)
     batch_size     100    batch size of every capability call (last batch zero-padded)
     edit_strength  None   passed to `method.edit`; None = the method's own default
+    table1         False  True: also Creswell et al.'s Table 1 protocol (`metrics.table1_metrics`:
+                          per binary label and source class, the judge's rates on the images
+                          decoded with the label set to 0 and to 1, and the reconstruction MSE)
     judge                 the attribute classifier (`latent_jax.evaluate.judge`):
       steps         2500  Adam steps
       batch_size    64
@@ -73,6 +76,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
     c.batch_size = _EVAL_DEFAULTS["batch_size"]
     c.edit_strength = config_dict.placeholder(float)
     c.apply_subset = False
+    c.table1 = False           # also Creswell et al.'s Table 1 protocol (binary labels)
     j = judge_lib.JUDGE_DEFAULTS
     c.judge = ml_collections.ConfigDict()
     c.judge.steps = j["steps"]
@@ -304,7 +308,8 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
                          apply_subset=bool(eval_cfg.get("apply_subset", False)))
     results = metrics_lib.evaluate_method(method, states, judge, data, batch_size=batch_size,
                                           num_samples=num_samples, rng=rng,
-                                          edit_strength=strength, log=log.info)
+                                          edit_strength=strength, log=log.info,
+                                          table1=bool(eval_cfg.get("table1", False)))
     head = metrics_lib.headline(results)
     codes = results["latent"].pop("codes") if results.get("latent") else None
     method_name = str(config.get("method", "") or getattr(method, "name", "") or
