@@ -93,3 +93,25 @@ def test_collect_flags_runs_on_different_data_versions(tmp_path):
     assert "evaluated on different data" in text and "1.0.0" in text and "2.0.0" in text
     text = mod.collect([("new", "y")], str(tmp_path))
     assert "different data" not in text and "`synthetic_faces` version 2.0.0" in text
+
+
+def test_table1_suite_runs_every_row_at_the_same_data(tmp_path):
+    """IFcVAEGAN's Table 1 suites: the naive cVAEGAN and the five rows on one data preset, and
+    the table reads the headline's table1/<label>/y1/* metrics."""
+    mod = _driver()
+    runs = [mod.parse_run(s) for s in mod.SUITES["table1_smiling"]["runs"]]
+    assert [n for n, _ in runs] == ["cvaegan_naive_synthetic_smiling"] + [
+        f"ifcvaegan_{r}" for r in mod.TABLE1_ROWS]
+    assert {c.split(":")[1].split(",")[0] for _, c in runs} == {"synthetic_smiling"}
+    name, _ = runs[1]
+    d = tmp_path / name / "eval"
+    d.mkdir(parents=True)
+    head = {f"table1/Smiling/y{s}/{k}": v for s in (0, 1)
+            for k, v in (("mse", 0.02), ("class0", 0.8), ("class1", 0.9), ("n", 40))}
+    report = {"run": {"method": "ifcvaegan", "step": 400, "label_names": ["Smiling"]},
+              "headline": head, "results": {"edit": {"settings": []}}}
+    (d / "latest.json").write_text(json.dumps(report))
+    columns = mod.parse_columns(mod.SUITES["table1_smiling"]["columns"])
+    text = mod.collect([runs[1]], str(tmp_path), columns)
+    assert "| MSE | Class0 | Class1 | n |" in text
+    assert "| ifcvaegan_best | ifcvaegan | 400 | 0.020 | 0.800 | 0.900 | 40 |" in text

@@ -559,8 +559,9 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
         out["multi_edit_success"] = ed["multi"]["success"]
         out["multi_edit_preservation"] = ed["multi"]["preservation"]
     for s in results.get("table1", {}).get("settings", ()):
-        for key in ("class0", "class1", "mse", "n"):
+        for key in ("class0", "class1", "mse"):
             out[f"table1/{s['label']}/y{s['source']}/{key}"] = float(s[key])
+        out[f"table1/{s['label']}/y{s['source']}/n"] = int(s["n"])
     sm = results["sampling"]
     out["sample_accept_rate"] = sm["sample_accept_rate"]
     out["sample_correct"] = sm["sample_correct"]
