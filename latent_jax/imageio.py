@@ -36,6 +36,20 @@ def load_image(path, size: int) -> np.ndarray:
     (the crop used in training is the config's `data.preprocess`). `path` may be local or
     remote (etils.epath).
     """
+    return load_image_with_crop(path, size)[0]
+
+
+def describe_crop(crop: dict) -> str:
+    """One line saying what `load_image_with_crop` did to an input."""
+    w, h = crop["original_size"]
+    left, top, s = crop["box"][0], crop["box"][1], crop["box"][2] - crop["box"][0]
+    cut = "" if (w, h) == (s, s) else f", centre square {s}x{s} at ({left}, {top})"
+    return f"{w}x{h}{cut}, resized to {crop['size']}x{crop['size']}"
+
+
+def load_image_with_crop(path, size: int) -> tuple[np.ndarray, dict]:
+    """`load_image` and what it did: {'original_size': (W, H), 'box': (left, top, right,
+    bottom) of the square crop, 'size': size}; `paste_back` uses it."""
     path = epath.Path(path)
     try:
         with path.open("rb") as f, Image.open(f) as im:
@@ -55,7 +69,20 @@ def load_image(path, size: int) -> np.ndarray:
         raise ConfigError(f"--images: cannot read {path} as an image: {e}") from None
     channels = [np.asarray(Image.fromarray(square[..., c], mode="F").resize(
         (size, size), Image.BILINEAR), np.float32) for c in range(3)]
-    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+    crop = {"original_size": (w, h), "box": (left, top, left + s, top + s), "size": size}
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0), crop
+
+
+def paste_back(path, edited, crop: dict) -> np.ndarray:
+    """The inverse of the crop: `edited` ([size, size, 3] in [0, 1]) resized to the square it
+    was cut from and pasted into the original image at `path`. uint8 [H, W, 3]."""
+    with epath.Path(path).open("rb") as f, Image.open(f) as im:
+        frame = Image.fromarray(to_uint8(_to_float_rgb(im)))
+    left, top, right, bottom = crop["box"]
+    face = Image.fromarray(to_uint8(edited)).resize((right - left, bottom - top),
+                                                    Image.BILINEAR)
+    frame.paste(face, (left, top))
+    return np.asarray(frame)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,3 +154,52 @@ def save_grid(path, images, nrow: int | None = None, padding: int = 2,
     grid = make_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)
     save_png(path, grid)
     return grid
+
+
+def upscale(image, min_size: int = 96) -> np.ndarray:
+    """Nearest-neighbour upscaling of an image [H, W, C] (or a batch [N, H, W, C]) by the
+    smallest integer factor that makes its height at least `min_size` (1 if it already is)."""
+    image = to_uint8(image)
+    h = image.shape[-3]
+    k = max(1, -(-int(min_size) // h))
+    return image.repeat(k, axis=-3).repeat(k, axis=-2)
+
+
+def labelled_grid(rows, row_labels=(), column_labels=(), *, min_cell: int = 96,
+                  marks=None, padding: int = 4) -> np.ndarray:
+    """A readable grid: `rows` is a list of [N, H, W, C] image batches (float in [0, 1] or
+    uint8; one grid row each, N columns), each cell upscaled (nearest neighbour) to at least
+    `min_cell` px, `row_labels` written left of the rows, `column_labels` above the columns;
+    `marks` (bool [rows, N]) draws a red frame around the marked cells (e.g. rejected
+    samples). Returns uint8 [H', W', 3]."""
+    from PIL import ImageDraw, ImageFont
+
+    cells = [upscale(np.asarray(r), min_cell) for r in rows]
+    if not cells or any(c.ndim != 4 for c in cells):
+        raise ValueError("labelled_grid: rows must be [N, H, W, C] batches")
+    n = max(c.shape[0] for c in cells)
+    ch, cw = cells[0].shape[1:3]
+    font = ImageFont.load_default(size=max(10, min(18, ch // 7)))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = lambda s: measure.textbbox((0, 0), s, font=font)[2]
+    left = (max(text_w(s) for s in row_labels) + 2 * padding) if row_labels else 0
+    top = (font.size + 2 * padding) if column_labels else 0
+    width = left + n * (cw + padding) + padding
+    height = top + len(cells) * (ch + padding) + padding
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, batch in enumerate(cells):
+        y = top + padding + r * (ch + padding)
+        if r < len(row_labels):
+            draw.text((padding, y + ch // 2), row_labels[r], fill="black", font=font, anchor="lm")
+        for i in range(batch.shape[0]):
+            x = left + padding + i * (cw + padding)
+            img = batch[i] if batch.shape[-1] == 3 else np.repeat(batch[i], 3, axis=-1)
+            canvas.paste(Image.fromarray(img), (x, y))
+            if marks is not None and np.asarray(marks)[r, i]:
+                draw.rectangle((x, y, x + cw - 1, y + ch - 1), outline=(220, 0, 0), width=3)
+    for i, label in enumerate(column_labels[:n]):
+        x = left + padding + i * (cw + padding)
+        label = label if text_w(label) <= cw else label[:max(1, cw // max(1, font.size // 2))]
+        draw.text((x + cw // 2, padding), label, fill="black", font=font, anchor="mt")
+    return np.asarray(canvas)

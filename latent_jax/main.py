@@ -5,10 +5,16 @@
 
 train     trains (resuming from DIR's latest checkpoint), then evaluates
 evaluate  writes the evaluation report of DIR's latest checkpoint
-edit      --images=a.png,b.jpg --attributes=+Eyeglasses,-Smiling [--strength=S]
-          writes edited images (and a before/after grid) to DIR/edits
-sample    --attributes=+Eyeglasses [--num_samples=N] writes class-conditional samples to
-          DIR/samples (labels not named are drawn from the test split's label rows)
+edit      --images=a.png,b.jpg --attributes=+Eyeglasses,-Smiling [--strength=S] [--paste_back]
+          writes each edited image (model resolution and an upscaled copy) and labelled grids
+          (input / reconstruction / edit) to a new folder DIR/edits/<date-time>
+sample    --attributes=+Eyeglasses [--num_samples=N] [--seed=K] writes class-conditional
+          samples and a grid with the rejected ones framed to DIR/samples/<date-time> (labels
+          not named are drawn from the test split's label rows)
+walk      [--labels=Male,Smiling] [--pair=Male,Eyeglasses] [--num_images=6] [--walk_steps=7]
+          latent walks of methods that declare `walk` (CCVAE, DIVA) to DIR/walks/<date-time>
+`--output_dir` replaces the dated folder. Flags are checked against the config and the method's
+capabilities before anything is loaded.
 """
 
 from __future__ import annotations
@@ -29,12 +35,22 @@ from latent_jax import paths
 from latent_jax.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, grids and reports.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "edit", "sample"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "edit", "sample", "walk"],
+                  "What to do.")
 flags.DEFINE_list("images", [], "edit: image files (PNG/JPEG) or glob patterns.")
 flags.DEFINE_list("attributes", [], "edit/sample: +Name to add/set, -Name to remove/unset.")
 flags.DEFINE_float("strength", None, "edit: edit strength (None: the method's default).")
+flags.DEFINE_bool("paste_back", False, "edit: also paste each edited face back into its "
+                  "original image (the inverse of the crop).")
 flags.DEFINE_integer("num_samples", 16, "sample: number of samples.")
-flags.DEFINE_string("output_dir", None, "edit/sample: output directory (default under workdir).")
+flags.DEFINE_integer("seed", 0, "sample: seed of the samples.")
+flags.DEFINE_list("labels", [], "walk: labels to walk (default: every binary label).")
+flags.DEFINE_list("pair", [], "walk: two labels for a 2-D walk of the first image.")
+flags.DEFINE_integer("num_images", 6, "walk: test images (rows).")
+flags.DEFINE_integer("walk_steps", 7, "walk: steps of each walk.")
+flags.DEFINE_integer("grid_columns", 8, "edit/sample: at most this many faces a grid page.")
+flags.DEFINE_string("output_dir", None, "edit/sample/walk: output directory (default: a new "
+                    "folder WORKDIR/<mode>s/<date-time> per call).")
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/introvac.py:synthetic.",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
@@ -86,15 +102,48 @@ def _require(config, capability: str, mode: str) -> None:
                           f"capability (it declares {', '.join(sorted(cls.capabilities))})")
 
 
-def _writable_output_dir(default_subdir: str, workdir: str):
-    """--output_dir (or WORKDIR/<default_subdir>), checked before anything is loaded."""
+def _output_dir(kind: str, workdir: str):
+    """--output_dir, or a new folder per call, WORKDIR/<kind>/<date-time>[-k], so that a call
+    never overwrites an earlier one's outputs; checked before anything is loaded."""
+    import time
+
     from etils import epath
 
     from latent_jax import configlib
 
-    out = epath.Path(FLAGS.output_dir or os.path.join(workdir, default_subdir))
+    if FLAGS.output_dir:
+        out = epath.Path(FLAGS.output_dir)
+    else:
+        base = epath.Path(workdir) / kind / time.strftime("%Y%m%d-%H%M%S")
+        out, k = base, 1
+        while out.exists():
+            k += 1
+            out = base.parent / f"{base.name}-{k}"
     configlib.check_writable_dir(out, "--output_dir")
     return out
+
+
+def _pages(n: int):
+    """Column ranges of the grid pages: at most --grid_columns faces a page."""
+    per = max(1, int(FLAGS.grid_columns))
+    return [(a, min(a + per, n)) for a in range(0, n, per)]
+
+
+def _save_grid_pages(out_dir, stem: str, rows, row_labels, column_labels, marks=None):
+    from latent_jax import imageio
+
+    written = []
+    pages = _pages(len(rows[0]))
+    for k, (a, b) in enumerate(pages):
+        grid = imageio.labelled_grid([r[a:b] for r in rows], row_labels, column_labels[a:b],
+                                     marks=None if marks is None else marks[:, a:b])
+        name = f"{stem}.png" if len(pages) == 1 else f"{stem}_page{k + 1}.png"
+        written.append(imageio.save_png(out_dir / name, grid))
+    return written
+
+
+def _short(name: str, n: int = 14) -> str:
+    return name if len(name) <= n else name[:n - 1] + "~"
 
 
 def run_edit(config, workdir):
@@ -109,11 +158,12 @@ def run_edit(config, workdir):
     _require(config, "edit", "edit")
     files = _expand_images(FLAGS.images)
     changes = parse_attribute_changes(FLAGS.attributes, tuple(config.data.labels))
-    out_dir = _writable_output_dir("edits", workdir)
+    out_dir = _output_dir("edits", workdir)
     exp, states, step = train.load_for_inference(config, workdir)
     method = exp.method
     size = exp.spec.image_shape[0]
-    x = np.stack([imageio.load_image(f, size) for f in files])
+    loaded = [imageio.load_image_with_crop(f, size) for f in files]
+    x = np.stack([img for img, _ in loaded])
     c = np.zeros((len(files), method.num_labels), np.float32)
     for name, v in changes.items():
         c[:, method.label_names.index(name)] = v
@@ -121,13 +171,29 @@ def run_edit(config, workdir):
     out = np.asarray(edit(states, jnp.asarray(x), jnp.asarray(c), strength=FLAGS.strength))
     recon = np.asarray(jax.jit(method.reconstruct)(states, jnp.asarray(x)))
     tag = "_".join(("add" if v > 0 else "remove") + "_" + k for k, v in changes.items())
-    for f, img in zip(files, out):
-        name = os.path.splitext(os.path.basename(f))[0]
-        imageio.save_png(out_dir / f"{name}_{tag}.png", img)
-    imageio.save_grid(out_dir / f"grid_{tag}.png",
-                         np.concatenate([x, recon, out]), nrow=len(files))
-    logging.info("wrote %d edited images (checkpoint step %d) to %s", len(files), step, out_dir)
-    print(f"wrote {len(files)} edited images to {out_dir}")
+    label = " ".join(("+" if v > 0 else "-") + k for k, v in changes.items())
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    for i, (f, img, (_, crop)) in enumerate(zip(files, out, loaded)):
+        # The index keeps a/face.png and b/face.jpg apart.
+        base = f"{i:03d}_{stems[i]}_{tag}"
+        imageio.save_png(out_dir / f"{base}.png", img)
+        imageio.save_png(out_dir / f"{base}_large.png", imageio.upscale(img, 256))
+        if FLAGS.paste_back:
+            imageio.save_png(out_dir / f"{base}_in_frame.png", imageio.paste_back(f, img, crop))
+        logging.info("%s: %s", f, imageio.describe_crop(crop))
+    grids = _save_grid_pages(out_dir, f"grid_{tag}", [x, recon, out],
+                             ["input", "reconstruction", label],
+                             [_short(f"{i}: {s}") for i, s in enumerate(stems)])
+    print(f"edited {len(files)} images ({label}) with the checkpoint of step {step}, at the "
+          f"model's {size}x{size}:")
+    for f, (_, crop) in list(zip(files, loaded))[:10]:
+        print(f"  {f}: {imageio.describe_crop(crop)}")
+    if len(files) > 10:
+        print(f"  ... and {len(files) - 10} more (all in the log)")
+    extra = ", *_in_frame.png (pasted back)" if FLAGS.paste_back else ""
+    print(f"wrote to {out_dir}: NNN_<name>_{tag}.png (model resolution), *_large.png "
+          f"(upscaled){extra}, and {len(grids)} labelled grid page(s) {os.path.basename(grids[0])}"
+          + ("..." if len(grids) > 1 else ""))
 
 
 def run_sample(config, workdir):
@@ -144,7 +210,7 @@ def run_sample(config, workdir):
     if n <= 0:
         raise ConfigError("--num_samples: must be positive")
     changes = parse_attribute_changes(FLAGS.attributes, tuple(config.data.labels))
-    out_dir = _writable_output_dir("samples", workdir)
+    out_dir = _output_dir("samples", workdir)
     exp, states, step = train.load_for_inference(config, workdir)
     method = exp.method
     rows = next(iter(data_lib.iterate_eval_batches(exp.data, "test", n)))["label"][:n]
@@ -153,16 +219,69 @@ def run_sample(config, workdir):
         y = np.resize(y, (n, y.shape[1]))
     for name, v in changes.items():
         y[:, method.label_names.index(name)] = 1.0 if v > 0 else 0.0
-    rng = jax.random.fold_in(exp.base_key, 0x5A3)
+    rng = jax.random.fold_in(jax.random.fold_in(exp.base_key, 0x5A3), int(FLAGS.seed))
     images, accepted = jax.jit(method.sample)(states, rng, jnp.asarray(y))
-    images, accepted = np.asarray(images), np.asarray(accepted)
+    images, accepted = np.asarray(images), np.asarray(accepted, bool)
     tag = "_".join(("with" if v > 0 else "without") + "_" + k for k, v in changes.items())
+    label = " ".join(("+" if v > 0 else "-") + k for k, v in changes.items())
     for i, img in enumerate(images):
         suffix = "" if accepted[i] else "_rejected"
         imageio.save_png(out_dir / f"{tag}_{i:03d}{suffix}.png", img)
-    imageio.save_grid(out_dir / f"grid_{tag}.png", images)
-    print(f"wrote {n} samples ({int(accepted.sum())} accepted by the model's own check) "
-          f"to {out_dir} (checkpoint step {step})")
+    columns = [f"{i}" if accepted[i] else f"{i} rejected" for i in range(n)]
+    grids = _save_grid_pages(out_dir, f"grid_{tag}", [images], [label], columns,
+                             marks=~accepted[None])
+    print(f"sampled {n} images ({label}, seed {FLAGS.seed}) with the checkpoint of step {step}: "
+          f"{int(accepted.sum())} of {n} accepted by the model's own check (yield "
+          f"{accepted.mean():.2f}); rejected ones are framed in red in the grid")
+    print(f"wrote to {out_dir}: {tag}_NNN[_rejected].png and {len(grids)} grid page(s)")
+
+
+def run_walk(config, workdir):
+    import jax
+    import numpy as np
+
+    from latent_jax import imageio, train
+    from latent_jax.data import labels as labels_lib
+    from latent_jax.data import pipeline as data_lib
+
+    _require(config, "walk", "walk")
+    names = tuple(config.data.labels)
+    chosen = list(FLAGS.labels) or [n for n in names
+                                    if labels_lib.label_kind(n) == labels_lib.BINARY]
+    for name in chosen + list(FLAGS.pair):
+        if name not in names:
+            raise ConfigError(f"--labels/--pair: {name!r} is not a label of this model; its "
+                              f"labels are {', '.join(names)}")
+    if FLAGS.pair and len(FLAGS.pair) != 2:
+        raise ConfigError("--pair: name two labels, e.g. --pair=Male,Eyeglasses")
+    steps = int(FLAGS.walk_steps)
+    if steps < 2:
+        raise ConfigError("--walk_steps: at least 2")
+    out_dir = _output_dir("walks", workdir)
+    exp, states, step = train.load_for_inference(config, workdir)
+    method = exp.method
+    batch = next(iter(data_lib.iterate_eval_batches(exp.data, "test", int(FLAGS.num_images))))
+    x = np.asarray(batch["image"][:int(FLAGS.num_images)])
+    walk = jax.jit(method.latent_walk, static_argnums=(2, 3))
+    written = []
+    for name in chosen:
+        imgs = np.asarray(walk(states, x, names.index(name), steps))          # [T, B, ...]
+        grid = imageio.labelled_grid(
+            [np.concatenate([x[b:b + 1], imgs[:, b]]) for b in range(len(x))],
+            [f"image {b}" for b in range(len(x))],
+            ["input"] + [f"{name} {t / (steps - 1):.2f}" if t in (0, steps - 1) else ""
+                         for t in range(steps)])
+        written.append(imageio.save_png(out_dir / f"walk_{name}.png", grid))
+    if FLAGS.pair:
+        a, b = FLAGS.pair
+        pair = jax.jit(method.latent_walk_pair, static_argnums=(2, 3, 4))
+        imgs = np.asarray(pair(states, x[:1], names.index(a), names.index(b), steps))
+        grid = imageio.labelled_grid([imgs[i, :, 0] for i in range(steps)],
+                                     [f"{a} {i / (steps - 1):.2f}" for i in range(steps)],
+                                     [f"{b} {j / (steps - 1):.2f}" for j in range(steps)])
+        written.append(imageio.save_png(out_dir / f"walk_{a}__{b}.png", grid))
+    print(f"wrote {len(written)} latent walk grid(s) of the checkpoint of step {step} to "
+          f"{out_dir}: {', '.join(os.path.basename(w) for w in written)}")
 
 
 def _override_keys(argv) -> list[str]:
@@ -286,8 +405,19 @@ class _QuietLibraries(std_logging.Filter):
             s in record.pathname for s in self._NOISY)
 
 
+class _NoAcceleratorProbe(std_logging.Filter):
+    """Drops JAX's INFO line about backends it could not start ("Unable to initialize backend
+    'tpu' ... libtpu.so") on machines without that accelerator; the platform JAX picks is
+    unchanged."""
+
+    def filter(self, record):
+        return (record.levelno >= std_logging.WARNING
+                or not str(record.msg).startswith("Unable to initialize backend"))
+
+
 def main(argv):
     std_logging.getLogger("absl").addFilter(_QuietLibraries())
+    std_logging.getLogger("jax._src.xla_bridge").addFilter(_NoAcceleratorProbe())
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config, workdir = FLAGS.config, FLAGS.workdir
@@ -301,11 +431,17 @@ def main(argv):
                 print("final evaluation:", {k: round(v, 4) for k, v in result.items()
                                             if isinstance(v, float)})
         elif FLAGS.mode == "evaluate":
-            train.evaluate_only(config, workdir)
+            result = train.evaluate_only(config, workdir)
+            print(f"wrote the evaluation report to {os.path.join(workdir, 'eval')} "
+                  "(report_<step>.json / .md, latest.json); headline: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in result.items()
+                              if isinstance(v, float) and "/" not in k))
         elif FLAGS.mode == "edit":
             run_edit(config, workdir)
-        else:
+        elif FLAGS.mode == "sample":
             run_sample(config, workdir)
+        else:
+            run_walk(config, workdir)
     except train.Preempted as e:
         logging.warning("%s", e)
         print(str(e), file=sys.stderr)

@@ -53,11 +53,37 @@ def test_edit_mode_writes_edited_images(trained, tmp_path):
     res = _run(trained, "--mode=edit", "--images=" + ",".join(files),
                "--attributes=+Eyeglasses", "--strength=5", f"--output_dir={out}")
     assert res.returncode == 0, res.stderr[-4000:]
-    edited = sorted(p for p in os.listdir(out) if p.startswith("face"))
-    assert edited == ["face0_add_Eyeglasses.png", "face1_add_Eyeglasses.png"]
-    arr = np.asarray(Image.open(out / edited[0]))
-    assert arr.shape == (16, 16, 3)
-    assert os.path.isfile(out / "grid_add_Eyeglasses.png")
+    edited = sorted(os.listdir(out))
+    assert edited == ["000_face0_add_Eyeglasses.png", "000_face0_add_Eyeglasses_large.png",
+                      "001_face1_add_Eyeglasses.png", "001_face1_add_Eyeglasses_large.png",
+                      "grid_add_Eyeglasses.png"]
+    assert np.asarray(Image.open(out / edited[0])).shape == (16, 16, 3)       # the model's size
+    assert np.asarray(Image.open(out / edited[1])).shape == (256, 256, 3)     # upscaled copy
+    grid = np.asarray(Image.open(out / "grid_add_Eyeglasses.png"))
+    assert grid.shape[0] >= 3 * 96 and grid.shape[1] >= 2 * 96   # readable cells, with labels
+    assert "40x40, resized to 16x16" in res.stdout and "64x64, resized to 16x16" in res.stdout
+
+
+def test_edit_outputs_never_collide(trained, tmp_path):
+    """Inputs with one name in two folders keep apart, a second call writes a new folder, and
+    --paste_back puts the face back into the original frame."""
+    for d, ext in (("a", "png"), ("b", "jpg")):
+        (tmp_path / d).mkdir()
+        frame = np.full((30, 50, 3), 128, np.uint8)
+        Image.fromarray(frame).save(tmp_path / d / f"face.{ext}")
+    images = f"--images={tmp_path}/a/face.png,{tmp_path}/b/face.jpg"
+    first = _run(trained, "--mode=edit", images, "--attributes=-Eyeglasses", "--paste_back")
+    second = _run(trained, "--mode=edit", images, "--attributes=-Eyeglasses")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-3000:]
+    calls = sorted(os.listdir(os.path.join(trained, "edits")))
+    assert len(calls) >= 2
+    newest = os.path.join(trained, "edits", calls[-2])
+    names = sorted(os.listdir(newest))
+    assert "000_face_remove_Eyeglasses.png" in names and "001_face_remove_Eyeglasses.png" in names
+    framed = np.asarray(Image.open(os.path.join(newest, "000_face_remove_Eyeglasses_in_frame.png")))
+    assert framed.shape == (30, 50, 3)
+    assert (framed[:, :10] == 128).all()      # outside the centre square: the original
+    assert "50x30, centre square 30x30 at (10, 0)" in first.stdout
 
 
 def test_edit_mode_rejects_unknown_attribute_and_missing_files(trained, tmp_path):
@@ -76,7 +102,28 @@ def test_sample_mode_writes_conditional_samples(trained, tmp_path):
     assert res.returncode == 0, res.stderr[-4000:]
     files = [p for p in os.listdir(out) if p.startswith("with_Eyeglasses_")]
     assert len(files) == 5
-    assert "accepted" in res.stdout
+    assert "accepted" in res.stdout and "yield" in res.stdout
+    rejected = [int(p.split("_")[2][:3]) for p in files if "rejected" in p]
+    grid = np.asarray(Image.open(out / "grid_with_Eyeglasses.png")).astype(int)
+    red = (grid[..., 0] > 180) & (grid[..., 1] < 40) & (grid[..., 2] < 40)
+    assert red.any() == bool(rejected)          # rejected samples are framed in red
+    again = _run(trained, "--mode=sample", "--attributes=+Eyeglasses", "--num_samples=5",
+                 "--seed=1", f"--output_dir={tmp_path / 'seed1'}")
+    assert again.returncode == 0
+    a = np.asarray(Image.open(out / sorted(files)[0]))
+    b = np.asarray(Image.open(tmp_path / "seed1" / sorted(os.listdir(tmp_path / "seed1"))[1]))
+    assert a.shape == b.shape and not np.array_equal(a, b)      # --seed changes the samples
+
+
+def test_bad_flags_fail_before_anything_is_restored(tmp_path):
+    """On a workdir without a checkpoint, a bad --attributes or a mode the method cannot do is
+    reported as such, not as the missing checkpoint: the flags are checked first."""
+    empty = str(tmp_path / "empty")
+    res = _run(empty, "--mode=sample", "--attributes=+Smiling")
+    assert res.returncode == 1 and "--attributes" in res.stderr and "checkpoint" not in res.stderr
+    res = _run(empty, "--mode=walk")
+    assert res.returncode == 1 and "walk" in res.stderr and "checkpoint" not in res.stderr
+    assert "Unable to initialize backend" not in res.stderr
 
 
 def test_evaluate_mode_writes_a_report(trained, tmp_path):

@@ -673,3 +673,21 @@ def test_run_evaluation_on_synthetic_faces(tiny_judge, judge_cache, tmp_path):
     assert head["edit_preservation"] == 1.0 and head["edit_preservation_vs_recon"] == 1.0
     assert os.path.exists(out / "report_8.md")
     assert json.loads((out / "latest.json").read_text())["run"]["step"] == 8
+
+
+def test_balanced_preservation_on_a_hand_made_example():
+    """A rare attribute that is always lost when present: plain preservation is 0.9 (absent
+    stays absent on 9 of 10), balanced is (1.0 + 0.0) / 2."""
+    from latent_jax.evaluate import metrics
+
+    reference = np.zeros((10, 2), bool)
+    reference[0, 0] = True                        # attribute 0 present once
+    reference[:5, 1] = True                       # attribute 1 balanced
+    edited = reference.copy()
+    edited[0, 0] = False                          # ... and lost
+    edited[0, 1] = False                          # one of five positives of attribute 1 lost
+    mean, per = metrics.balanced_preservation(edited, reference, [0, 1], ("Hat", "Male"))
+    assert per == {"Hat": 0.5, "Male": 0.9}
+    assert mean == pytest.approx(0.7)
+    plain = np.mean(edited[:, 0] == reference[:, 0])
+    assert plain == pytest.approx(0.9)

@@ -249,6 +249,22 @@ def _preservation(pred_edit: np.ndarray, reference: np.ndarray, cols: list[int],
     return float(np.mean(same)), {names[c]: float(np.mean(same[:, k])) for k, c in enumerate(cols)}
 
 
+def balanced_preservation(pred_edit: np.ndarray, reference: np.ndarray, cols: list[int],
+                          names: Sequence[str]) -> tuple[float, dict[str, float]]:
+    """Per attribute, the mean over its two reference classes of the rate at which the edit
+    keeps it (present stays present, absent stays absent), so that a rare attribute's
+    "absent stays absent" cannot dominate; a class with no example is left out of its
+    attribute's mean. Returns (mean over attributes, {attribute: balanced rate})."""
+    if not cols or len(pred_edit) == 0:
+        return float("nan"), {}
+    per = {}
+    for c in cols:
+        ref, kept = reference[:, c], pred_edit[:, c] == reference[:, c]
+        rates = [float(np.mean(kept[ref == v])) for v in (False, True) if np.any(ref == v)]
+        per[names[c]] = float(np.mean(rates))
+    return float(np.mean(list(per.values()))), per
+
+
 def _edit_setting(caps: Capabilities, judge: Judge, data: EvalSet, rows: np.ndarray,
                   changes: np.ndarray, targets: Mapping[str, int], pred_orig: np.ndarray,
                   pred_recon: np.ndarray, constituents, recons: np.ndarray | None = None) -> dict:
@@ -263,6 +279,8 @@ def _edit_setting(caps: Capabilities, judge: Judge, data: EvalSet, rows: np.ndar
     if n == 0:
         result.update(success=float("nan"), preservation=float("nan"),
                       preservation_vs_recon=float("nan"), recon_target_rate=float("nan"),
+                      balanced_preservation=float("nan"),
+                      balanced_preservation_vs_recon=float("nan"),
                       per_label_success={}, per_attribute_preservation={},
                       per_attribute_preservation_vs_recon={})
         return result
@@ -281,6 +299,9 @@ def _edit_setting(caps: Capabilities, judge: Judge, data: EvalSet, rows: np.ndar
         success, recon_rate = float("nan"), float("nan")
     pres, per_attr = _preservation(pred_edit, pred_orig[rows], cols, judge.attribute_names)
     pres_r, per_attr_r = _preservation(pred_edit, pred_recon[rows], cols, judge.attribute_names)
+    bal, per_bal = balanced_preservation(pred_edit, pred_orig[rows], cols, judge.attribute_names)
+    bal_r, per_bal_r = balanced_preservation(pred_edit, pred_recon[rows], cols,
+                                             judge.attribute_names)
     (target,) = targets if len(targets) == 1 else (None,)
     if recons is not None and data.regions is not None and target in data.regions:
         result.update(latent_lib.edit_locality(edited, recons[rows], data.regions[target][rows]))
@@ -288,6 +309,9 @@ def _edit_setting(caps: Capabilities, judge: Judge, data: EvalSet, rows: np.ndar
                   recon_target_rate=recon_rate, per_label_success=per_label,
                   per_attribute_preservation=per_attr,
                   per_attribute_preservation_vs_recon=per_attr_r,
+                  balanced_preservation=bal, balanced_preservation_vs_recon=bal_r,
+                  per_attribute_balanced_preservation=per_bal,
+                  per_attribute_balanced_preservation_vs_recon=per_bal_r,
                   judged=bool(judged))
     return result
 
@@ -338,6 +362,9 @@ def edit_metrics(caps: Capabilities, judge: Judge, data: EvalSet, pred_orig: np.
         "edit_success": _nanmean(s["success"] for s in settings),
         "edit_preservation": _nanmean(s["preservation"] for s in settings),
         "edit_preservation_vs_recon": _nanmean(s["preservation_vs_recon"] for s in settings),
+        "edit_balanced_preservation": _nanmean(s["balanced_preservation"] for s in settings),
+        "edit_balanced_preservation_vs_recon": _nanmean(s["balanced_preservation_vs_recon"]
+                                                        for s in settings),
         "edit_locality": _nanmean(s.get("locality") for s in settings),
         "edit_locality_region_share": _nanmean(s.get("region_share") for s in settings),
         "notes": notes,
@@ -481,8 +508,19 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
     logits_recon, feats_recon = judge.logits_and_features(recons)
     pred_orig, pred_recon = logits_orig > 0, logits_recon > 0
     results["recon_attribute_agreement"] = float(np.mean(pred_orig == pred_recon))
+    all_cols = list(range(len(judge.attribute_names)))
+    bal, per_bal = balanced_preservation(pred_recon, pred_orig, all_cols, judge.attribute_names)
+    results["recon_balanced_agreement"] = bal
+    results["recon_balanced_agreement_per_attribute"] = per_bal
+    # Attributes the reconstruction already loses (balanced agreement under 0.75): an edit
+    # cannot be expected to keep them.
+    lost = {a: v for a, v in sorted(per_bal.items(), key=lambda kv: kv[1]) if v < 0.75}
+    results["recon_loses"] = lost
     timing["reconstruction"] = time.time() - t
     say(f"eval: reconstruction l1 {results['reconstruction']['recon_l1']:.4f}")
+    say("eval: the reconstruction already loses " + (", ".join(
+        f"{a} ({v:.2f})" for a, v in lost.items()) or "no attribute") + " (balanced agreement "
+        "with the input under 0.75)")
 
     t = time.time()
     x_samp, acc_samp = caps.sample(jax.random.fold_in(rng, 1), data.labels)
@@ -539,8 +577,11 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
     out["frechet_judge_recon"] = fr["frechet_judge_recon"]
     out["frechet_judge_sample"] = fr["frechet_judge_sample"]
     out["recon_attribute_agreement"] = results["recon_attribute_agreement"]
+    if "recon_balanced_agreement" in results:
+        out["recon_balanced_agreement"] = results["recon_balanced_agreement"]
     ed = results["edit"]
-    for key in ("edit_success", "edit_preservation", "edit_preservation_vs_recon"):
+    for key in ("edit_success", "edit_preservation", "edit_preservation_vs_recon",
+                "edit_balanced_preservation", "edit_balanced_preservation_vs_recon"):
         out[key] = ed[key]
     if np.isfinite(ed.get("edit_locality", float("nan"))):
         out["edit_locality"] = ed["edit_locality"]

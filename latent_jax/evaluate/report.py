@@ -218,15 +218,26 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "success: the judge assigns the target value; preservation: other attributes keep the "
             "judge's prediction on the original (vs recon: on the reconstruction); recon target: "
             "the target already holds on the reconstruction.", ""]
+    if "recon_loses" in res:
+        lost = res["recon_loses"]
+        out += ["The reconstruction already loses: " + (", ".join(
+            f"{a} ({_fmt(v)})" for a, v in lost.items()) or "no attribute") + " (balanced "
+            "agreement with the input under 0.75); an edit cannot be expected to keep these.", ""]
+    out += ["balanced: the mean over each attribute's two classes of the rate at which it is "
+            "kept, so that a rare attribute's \"absent stays absent\" does not dominate "
+            "(mean over attributes).", ""]
     rows = [[s["label"], s["direction"], s["n"], s["success"], s["preservation"],
-             s["preservation_vs_recon"], s["recon_target_rate"], s.get("locality"),
+             s.get("balanced_preservation"), s["preservation_vs_recon"],
+             s.get("balanced_preservation_vs_recon"), s["recon_target_rate"], s.get("locality"),
              s.get("region_share")] for s in ed["settings"]]
     if ed.get("multi"):
         m = ed["multi"]
         rows.append(["+".join(m["labels"]), "add all", m["n"], m["success"], m["preservation"],
-                     m["preservation_vs_recon"], m["recon_target_rate"], None, None])
-    out += _table(["label", "direction", "n", "success", "preservation", "preservation vs recon",
-                   "recon target", "locality", "region share"], rows)
+                     m.get("balanced_preservation"), m["preservation_vs_recon"],
+                     m.get("balanced_preservation_vs_recon"), m["recon_target_rate"], None, None])
+    out += _table(["label", "direction", "n", "success", "preservation", "balanced",
+                   "preservation vs recon", "balanced vs recon", "recon target", "locality",
+                   "region share"], rows)
     out += ["locality: share of the pixel change (edit vs reconstruction) inside the edited "
             "attribute's region (where the dataset provides regions); region share: the share "
             "of the image that region covers.", ""]
@@ -235,10 +246,20 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                        key=lambda a: res["judge"]["attribute_names"].index(a)
                        if a in res["judge"]["attribute_names"] else 0)
         cols = [f"{s['label']} {s['direction']}" for s in ed["settings"]]
-        out += ["### Preservation per attribute", ""]
+        out += ["### Preservation per attribute (plain / balanced)", ""]
         out += _table(["attribute"] + cols,
-                      [[a] + [s["per_attribute_preservation"].get(a) for s in ed["settings"]]
-                       for a in attrs])
+                      [[a] + [f"{_fmt(s['per_attribute_preservation'].get(a))} / "
+                              f"{_fmt(s.get('per_attribute_balanced_preservation', {}).get(a))}"
+                              for s in ed["settings"]] for a in attrs])
+
+    if res.get("table1"):
+        out += ["## Table 1 protocol (Creswell et al.)", "",
+                "The test images of each source class y, decoded with the label set to 0 and to "
+                "1: the judge's rate of 0 (class0) and of 1 (class1), and the reconstruction MSE "
+                "on the same images. The paper reports y = 1.", ""]
+        out += _table(["label", "source y", "n", "class0", "class1", "MSE"],
+                      [[s["label"], str(s["source"]), s["n"], s["class0"], s["class1"], s["mse"]]
+                       for s in res["table1"]["settings"]])
 
     sm = res["sampling"]
     out += ["## Conditional sampling", "",
