@@ -41,6 +41,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.batch_size = 64            # global batch, over all devices and hosts
     c.num_epochs = 1.0           # training length in epochs of the (subsetted) training split,
     c.num_steps = 0              # ... unless num_steps > 0
+    # ... or a compute budget, one of flops / images / steps (latent_jax.compute): the trainer
+    # converts it to a number of steps, phase by phase. Not together with num_steps.
+    c.budget = ml_collections.ConfigDict(dict(
+        flops=ml_collections.config_dict.placeholder(float),
+        images=ml_collections.config_dict.placeholder(float),
+        steps=ml_collections.config_dict.placeholder(int),
+    ))
     c.data = default_data_config()
     c.model = ml_collections.ConfigDict()
     c.loss = ml_collections.ConfigDict()
@@ -167,7 +174,7 @@ def check_writable_dir(directory, flag: str) -> None:
 # (`Method.resume_safe_keys`, e.g. IntroVAC's inference-only `edit.` and `langevin.`).
 # A key ending in '.' covers the whole block.
 RESUME_SAFE_KEYS = (
-    "num_steps", "num_epochs", "log_every_steps", "eval_every_steps", "grids_every_steps",
+    "num_steps", "num_epochs", "budget.", "log_every_steps", "eval_every_steps", "grids_every_steps",
     "grid_size", "evaluate_at_end", "checkpoint.", "eval.", "parallel.",
     "data.data_dir", "data.cache_dir", "data.num_workers", "data.read_threads", "data.prefetch",
 )

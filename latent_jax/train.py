@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from latent_jax import checkpoint as ckpt_lib
+from latent_jax import compute as compute_lib
 from latent_jax import configlib
 from latent_jax.data import pipeline as data_lib
 from latent_jax import logging as lj_logging
@@ -129,12 +130,18 @@ class Experiment:
         if n_train < int(config.batch_size):
             raise ConfigError(f"config.batch_size: {config.batch_size} exceeds the "
                              f"{n_train} training examples of {self.spec.name}")
+        # With a compute budget the number of steps is known once the steps are compiled
+        # (`plan`); until then it is the epoch count's.
+        self.budget = compute_lib.budget_of(config)
+        self.budget_note = ""
         self.total_steps = (int(config.num_steps) if int(config.num_steps) > 0 else
                             int(round(float(config.num_epochs) * self.steps_per_epoch)))
         self.method = methods.get_method(config, self.spec, self.steps_per_epoch)
         self.base_key = jax.random.PRNGKey(int(config.seed))
         self._replicated = parallel.replicated(self.mesh)
         self._preview = None
+        self._step_fns: dict[int, Any] = {}
+        self.restored_compute = compute_lib.Compute()   # of the checkpoint restored last
 
     def host_batch(self, it) -> dict:
         """This process's rows of the next training batch, as `train_step` takes it: one batch
@@ -229,7 +236,7 @@ class Experiment:
             def set_data_state(step, restored, data_state):
                 del step, restored
                 if data_iterator is not None and data_state:
-                    data_iterator.set_state(data_state)
+                    data_iterator.set_state(_iterator_state(data_state))
 
             found = mngr.restore_newest(target, check_config=self.check_checkpoint_config,
                                         check_restored=set_data_state,
@@ -239,21 +246,58 @@ class Experiment:
         if found is None:
             return 0, None, {}
         step, restored, data_state = found
+        self.restored_compute = compute_lib.Compute.from_dict((data_state or {}).get("compute"))
         return int(step), restored["players"], data_state
 
+    def plan(self, states, batch, start_step: int = 0) -> dict[int, compute_lib.StepCost]:
+        """The cost of every phase the run can reach from `start_step` (XLA's cost analysis of
+        the compiled step on these shapes; the compilation is the one training reuses), and,
+        with a compute budget, the number of steps it buys (`total_steps`, `budget_note`)."""
+        if self.budget is None:   # the phases this run reaches
+            bounds = [b for b in self.method.phase_boundaries() if start_step < b < self.total_steps]
+            first = start_step
+        else:                     # a budget is spent from step 0: every phase's cost
+            bounds, first = list(self.method.phase_boundaries()), 0
+        phases = sorted({self.method.phase(first)} | {self.method.phase(b) for b in bounds})
+        rng = jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype)
+        costs = {p: compute_lib.step_cost(self.step_fn(p), compute_lib.abstract(states),
+                                          compute_lib.abstract(batch), rng) for p in phases}
+        if self.budget is not None:
+            kind, amount = self.budget
+            if kind == "flops" and any(c.has_loops for c in costs.values()):
+                raise ConfigError("config.budget.flops: the train step contains a loop, whose "
+                                  "FLOPs XLA counts once; use config.budget.images or steps")
+            self.total_steps, self.budget_note = compute_lib.steps_for_budget(
+                kind, amount, phase_of=self.method.phase,
+                boundaries=self.method.phase_boundaries(),
+                flops_per_step={p: c.flops for p, c in costs.items()},
+                images_per_step=int(self.config.batch_size) * self.batches_per_step)
+            if self.total_steps < 1:
+                raise ConfigError(f"config.budget.{kind}: {self.budget_note}")
+        return costs
+
     def step_fn(self, phase: int):
-        """The jitted train step of one phase, with a finiteness flag."""
+        """The jitted train step of one phase, with a finiteness flag (one per phase, so that
+        `plan`'s compilation is the one training uses)."""
+        if phase not in self._step_fns:
+            def step(states, batch, rng):
+                new_states, metrics = self.method.train_step(states, batch, rng, phase)
+                return new_states, metrics, _all_finite(metrics)
 
-        def step(states, batch, rng):
-            new_states, metrics = self.method.train_step(states, batch, rng, phase)
-            return new_states, metrics, _all_finite(metrics)
-
-        return jax.jit(step, donate_argnums=(0,),
-                       out_shardings=(self._replicated, self._replicated, self._replicated))
+            self._step_fns[phase] = jax.jit(
+                step, donate_argnums=(0,),
+                out_shardings=(self._replicated, self._replicated, self._replicated))
+        return self._step_fns[phase]
 
 
 def _config_json(config) -> str:
     return config.to_json_best_effort(sort_keys=True)
+
+
+def _iterator_state(data_state: dict) -> dict:
+    """The data iterator's part of a checkpoint's data item (`{"iterator", "compute"}`; older
+    checkpoints hold the iterator state alone)."""
+    return data_state["iterator"] if "iterator" in data_state else data_state
 
 
 def _data_state_to_json(state: Any) -> dict:
@@ -279,16 +323,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train(exp: Experiment) -> dict:
     config = exp.config
-    method, total = exp.method, exp.total_steps
+    method = exp.method
     config_json = _config_json(config)
     it = data_lib.make_train_iterator(
         exp.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
         process_index=jax.process_index(), process_count=jax.process_count())
-    start_step, states, _ = exp.restore_newest(data_iterator=it)
+    start_step, states, data_state = exp.restore_newest(data_iterator=it)
     if start_step:
         logging.info("resuming from step %d", start_step)
     else:
         states = exp.init_states()
+    # The first batch gives the shapes to cost the steps with (and is then trained on).
+    pending = exp.next_batch(it)
+    costs = exp.plan(states, pending, start_step)
+    total = exp.total_steps
+    if exp.budget_note:
+        logging.info("%s", exp.budget_note)
+    spent = compute_lib.Compute.from_dict((data_state or {}).get("compute"))
+    n_devices = int(exp.mesh.devices.size)
     if jax.process_index() == 0:
         # Written only once the checkpoint (if any) restored with a compatible config.
         (exp.workdir / "config.json").write_text(config_json)
@@ -323,7 +375,8 @@ def _train(exp: Experiment) -> dict:
                 f"(step {mngr.latest_step()}) is kept in {mngr.directory}")
         mngr.save(at_step, {"players": states, "step": jnp.asarray(at_step, jnp.int32),
                             "rng": exp.base_key},
-                  _data_state_to_json(it.get_state()), config_json, force=force)
+                  {"iterator": _data_state_to_json(it.get_state()),
+                   "compute": spent.as_dict()}, config_json, force=force)
 
     failed = False
     try:
@@ -337,9 +390,11 @@ def _train(exp: Experiment) -> dict:
             phase = method.phase(step)
             if phase not in step_fns:
                 step_fns[phase] = exp.step_fn(phase)
-            batch = exp.next_batch(it)
+            batch, pending = (exp.next_batch(it) if pending is None else pending), None
             rng = jax.random.fold_in(exp.base_key, step)
             states, metrics, finite = step_fns[phase](states, batch, rng)
+            spent.flops += costs[phase].flops
+            spent.images += int(config.batch_size) * exp.batches_per_step
             finite_so_far = jnp.logical_and(finite_so_far, finite)
             step += 1
             for k, v in metrics.items():
@@ -358,6 +413,8 @@ def _train(exp: Experiment) -> dict:
                 host_metrics["train/phase"] = float(phase)
                 host_metrics["train/epoch"] = step / exp.steps_per_epoch
                 now = time.time()
+                spent.device_seconds += (now - t_interval) * n_devices
+                host_metrics.update(spent.metrics())
                 rate = (step - step_interval) / max(now - t_interval, 1e-9)
                 host_metrics["perf/steps_per_sec"] = rate
                 host_metrics["perf/examples_per_sec"] = (rate * int(config.batch_size)
@@ -378,7 +435,7 @@ def _train(exp: Experiment) -> dict:
             if eval_every and step % eval_every == 0 and step < total:
                 try:
                     with flag.immediate():
-                        eval_result = _evaluate(exp, states, step, writer)
+                        eval_result = _evaluate(exp, states, step, writer, spent)
                 except _Interrupted as e:
                     save(step, force=True)
                     mngr.wait()
@@ -393,7 +450,7 @@ def _train(exp: Experiment) -> dict:
             with flag.immediate():
                 writer.write_images(step, exp.grids(states))
                 if config.evaluate_at_end:
-                    eval_result = _evaluate(exp, states, step, writer)
+                    eval_result = _evaluate(exp, states, step, writer, spent)
         except _Interrupted as e:
             raise Preempted(f"stopped during the final evaluation on {e}; the checkpoint of step "
                             f"{step} is saved and --mode=evaluate writes the report") from None
@@ -439,12 +496,12 @@ def _last_complete(mngr: ckpt_lib.Checkpointer):
         return "unknown"
 
 
-def _evaluate(exp: Experiment, states: dict, step: int, writer) -> dict:
+def _evaluate(exp: Experiment, states: dict, step: int, writer, spent) -> dict:
     from latent_jax.evaluate import report
 
     result = report.run_evaluation(exp.method, states, exp.config, exp.workdir, step,
                                    jax.random.fold_in(exp.base_key, 0xE7A1 + step),
-                                   data_options=exp.data)
+                                   data_options=exp.data, compute=spent.as_dict())
     writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()
                                 if isinstance(v, (int, float))})
     return result
@@ -465,7 +522,7 @@ def evaluate_only(config, workdir) -> dict:
     exp, states, step = load_for_inference(config, workdir)
     writer = lj_logging.MetricWriter(exp.workdir)
     try:
-        return _evaluate(exp, states, step, writer)
+        return _evaluate(exp, states, step, writer, exp.restored_compute)
     finally:
         writer.close()
 

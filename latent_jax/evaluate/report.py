@@ -303,9 +303,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------- entry point
 def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: str, step: int,
-                   rng: jax.Array | None = None, data_options=None) -> dict[str, float]:
+                   rng: jax.Array | None = None, data_options=None,
+                   compute: Mapping[str, float] | None = None) -> dict[str, float]:
     """Evaluates `method` at `states`, writes the reports and returns the headline scalars.
-    `data_options`: the run's validated `config.data` (`data.DataOptions`); validated here if None."""
+    `compute`: the compute spent to reach `states` (FLOPs, images, device-seconds), kept in the
+    report's `run` block. `data_options`: the run's validated `config.data` (`data.DataOptions`); validated here if None."""
     from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
 
     t0 = time.time()
@@ -345,6 +347,7 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
             "label_names": list(spec.label_names),
             "attribute_names": list(judge.attribute_names),
             "seed": config.get("seed", None),
+            "compute": dict(compute or {}),
             "eval_config": eval_cfg.to_dict() if hasattr(eval_cfg, "to_dict") else dict(eval_cfg),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "seconds": time.time() - t0,
