@@ -4,8 +4,12 @@
         --run=ccvae_f0.2=configs/ccvae.py:synthetic,0.2 \\
         --run=configs/m2.py:synthetic,0.2  [--run=[NAME=]CONFIG ...] \\
         [--override=key=value ...] [--columns=Header=metric,...] [--collect_only]
+        [--budget_flops=F] [--seeds=N]
     python launch/ablation.py --suite=table4_glasses --out=runs/table4_glasses
 
+`--budget_flops=F` gives every run the same FLOP budget (`config.budget.flops`; each trains
+as many steps as it buys) instead of the same steps; `--seeds=N` runs each config N times
+(`config.seed` 0..N-1, names NAME_s<k>), one table row each.
 Each run trains and evaluates with `python -m latent_jax.main --config=CONFIG
 --workdir=OUT/NAME [--config.num_steps=N] [--config.KEY=VALUE ...]` (one after the other, so
 the timings are comparable; a run whose workdir already holds its final checkpoint just resumes
@@ -74,6 +78,9 @@ flags.DEFINE_multi_string("run", [], "[NAME=]CONFIG (config path with its preset
                           "NAME defaults to run_name(CONFIG)).")
 flags.DEFINE_enum("suite", None, list(SUITES), "A predefined list of runs.")
 flags.DEFINE_integer("num_steps", 0, "Training steps of every run (0: each config's own).")
+flags.DEFINE_float("budget_flops", None, "A FLOP budget for every run (config.budget.flops, "
+                   "instead of steps): identical compute.")
+flags.DEFINE_integer("seeds", 1, "Runs per config, with config.seed = 0..N-1 (NAME_s<k>).")
 flags.DEFINE_multi_string("override", [], "KEY=VALUE config overrides for every run.")
 flags.DEFINE_bool("collect_only", False, "Only collect the tables from existing runs.")
 flags.DEFINE_string("columns", None, "Header=metric,... headline metrics for an extra table "
@@ -134,6 +141,11 @@ def train_one(name: str, config: str, out: str) -> dict:
     cmd = [sys.executable, "-m", "latent_jax.main", f"--config={config}", f"--workdir={workdir}"]
     if FLAGS.num_steps:
         cmd.append(f"--config.num_steps={FLAGS.num_steps}")
+    if FLAGS.budget_flops:
+        cmd += ["--config.num_steps=0", f"--config.budget.flops={FLAGS.budget_flops}"]
+    seed = re.search(r"_s(\d+)$", name) if FLAGS.seeds > 1 else None
+    if seed:
+        cmd.append(f"--config.seed={int(seed.group(1))}")
     cmd += [f"--config.{kv}" for kv in FLAGS.override]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     print("$", " ".join(cmd), flush=True)
@@ -302,7 +314,11 @@ def main(argv):
     specs = list(FLAGS.run) + list(suite.get("runs", ()))
     if not specs:
         raise app.UsageError("give --run=[NAME=]CONFIG (repeatable) or --suite")
+    if FLAGS.num_steps and FLAGS.budget_flops:
+        raise app.UsageError("give --num_steps or --budget_flops, not both")
     runs = [parse_run(s) for s in specs]
+    if FLAGS.seeds > 1:
+        runs = [(f"{name}_s{k}", config) for name, config in runs for k in range(FLAGS.seeds)]
     column_text = FLAGS.columns or suite.get("columns")
     columns = parse_columns(column_text) if column_text else []
     os.makedirs(FLAGS.out, exist_ok=True)

@@ -115,3 +115,24 @@ def test_table1_suite_runs_every_row_at_the_same_data(tmp_path):
     text = mod.collect([runs[1]], str(tmp_path), columns)
     assert "| MSE | Class0 | Class1 | n |" in text
     assert "| ifcvaegan_best | ifcvaegan | 400 | 0.020 | 0.800 | 0.900 | 40 |" in text
+
+
+def test_budget_and_seeds_reach_every_runs_command(tmp_path, monkeypatch):
+    """--budget_flops gives every run the same FLOP budget (and no step count); --seeds runs
+    each config once per seed."""
+    mod = _driver()
+    commands = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "", "trained 5 steps in 1.0 s"
+
+    monkeypatch.setattr(mod.subprocess, "run", lambda cmd, **kw: commands.append(cmd) or Done())
+    mod.FLAGS(["ablation", f"--out={tmp_path}", "--budget_flops=3e9", "--seeds=2",
+               "--run=configs/vac.py:synthetic"])
+    try:
+        mod.train_one("vac_synthetic_s1", "configs/vac.py:synthetic", str(tmp_path))
+    finally:
+        mod.FLAGS.unparse_flags()
+    (cmd,) = commands
+    assert "--config.num_steps=0" in cmd and "--config.budget.flops=3000000000.0" in cmd
+    assert "--config.seed=1" in cmd
