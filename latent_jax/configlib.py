@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict()
     c.eval = default_eval_config()
     c.eval_every_steps = 0       # 0: evaluate at the end of training only
+    c.eval_at_fractions = ()     # also at these fractions of the run, e.g. (0.125, 0.25, 0.5)
     c.evaluate_at_end = True
     c.grids_every_steps = 0      # 0: only with evaluation
     c.grid_size = 8              # test images per grid row
@@ -174,7 +175,8 @@ def check_writable_dir(directory, flag: str) -> None:
 # (`Method.resume_safe_keys`, e.g. IntroVAC's inference-only `edit.` and `langevin.`).
 # A key ending in '.' covers the whole block.
 RESUME_SAFE_KEYS = (
-    "num_steps", "num_epochs", "budget.", "log_every_steps", "eval_every_steps", "grids_every_steps",
+    "num_steps", "num_epochs", "budget.", "log_every_steps", "eval_every_steps",
+    "eval_at_fractions", "grids_every_steps",
     "grid_size", "evaluate_at_end", "checkpoint.", "eval.", "parallel.",
     "data.data_dir", "data.cache_dir", "data.num_workers", "data.read_threads", "data.prefetch",
 )

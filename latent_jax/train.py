@@ -349,6 +349,12 @@ def _train(exp: Experiment) -> dict:
     ckpt_every = int(config.checkpoint.every_steps)
     eval_every = int(config.eval_every_steps)
     grid_every = int(config.grids_every_steps) or eval_every
+    # Evaluations at fractions of the run (a quality-against-compute curve), besides the
+    # periodic ones and the final one.
+    fractions = tuple(float(f) for f in config.get("eval_at_fractions", ()) or ())
+    if any(not 0.0 < f < 1.0 for f in fractions):
+        raise ConfigError(f"config.eval_at_fractions: fractions in (0, 1), got {fractions}")
+    eval_steps = {max(1, int(round(f * total))) for f in fractions}
 
     mngr = exp.checkpointer()
     writer = lj_logging.MetricWriter(exp.workdir, purge_step=start_step or None)
@@ -432,7 +438,7 @@ def _train(exp: Experiment) -> dict:
                 save(step)
             if grid_every and step % grid_every == 0 and step < total:
                 writer.write_images(step, exp.grids(states))
-            if eval_every and step % eval_every == 0 and step < total:
+            if ((eval_every and step % eval_every == 0) or step in eval_steps) and step < total:
                 try:
                     with flag.immediate():
                         eval_result = _evaluate(exp, states, step, writer, spent)

@@ -81,6 +81,9 @@ flags.DEFINE_integer("num_steps", 0, "Training steps of every run (0: each confi
 flags.DEFINE_float("budget_flops", None, "A FLOP budget for every run (config.budget.flops, "
                    "instead of steps): identical compute.")
 flags.DEFINE_integer("seeds", 1, "Runs per config, with config.seed = 0..N-1 (NAME_s<k>).")
+flags.DEFINE_list("fractions", ["0.125", "0.25", "0.5"], "With --budget_flops: also evaluate "
+                  "at these fractions of each run (a quality-against-compute curve).")
+flags.DEFINE_string("curve_metric", "edit_success", "Headline metric of the curve figure.")
 flags.DEFINE_multi_string("override", [], "KEY=VALUE config overrides for every run.")
 flags.DEFINE_bool("collect_only", False, "Only collect the tables from existing runs.")
 flags.DEFINE_string("columns", None, "Header=metric,... headline metrics for an extra table "
@@ -143,6 +146,8 @@ def train_one(name: str, config: str, out: str) -> dict:
         cmd.append(f"--config.num_steps={FLAGS.num_steps}")
     if FLAGS.budget_flops:
         cmd += ["--config.num_steps=0", f"--config.budget.flops={FLAGS.budget_flops}"]
+        if FLAGS.fractions:
+            cmd.append("--config.eval_at_fractions=(" + ",".join(FLAGS.fractions) + ",)")
     seed = re.search(r"_s(\d+)$", name) if FLAGS.seeds > 1 else None
     if seed:
         cmd.append(f"--config.seed={int(seed.group(1))}")
@@ -177,6 +182,103 @@ def columns_table(names, reports, timings, columns: list[tuple[str, str]]) -> li
                     + [h.get(key.format(label=label)) for _, key in columns]
                     + [timings[n].get("wall_seconds")])
     return _table(["run", "method", "steps"] + [c for c, _ in columns] + ["wall s"], rows)
+
+
+def seed_group(name: str) -> str:
+    """`ccvae_f1.0_s2` -> `ccvae_f1.0`: the config a seed's run belongs to."""
+    return re.sub(r"_s\d+$", "", name)
+
+
+def interval(values) -> tuple[float, float, float]:
+    """(mean, low, high): a 95 % t-interval of the mean for 3 or more values, the min and max
+    for 2, the value itself for 1."""
+    import numpy as np
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    if len(v) < 3:
+        return mean, float(v.min()), float(v.max())
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def seeds_table(names, reports, columns: list[tuple[str, str]]) -> list[str]:
+    """One row per config over its seeds: mean [interval] of each chosen metric, the seeds,
+    the FLOPs spent."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(seed_group(n), []).append(n)
+    rows = []
+    for g, members in groups.items():
+        label = (reports[members[0]]["run"].get("label_names") or [""])[0]
+        row = [g, reports[members[0]]["run"]["method"], str(len(members))]
+        flops = [reports[m]["run"].get("compute", {}).get("flops") for m in members]
+        row.append(f"{interval(flops)[0]:.3g}")
+        for _, key in columns:
+            mean, lo, hi = interval([reports[m]["headline"].get(key.format(label=label))
+                                     for m in members])
+            row.append(f"{_fmt(mean)} [{_fmt(lo)}, {_fmt(hi)}]")
+        rows.append(row)
+    return _table(["config", "method", "seeds", "FLOPs"] + [c for c, _ in columns], rows)
+
+
+def curves(names, out: str, metric: str) -> tuple[str | None, list[str]]:
+    """The metric against the compute spent, from every report each run wrote (evaluations at
+    fractions of its budget and the final one): a PNG (log FLOPs, one line per config, a band
+    over its seeds) and the configs still rising at their last evaluation."""
+    import glob
+
+    import numpy as np
+
+    series: dict[str, list[list[tuple[float, float]]]] = {}
+    for n in names:
+        points = []
+        for path in glob.glob(os.path.join(out, n, "eval", "report_*.json")):
+            r = json.load(open(path))
+            flops = r["run"].get("compute", {}).get("flops")
+            value = r["headline"].get(metric)
+            if flops and value is not None and math.isfinite(value):
+                points.append((float(flops), float(value)))
+        if len(points) >= 2:
+            series.setdefault(seed_group(n), []).append(sorted(points))
+    if not series:
+        return None, []
+    rising = []
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        plt = None
+    if plt is not None:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+    for g, runs in series.items():
+        k = min(len(r) for r in runs)
+        x = np.asarray([np.mean([r[i][0] for r in runs]) for i in range(k)])
+        ys = np.asarray([[r[i][1] for r in runs] for i in range(k)])
+        mean = ys.mean(1)
+        if k >= 2 and mean[-1] > mean[-2] + 0.01:
+            rising.append(g)
+        if plt is not None:
+            ax.plot(x, mean, marker="o", label=g)
+            if ys.shape[1] > 1:
+                ax.fill_between(x, ys.min(1), ys.max(1), alpha=0.2)
+    if plt is None:
+        print("  matplotlib is not installed (pip install -e '.[plots]'); no curve figure")
+        return None, rising
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path = os.path.join(out, f"curve_{metric.replace('/', '_')}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path, rising
 
 
 def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
@@ -219,6 +321,21 @@ def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
     if columns:
         lines += ["## Selected metrics", ""]
         lines += columns_table(names, reports, timings, list(columns))
+    if any(seed_group(n) != n for n in names):
+        shown = list(columns) or [("edit success", "edit_success"),
+                                  ("preservation", "edit_preservation"),
+                                  ("recon MSE", "recon_mse")]
+        lines += ["## Over seeds", "", "mean [95 % t-interval of the mean; min, max for two "
+                  "seeds]", ""]
+        lines += seeds_table(names, reports, shown)
+    curve, rising = curves(names, out, FLAGS.curve_metric if FLAGS.is_parsed() else
+                           "edit_success")
+    if curve:
+        lines += [f"Figure: {os.path.basename(curve)} ({FLAGS.curve_metric if FLAGS.is_parsed() else 'edit_success'} "
+                  "against training FLOPs).", ""]
+    if rising:
+        lines += ["Still rising at the end of the budget (a ranking that includes them is a "
+                  "statement about this budget only): " + ", ".join(rising) + ".", ""]
     lines += ["## Overview", ""]
     lines += _table(["run", "method", "steps", "classifier acc.", "balanced acc.",
                      "edit success", "preservation", "pres. vs recon", "locality",

@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,3 +137,33 @@ def test_budget_and_seeds_reach_every_runs_command(tmp_path, monkeypatch):
     (cmd,) = commands
     assert "--config.num_steps=0" in cmd and "--config.budget.flops=3000000000.0" in cmd
     assert "--config.seed=1" in cmd
+
+
+def test_seeds_are_aggregated_and_curves_drawn_against_flops(tmp_path):
+    """Three seeds of one config: mean and a 95 % t-interval per metric; every run's reports
+    at fractions of its budget give a curve against FLOPs; a config whose metric still rises
+    at its last evaluation is named."""
+    from scipy import stats
+
+    mod = _driver()
+    names = [f"vac_s{k}" for k in range(3)]
+    finals = [0.5, 0.6, 0.7]
+    for n, final in zip(names, finals):
+        d = tmp_path / n / "eval"
+        d.mkdir(parents=True)
+        for step, (flops, value) in enumerate(((1e9, final - 0.3), (2e9, final - 0.1),
+                                               (4e9, final)), start=1):
+            report = {"run": {"method": "vac", "step": step, "label_names": ["Eyeglasses"],
+                              "compute": {"flops": flops}},
+                      "headline": {"edit_success": value, "recon_mse": 0.01},
+                      "results": {"edit": {"settings": []}}}
+            (d / f"report_{step}.json").write_text(json.dumps(report))
+        (d / "latest.json").write_text(json.dumps(report))
+    text = mod.collect([(n, "configs/vac.py") for n in names], str(tmp_path),
+                       [("success", "edit_success")])
+    half = stats.t.ppf(0.975, 2) * np.std(finals, ddof=1) / np.sqrt(3)
+    assert f"| vac | vac | 3 | 4e+09 | 0.600 [{0.6 - half:.3f}, {0.6 + half:.3f}] |" in text
+    assert "Still rising at the end of the budget" in text and ": vac." in text
+    png = tmp_path / "curve_edit_success.png"
+    assert np.asarray(Image.open(png)).std() > 10
+    assert mod.interval([0.2, 0.4]) == (pytest.approx(0.3), 0.2, 0.4)
