@@ -18,6 +18,10 @@ import ml_collections
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic,1.0"
+
 PRESETS = ("celeba", "celeba_multi", "synthetic", "synthetic_multi", "tiny")
 FRACTIONS = (0.004, 0.06, 0.2, 1.0)
 

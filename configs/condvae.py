@@ -6,6 +6,10 @@ length as CSVAE, so the models are compared at identical compute per step and st
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic_glasses"
+
 csvae = configlib.sibling_config(__file__, "csvae.py")
 
 

@@ -22,6 +22,10 @@ import ml_collections
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic_glasses"
+
 PRESETS = ("celeba_glasses", "celeba_facialhair", "celeba_glassesfacialhair",
            "synthetic_glasses", "synthetic_facialhair", "synthetic_glassesfacialhair",
            "swiss_roll", "tiny")

@@ -7,6 +7,10 @@ training length as Lr-LiVAE. See latent_jax/methods/cvaegan.py for the losses.
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic"
+
 lrlivae = configlib.sibling_config(__file__, "lrlivae.py")
 
 

@@ -8,6 +8,10 @@ IFcVAEGAN rows. `--config=configs/cvaegan_naive.py:<data>`.
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic_eyeglasses"
+
 ifcvaegan = configlib.sibling_config(__file__, "ifcvaegan.py")
 
 

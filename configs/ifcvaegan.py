@@ -24,6 +24,10 @@ import ml_collections
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic_eyeglasses"
+
 DATA = ("celeba_smiling", "celeba_male", "celeba_eyeglasses", "synthetic_smiling",
         "synthetic_eyeglasses", "tiny")
 ROWS = {

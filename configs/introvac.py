@@ -16,6 +16,10 @@ import ml_collections
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic"
+
 PRESETS = ("celeba_eye", "celeba_facial", "celeba_eyefacial", "synthetic", "tiny")
 
 

@@ -23,6 +23,10 @@ import ml_collections
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic"
+
 PRESETS = ("synthetic", "synthetic_reference", "synthetic_nogan", "tiny")
 
 

@@ -5,6 +5,10 @@ weighs the auxiliary classifier's log-likelihood on supervised examples (100, se
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic,1.0"
+
 ccvae = configlib.sibling_config(__file__, "ccvae.py")
 
 PRESETS = ccvae.PRESETS

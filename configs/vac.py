@@ -7,6 +7,10 @@ same number of steps as IntroVAC's (identical data, no decay).
 
 from latent_jax import configlib
 
+# The preset the cross-family leaderboard (launch/ablation.py --suite=leaderboard) starts
+# from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
+LEADERBOARD_PRESET = "synthetic"
+
 introvac = configlib.sibling_config(__file__, "introvac.py")
 
 

@@ -167,3 +167,19 @@ def test_seeds_are_aggregated_and_curves_drawn_against_flops(tmp_path):
     png = tmp_path / "curve_edit_success.png"
     assert np.asarray(Image.open(png)).std() > 10
     assert mod.interval([0.2, 0.4]) == (pytest.approx(0.3), 0.2, 0.4)
+
+
+def test_the_leaderboard_is_every_method_that_can_edit():
+    """Chosen from the registry and the declared capabilities: every registered method with
+    `edit` and a LEADERBOARD_PRESET, each on the shared task."""
+    from latent_jax import methods
+    from latent_jax.methods import base
+
+    mod = _driver()
+    runs, skipped = mod.leaderboard_runs()
+    editing = {n for n in methods.registered_methods()
+               if base.EDIT in methods.method_class(n).capabilities}
+    assert {r.split("=")[0] for r in runs} | {s.split()[0] for s in skipped} >= editing
+    assert {r.split("=")[0] for r in runs} == editing and not skipped
+    assert "data.labels=('Eyeglasses',)" in mod.SUITES["leaderboard"]["overrides"]
+    assert mod.SUITES["leaderboard"]["seeds"] == 3
