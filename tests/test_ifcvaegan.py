@@ -45,11 +45,11 @@ def paper_losses(m, params, stats, x, y, rng):
     x_hat = dec(y_hat, z)
     x_p = dec(y, jax.random.normal(k_p, mu.shape))
     C = lambda im: jax.nn.sigmoid(m.discriminator.apply({"params": params["discriminator"]}, im))
-    l_rec = jnp.mean(bce(x_hat, x))
+    l_rec = jnp.sum(bce(x_hat, x)) / x.shape[0]          # per image summed, batch mean
     l_gan = (jnp.mean(bce(C(x), 1.0)) + jnp.mean(bce(C(x_hat), 0.0))
              + jnp.mean(bce(C(x_p), 0.0))) / 3
     l_class = jnp.mean(bce(y_hat, y))
-    l_kl = jnp.mean(base.kl_to_standard_normal(mu, logvar))
+    l_kl = jnp.mean(jnp.sum(base.kl_to_standard_normal(mu, logvar), -1))
     _, _, y_hh = m.encoder.apply({"params": params["encoder"]}, x_hat)
     l_class_hat = jnp.mean(bce(jax.nn.sigmoid(y_hh), jax.lax.stop_gradient(y_hat)))
     z_aux = mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_aux, mu.shape)

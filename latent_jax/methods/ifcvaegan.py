@@ -9,8 +9,9 @@ paper's "momentum 0.5"):
 - `discriminator` C_chi: real vs fake, a logit;
 - `auxiliary` A_psi (ifcvaegan only): an MLP z -> y logits.
 
-Losses (L_bce means over the batch and, for images, over pixels: the paper's reductions;
-`loss.reduction='reference'` takes the reference code's instead, see below):
+Losses (the paper's L_bce averages over the batch's M examples; an image's BCE is summed
+over its pixels, the KL over z's dimensions; `loss.reduction='reference'` takes the reference
+code's reductions instead, see below):
 - Eq. 3  L_rec = BCE(x_hat, x), x_hat = D(y_hat, z), z ~ q(z|x);
 - Eq. 4  L_gan = 1/3 [BCE(C(x), real) + BCE(C(x_hat), fake) + BCE(C(D(y, z_p)), fake)],
   z_p ~ N(0, I), the prior sample decoded with the true label (the reference's choice; the
@@ -20,7 +21,7 @@ Losses (L_bce means over the batch and, for images, over pixels: the paper's red
   against y_hat (paper; the target is held fixed), or against y (`loss.class_hat_target='y'`,
   the reference);
 - Eq. 7  L_aux = BCE(A(z), y);
-- Eq. 8  L_KL = KL(q(z|x) || N(0, I)), averaged over z's dimensions;
+- Eq. 8  L_KL = KL(q(z|x) || N(0, I));
 - Eq. 9  decoder:  L_dec = L_rec + beta L_class_hat - delta L_gan;
 - Eq. 10, 12  encoder: L_enc - aux L_aux, L_enc = L_rec + alpha L_KL + beta L_class_hat
   + rho L_class - delta L_gan (`loss.aux` = 1 for ifcvaegan, Eq. 12's unit weight; 0 for the
@@ -41,10 +42,9 @@ L_class_hat never train the trunk (nor, through y_hat, the decoder's input); her
 reads the features with their gradient, as the paper's E_phi = (E_z, E_y) implies.
 
 Reference reductions (`loss.reduction='reference'`): L_rec = BCE summed over pixels and batch
-divided by 64^2 (here: summed over the image, averaged over the batch, divided by H * W); the
-GAN terms summed over the batch and scaled (D: 0.3, generator: 0.5); L_KL summed over dims and
-divided by n_z, the class and aux terms means. They put the class and aux terms at about 1/64 of
-the summed ones.
+divided by 64^2 (here H * W); the GAN terms summed over the batch and scaled (D: 0.3, generator:
+0.5); L_KL summed over dims and batch and divided by n_z; the class and aux terms means. They
+put the class and aux terms at about 1/64 of the summed ones.
 
 Edit (Sec. 3.3): encode (z = the posterior mean, y_hat the label head), set y_hat to the target
 for the changed labels (+1 -> 1, -1 -> 0), keep the others, decode. Sample: z ~ N(0, I) with
@@ -209,12 +209,20 @@ class IFcVAEGAN(base.Method):
 
     # ------------------------------------------------------------------ losses
     def _rec(self, x_hat, x):
-        """Eq. 3: the mean BCE over the batch's elements (paper), or the sum over pixels and
-        batch divided by H * W (the reference's / 64^2 at 64 px)."""
+        """Eq. 3: the BCE of each image summed over its pixels, averaged over the batch (the
+        paper's L_bce averages over the M examples), or the sum over pixels and batch divided
+        by H * W (the reference's / 64^2 at 64 px: B / (H W) times the paper's)."""
         total = jnp.sum(_bce_probs(x_hat, x))
         if self.reduction == "reference":
             return total / (x.shape[1] * x.shape[2])
-        return total / x.size
+        return total / x.shape[0]
+
+    def _kl(self, kl):
+        """Eq. 8: KL(q(z|x) || N(0, I)) of each example (summed over z's dimensions), averaged
+        over the batch; the reference divides its sum over dimensions and batch by n_z."""
+        if self.reduction == "reference":
+            return jnp.sum(kl) / self.latent_dim
+        return jnp.mean(jnp.sum(kl, -1))
 
     def _gan(self, values, scale_paper: float, scale_reference: float):
         """Per-example GAN terms [B] -> the paper's batch mean times `scale_paper`, or the
@@ -244,7 +252,7 @@ class IFcVAEGAN(base.Method):
                                         mutable=["batch_stats"])
             l_rec = self._rec(x_hat, x)                                              # Eq. 3
             kl = base.kl_to_standard_normal(mu, logvar)
-            l_kl = jnp.mean(jnp.sum(kl, -1) / self.latent_dim)                       # Eq. 8
+            l_kl = self._kl(kl)                                                      # Eq. 8
             l_class = jnp.mean(_bce_logits(y_logit, y))                              # Eq. 5
             # Eq. 4 for C (detached images) ...
             d_in = jnp.concatenate([x, sg(x_hat), sg(x_p)], axis=0)
