@@ -11,6 +11,8 @@ edit      --images=a.png,b.jpg --attributes=+Eyeglasses,-Smiling [--strength=S] 
 sample    --attributes=+Eyeglasses [--num_samples=N] [--seed=K] writes class-conditional
           samples and a grid with the rejected ones framed to DIR/samples/<date-time> (labels
           not named are drawn from the test split's label rows)
+inpaint   --images=a.png --mask=right_half|eyes|nose_mouth|bottom_half|FILE.png: the region
+          blanked, encoded, decoded and pasted back (Lr-LiVAE Sec. 4.5), any method
 walk      [--labels=Male,Smiling] [--pair=Male,Eyeglasses] [--num_images=6] [--walk_steps=7]
           latent walks of methods that declare `walk` (CCVAE, DIVA) to DIR/walks/<date-time>
 `--output_dir` replaces the dated folder. Flags are checked against the config and the method's
@@ -35,8 +37,10 @@ from latent_jax import paths
 from latent_jax.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, grids and reports.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "edit", "sample", "walk"],
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "edit", "sample", "walk", "inpaint"],
                   "What to do.")
+flags.DEFINE_string("mask", "right_half", "inpaint: right_half, eyes, nose_mouth, bottom_half "
+                    "or a PNG file (white = missing).")
 flags.DEFINE_list("images", [], "edit: image files (PNG/JPEG) or glob patterns.")
 flags.DEFINE_list("attributes", [], "edit/sample: +Name to add/set, -Name to remove/unset.")
 flags.DEFINE_float("strength", None, "edit: edit strength (None: the method's default).")
@@ -234,6 +238,43 @@ def run_sample(config, workdir):
           f"{int(accepted.sum())} of {n} accepted by the model's own check (yield "
           f"{accepted.mean():.2f}); rejected ones are framed in red in the grid")
     print(f"wrote to {out_dir}: {tag}_NNN[_rejected].png and {len(grids)} grid page(s)")
+
+
+def run_inpaint(config, workdir):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from latent_jax import imageio, train
+    from latent_jax.evaluate import inpaint as inpaint_lib
+
+    if not FLAGS.images:
+        raise ConfigError("--images: give at least one image file for --mode=inpaint")
+    files = _expand_images(FLAGS.images)
+    size = int(config.data.image_size)
+    is_file = FLAGS.mask not in inpaint_lib.MASK_NAMES
+    m = (inpaint_lib.load_mask(FLAGS.mask, size) if is_file
+         else inpaint_lib.mask(FLAGS.mask, size, str(config.data.name)))
+    out_dir = _output_dir("inpaintings", workdir)
+    exp, states, step = train.load_for_inference(config, workdir)
+    loaded = [imageio.load_image_with_crop(f, size) for f in files]
+    x = np.stack([img for img, _ in loaded])
+    recon = jax.jit(exp.method.reconstruct)
+    corrupted, filled = inpaint_lib.inpaint(
+        lambda im: np.asarray(recon(states, jnp.asarray(im))), x, m)
+    tag = "inpaint_" + ("mask" if is_file else FLAGS.mask)
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    for i, img in enumerate(filled):
+        imageio.save_png(out_dir / f"{i:03d}_{stems[i]}_{tag}.png", img)
+        imageio.save_png(out_dir / f"{i:03d}_{stems[i]}_{tag}_large.png",
+                         imageio.upscale(img, 256))
+    grids = _save_grid_pages(out_dir, f"grid_{tag}", [x, corrupted, filled],
+                             ["input", "masked", "inpainted"],
+                             [_short(f"{i}: {s}") for i, s in enumerate(stems)])
+    err = float(np.mean(np.square(filled - x)[:, m]))
+    print(f"inpainted {len(files)} images ({FLAGS.mask}, {m.mean():.0%} of the image) with the "
+          f"checkpoint of step {step}: MSE inside the mask {err:.4f}")
+    print(f"wrote to {out_dir}: NNN_<name>_{tag}.png, *_large.png and {len(grids)} grid page(s)")
 
 
 def run_walk(config, workdir):
@@ -440,6 +481,8 @@ def main(argv):
             run_edit(config, workdir)
         elif FLAGS.mode == "sample":
             run_sample(config, workdir)
+        elif FLAGS.mode == "inpaint":
+            run_inpaint(config, workdir)
         else:
             run_walk(config, workdir)
     except train.Preempted as e:

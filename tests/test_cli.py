@@ -115,6 +115,21 @@ def test_sample_mode_writes_conditional_samples(trained, tmp_path):
     assert a.shape == b.shape and not np.array_equal(a, b)      # --seed changes the samples
 
 
+def test_inpaint_mode_blanks_the_mask_and_pastes_the_decode(trained, tmp_path):
+    from latent_jax.data import synthetic_faces
+
+    img, _ = synthetic_faces.render(0, "test", 3, 16)
+    Image.fromarray(img).save(tmp_path / "face.png")
+    out = tmp_path / "out"
+    res = _run(trained, "--mode=inpaint", f"--images={tmp_path / 'face.png'}", "--mask=bottom_half",
+               f"--output_dir={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "MSE inside the mask" in res.stdout
+    filled = np.asarray(Image.open(out / "000_face_inpaint_bottom_half.png")).astype(int)
+    assert np.abs(filled[:8] - img[:8].astype(int)).max() <= 1     # outside the mask: the input
+    assert (out / "grid_inpaint_bottom_half.png").exists()
+
+
 def test_bad_flags_fail_before_anything_is_restored(tmp_path):
     """On a workdir without a checkpoint, a bad --attributes or a mode the method cannot do is
     reported as such, not as the missing checkpoint: the flags are checked first."""

@@ -491,7 +491,7 @@ def latent_metrics(caps: Capabilities, data: EvalSet) -> dict | None:
 def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: int,
                     num_samples: int, rng: jax.Array, edit_strength: float | None = None,
                     constituents=None, log: Callable[[str], None] | None = None,
-                    table1: bool = False) -> dict:
+                    table1: bool = False, dataset: str = "synthetic_faces") -> dict:
     """Every metric of the module docstring for one method; a nested dict (see `headline`).
     `table1`: also Creswell et al.'s Table 1 protocol (`table1_metrics`)."""
     say = log or (lambda msg: None)
@@ -521,6 +521,12 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
     say("eval: the reconstruction already loses " + (", ".join(
         f"{a} ({v:.2f})" for a, v in lost.items()) or "no attribute") + " (balanced agreement "
         "with the input under 0.75)")
+
+    t = time.time()
+    from latent_jax.evaluate import inpaint as inpaint_lib   # pylint: disable=import-outside-toplevel
+
+    results["inpainting"] = inpaint_lib.inpainting_metrics(caps.reconstruct, data.images, dataset)
+    timing["inpainting"] = time.time() - t
 
     t = time.time()
     x_samp, acc_samp = caps.sample(jax.random.fold_in(rng, 1), data.labels)
@@ -599,6 +605,8 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
     if ed["multi"] is not None:
         out["multi_edit_success"] = ed["multi"]["success"]
         out["multi_edit_preservation"] = ed["multi"]["preservation"]
+    for name, v in results.get("inpainting", {}).items():
+        out[f"inpaint_mse/{name}"] = v["mse"]
     for s in results.get("table1", {}).get("settings", ()):
         for key in ("class0", "class1", "mse"):
             out[f"table1/{s['label']}/y{s['source']}/{key}"] = float(s[key])

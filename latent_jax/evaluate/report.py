@@ -252,6 +252,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                               f"{_fmt(s.get('per_attribute_balanced_preservation', {}).get(a))}"
                               for s in ed["settings"]] for a in attrs])
 
+    if res.get("inpainting"):
+        out += ["## Inpainting (Lr-LiVAE Sec. 4.5)", "",
+                "The mask's region blanked, the image encoded and decoded, the decode pasted "
+                "into the region; MSE inside the mask (pixels in [0, 1]).", ""]
+        out += _table(["mask", "share of the image", "MSE inside", "n"],
+                      [[k, v["mask_share"], v["mse"], v["n"]]
+                       for k, v in res["inpainting"].items()])
+
     if res.get("table1"):
         out += ["## Table 1 protocol (Creswell et al.)", "",
                 "The test images of each source class y, decoded with the label set to 0 and to "
@@ -332,7 +340,8 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
     results = metrics_lib.evaluate_method(method, states, judge, data, batch_size=batch_size,
                                           num_samples=num_samples, rng=rng,
                                           edit_strength=strength, log=log.info,
-                                          table1=bool(eval_cfg.get("table1", False)))
+                                          table1=bool(eval_cfg.get("table1", False)),
+                                          dataset=spec.name)
     head = metrics_lib.headline(results)
     codes = results["latent"].pop("codes") if results.get("latent") else None
     method_name = str(config.get("method", "") or getattr(method, "name", "") or
