@@ -56,7 +56,8 @@ Semi-supervised (Sec. 3.6): rows with `labeled` False (the pipeline's mask) take
 prior N(mu_t, Sigma_t) of Eq. 11 in L_lkd, and L_GM, L_E^adv, L_C^adv and the pixel-GAN terms on
 x (which need a class) skip them.
 
-Capabilities: `sample(y)`: z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I), accepted where the mixture
+Capabilities (and `attribute_grid`, Figure 4's "fix z_u, vary z_s"): `sample(y)`:
+z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I), accepted where the mixture
 posterior of the re-encoded sample is c. `classify`: the mixture posterior q(c|z_s) marginalised
 per label (binary: a logit; categorical: the predicted class). `edit`: the source class is the
 posterior's argmax; the target changes each label as asked (binary: +1 sets, -1 clears;
@@ -289,7 +290,7 @@ def kl_per_example(mu, logvar, reduction: str):
 class LrLiVAE(base.Method):
     """Lr-LiVAE; `model.pixel_discriminator=False` is the VAE without the pixel GAN."""
 
-    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY})
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY, base.ATTRIBUTE_GRID})
     resume_safe_keys = ("edit.",)
 
     @classmethod
@@ -553,13 +554,41 @@ class LrLiVAE(base.Method):
         s = float(self.config.edit.strength) if strength is None else float(strength)
         z_s = self.encoder_s.apply(states["encoder_s"].variables, x)
         mu_u, _ = self.encoder_u.apply(states["encoder_u"].variables, x)
-        means, log_var = self._mixture(states)
         src = jnp.argmax(self.class_log_posterior(states, z_s), axis=-1)
-        dst = self.classes.target(src, changes)
-        offset = (z_s - means[src]) * jnp.exp(-0.5 * log_var[src])
-        moved = means[dst] + jnp.exp(0.5 * log_var[dst]) * offset
+        moved = self._moved_z_s(states, z_s, src, self.classes.target(src, changes))
         z_new = z_s + s * (moved - z_s)
         return self.decode(states, jnp.concatenate([z_new, mu_u], axis=-1))
+
+    def _moved_z_s(self, states, z_s, src, dst):
+        """z_s moved from class src to class dst keeping its standardised offset (Sec. 4.3's
+        z * sigma_c + mu_c with the image's own z)."""
+        means, log_var = self._mixture(states)
+        offset = (z_s - means[src]) * jnp.exp(-0.5 * log_var[src])
+        return means[dst] + jnp.exp(0.5 * log_var[dst]) * offset
+
+    def attribute_grid(self, states, x, label, n):
+        """Figure 4's "fix z_u, vary z_s": per image, the input, its reconstruction, then n - 2
+        decodes with z_u fixed at its mean and z_s moved along label `label`: a binary label
+        from its class-0 to its class-1 Gaussian (the other labels as the mixture posterior
+        reads them), a categorical one through its first n - 2 classes. [B, n, H, W, C]."""
+        z_s = self.encoder_s.apply(states["encoder_s"].variables, x)
+        mu_u, _ = self.encoder_u.apply(states["encoder_u"].variables, x)
+        src = jnp.argmax(self.class_log_posterior(states, z_s), axis=-1)
+        y = self.classes.labels(src)
+        radix = self.classes.radices[label]
+        cols = max(n - 2, 1)
+
+        def at_value(v):
+            return self._moved_z_s(states, z_s, src, self.classes.index(y.at[:, label].set(v)))
+
+        if self.classes.categorical[label]:
+            codes = [at_value(float(v % radix)) for v in range(cols)]
+        else:
+            lo, hi = at_value(0.0), at_value(1.0)
+            codes = [lo + t * (hi - lo) for t in np.linspace(0.0, 1.0, cols)]
+        decodes = [self.decode(states, jnp.concatenate([z, mu_u], -1)) for z in codes]
+        recon = self.decode(states, jnp.concatenate([z_s, mu_u], -1))
+        return jnp.stack([x, recon] + decodes, axis=1)[:, :n]
 
     def sample(self, states, rng, y):
         c = self.classes.index(y)
