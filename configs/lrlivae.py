@@ -12,6 +12,8 @@ Presets (`--config=configs/lrlivae.py:<preset>`):
                         reused for the end-to-end step, L_rec x10 as a per-element mean on
                         every player, L_kl x1 as a per-dimension mean
   synthetic_nogan       the paper's model without the pixel discriminator (a VAE)
+  toy                   Sec. 4.1's 2-D toy (3 classes, x label relevant, y not), MLPs of
+                        32-64-64, 50 epochs, Adam 5e-4 (launch/toy2d.py draws Figure 2)
   tiny                  tests and smoke runs
 Paper settings: Adam(5e-4, b1 = 0, b2 = 0.9) for every player (the reference's choice; the paper
 says Adam with 5e-4), n_gm = 3 GM steps per end-to-end step, lambda_lkd = 0.1,
@@ -27,7 +29,7 @@ from latent_jax import configlib
 # from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
 LEADERBOARD_PRESET = "synthetic"
 
-PRESETS = ("synthetic", "synthetic_reference", "synthetic_nogan", "tiny")
+PRESETS = ("synthetic", "synthetic_reference", "synthetic_nogan", "toy", "tiny")
 
 
 def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
@@ -43,6 +45,8 @@ def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
         discriminator_channels=(64, 128, 256, 512),
         adversary_hidden=(256,),     # q_omega(c|z_u): FC 256 + ReLU (reference)
         pixel_discriminator=True,    # False: Lr-LiVAE without the GAN extension
+        kind="conv",                 # 'conv' (images) or 'mlp' (vectors: the 2-D toy)
+        mlp_hidden=(32, 64, 64),     # the MLPs' widths with kind='mlp' (Sec. 4.1)
     ))
     c.loss = ml_collections.ConfigDict(dict(
         lkd=0.1,                     # lambda_lkd (Eq. 9, Alg. 1 line 25)
@@ -104,6 +108,20 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
             reference_choices(c)
         if preset == "synthetic_nogan":
             c.model.pixel_discriminator = False
+    elif preset == "toy":
+        c.data.name = "toy2d"
+        c.data.preprocess = "raw"
+        c.data.image_size = 2
+        c.data.labels = ("Toy_CLASS",)
+        c.data.synthetic.update(dict(num_train=3000, num_validation=300, num_test=1000))
+        c.data.read_threads = 0
+        c.data.prefetch = 0
+        c.model.update(dict(kind="mlp", z_s_dim=1, z_u_dim=1, adversary_hidden=(32,)))
+        c.batch_size = 64
+        c.num_epochs = 50.0
+        c.grid_size = 0
+        c.evaluate_at_end = False
+        c.log_every_steps = 50
     elif preset == "tiny":
         c = apply_preset(c, "synthetic")
         configlib.apply_tiny(c)

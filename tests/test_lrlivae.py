@@ -213,3 +213,28 @@ def test_baselines_condition_on_the_joint_class(tmp_path, name):
     log_post = m.class_log_posterior(states, x)
     np.testing.assert_allclose(jax.jit(m.classify)(states, x),
                                lr.per_label_columns(log_post, m.classes), rtol=1e-5, atol=1e-6)
+
+
+def test_the_2d_toy_with_mlps(tmp_path):
+    """Sec. 4.1's toy: 3 classes apart in x, y uniform in [-2, 2] for every class; lrlivae and
+    cvaegan build MLPs for the vectors, train a step and sample points of the asked class."""
+    from latent_jax.data import toy2d
+
+    points, classes = toy2d.make_points(3000, np.random.default_rng(0))
+    for k, centre in enumerate(toy2d.CLASS_CENTRES):
+        assert abs(points[classes == k, 0].mean() - centre) < 0.05
+        assert points[classes == k, 1].min() >= -2 and points[classes == k, 1].max() <= 2
+    for name in ("lrlivae", "cvaegan"):
+        toy = importlib.util.spec_from_file_location(
+            f"toy_{name}", os.path.join(tiny.REPO, "configs", f"{name}.py"))
+        mod = importlib.util.module_from_spec(toy)
+        toy.loader.exec_module(mod)
+        cfg = mod.get_config("toy")
+        cfg.data.synthetic.update(dict(num_train=256, num_validation=32, num_test=32))
+        exp = train.Experiment(cfg, str(tmp_path / name))
+        assert exp.spec.image_shape == (2,) and exp.spec.label_names == ("Toy_CLASS",)
+        states = exp.init_states()
+        _, new, metrics = one_step(exp, states)
+        assert all(np.isfinite(float(v)) for v in metrics.values())
+        x, _ = jax.jit(exp.method.sample)(new, jax.random.PRNGKey(0), jnp.asarray([[0.], [2.]]))
+        assert x.shape == (2, 2)

@@ -29,6 +29,7 @@ from ml_collections import config_dict
 from latent_jax.data import celeba
 from latent_jax.data import labels as labels_lib
 from latent_jax.data import preprocess as preprocess_lib
+from latent_jax.data import toy2d   # registers its derived label Toy_CLASS at import
 from latent_jax.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
@@ -156,6 +157,10 @@ def _swiss_roll_open(opts: DataOptions, split: str):
                                 num_examples=opts.synthetic_sizes[split])
 
 
+def _toy2d_open(opts: DataOptions, split: str):
+    return toy2d.Toy2D(split, seed=opts.synthetic_seed, num_examples=opts.synthetic_sizes[split])
+
+
 def _celeba_open(opts: DataOptions, split: str):
     return celeba.open_split(split, opts.data_dir)
 
@@ -188,6 +193,14 @@ DATASETS: dict[str, _DatasetDef] = {
         open=_swiss_roll_open,
         table=lambda opts, split, source: source.attributes_table(),
         example_shape=lambda size: (3,),
+    ),
+    # Lr-LiVAE's toy (paper 002, Sec. 4.1): 2-D points of 3 classes, label Toy_CLASS.
+    "toy2d": _DatasetDef(
+        attribute_names=lambda: toy2d.ATTRIBUTES,
+        preprocessing=("raw",),
+        open=_toy2d_open,
+        table=lambda opts, split, source: source.attributes_table(),
+        example_shape=lambda size: (2,),
     ),
 }
 

@@ -39,7 +39,8 @@ import jax.numpy as jnp
 from latent_jax.errors import ConfigError
 from latent_jax.methods import base
 from latent_jax.methods.lrlivae import (DiagonalGaussianEncoder, JointClasses, kl_per_example,
-                                        per_label_columns, reconstruction)
+                                        make_decoder, network_hidden, per_label_columns,
+                                        reconstruction)
 from latent_jax.nets import conv
 
 sg = jax.lax.stop_gradient
@@ -51,13 +52,18 @@ class ConditionalEncoder(nn.Module):
     dim: int
     channels: Sequence[int]
     top: int
+    hidden: Sequence[int] = ()      # vectors: onehot(c) concatenated, then dense layers
 
     @nn.compact
     def __call__(self, x, onehot):
-        tiled = jnp.broadcast_to(onehot[:, None, None, :],
-                                 x.shape[:3] + (onehot.shape[-1],)).astype(x.dtype)
-        return DiagonalGaussianEncoder(self.dim, self.channels, self.top, name="gaussian")(
-            jnp.concatenate([x, tiled], axis=-1))
+        if self.hidden:
+            joined = jnp.concatenate([x.reshape((x.shape[0], -1)), onehot.astype(x.dtype)], -1)
+        else:
+            tiled = jnp.broadcast_to(onehot[:, None, None, :],
+                                     x.shape[:3] + (onehot.shape[-1],)).astype(x.dtype)
+            joined = jnp.concatenate([x, tiled], axis=-1)
+        return DiagonalGaussianEncoder(self.dim, self.channels, self.top, self.hidden,
+                                       name="gaussian")(joined)
 
 
 class FeatureNet(nn.Module):
@@ -68,14 +74,22 @@ class FeatureNet(nn.Module):
     outputs: int
     channels: Sequence[int]
     top: int
+    hidden: Sequence[int] = ()      # vectors: dense layers instead of the convolutions
 
     @nn.compact
     def __call__(self, x):
         h = x
-        for i, ch in enumerate(self.channels):
-            h = nn.leaky_relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                                      name=f"conv{i}")(h), 0.2)
-        f = nn.leaky_relu(nn.Dense(self.top, name="features")(jnp.mean(h, axis=(1, 2))), 0.2)
+        if self.hidden:
+            h = h.reshape((h.shape[0], -1))
+            for i, width in enumerate(self.hidden[:-1]):
+                h = nn.leaky_relu(nn.Dense(width, name=f"hidden{i}")(h), 0.2)
+        else:
+            for i, ch in enumerate(self.channels):
+                h = nn.leaky_relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                                          name=f"conv{i}")(h), 0.2)
+            h = jnp.mean(h, axis=(1, 2))
+        top = self.hidden[-1] if self.hidden else self.top
+        f = nn.leaky_relu(nn.Dense(top, name="features")(h), 0.2)
         return nn.Dense(self.outputs, name="head")(f), f
 
 
@@ -92,11 +106,12 @@ class _Conditional(base.Method):
         self.classes = JointClasses(self.label_names)
         m = config.model
         self.dz = int(m.z_s_dim) + int(m.z_u_dim)
-        h, _, c = self.image_shape
         channels = tuple(m.channels)
-        conv.check_channels(h, channels)
-        self.encoder = ConditionalEncoder(self.dz, channels, int(m.top))
-        self.decoder = conv.ConvDecoder(h, channels, int(m.top), out_channels=c)
+        self.hidden = network_hidden(m, self.image_shape)
+        if not self.hidden:
+            conv.check_channels(self.image_shape[0], channels)
+        self.encoder = ConditionalEncoder(self.dz, channels, int(m.top), self.hidden)
+        self.decoder = make_decoder(self.image_shape, channels, int(m.top), self.hidden)
         self.rec_reduction = str(config.loss.reconstruction_reduction)
         if self.rec_reduction not in ("half_sum", "mean"):
             raise ConfigError("config.loss.reconstruction_reduction: 'half_sum' or 'mean', got "
@@ -107,8 +122,7 @@ class _Conditional(base.Method):
 
     def _init_common(self, rng):
         k_e, k_d = jax.random.split(rng)
-        h, w, c = self.image_shape
-        x = jnp.zeros((1, h, w, c), jnp.float32)
+        x = jnp.zeros((1,) + self.image_shape, jnp.float32)
         oh = jnp.zeros((1, self.classes.num_classes), jnp.float32)
         return {
             "encoder": base.init_player(self.encoder, self.tx("encoder"), k_e, x, oh),
@@ -210,9 +224,10 @@ class CVAEGAN(_Conditional):
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)
         m, lo = config.model, config.loss
-        self.discriminator = FeatureNet(1, tuple(m.discriminator_channels), int(m.top))
+        self.discriminator = FeatureNet(1, tuple(m.discriminator_channels), int(m.top),
+                                        self.hidden)
         self.classifier = FeatureNet(self.classes.num_classes, tuple(m.discriminator_channels),
-                                     int(m.top))
+                                     int(m.top), self.hidden)
         self.w = dict(kl=float(lo.cvaegan_kl), pairwise=float(lo.cvaegan_pairwise),
                       mean_d=float(lo.cvaegan_mean_d), mean_c=float(lo.cvaegan_mean_c))
 

@@ -145,17 +145,29 @@ def per_label_columns(log_post: jax.Array, classes: JointClasses) -> jax.Array:
 
 
 # ------------------------------------------------------------------------------- networks
+def features(x, channels, top, hidden=()):
+    """Inside a compact module: the conv trunk (`conv.ConvTrunk`) for images [B, H, W, C], or,
+    with `hidden` (`model.kind='mlp'`, vectors such as the 2-D toy's points), ReLU dense layers
+    of those widths (Sec. 4.1: 32, 64, 64)."""
+    if hidden:
+        h = x.reshape((x.shape[0], -1))
+        for i, width in enumerate(hidden):
+            h = nn.relu(nn.Dense(width, name=f"hidden{i}")(h))
+        return h
+    return conv.ConvTrunk(tuple(channels), top, name="trunk")(x)
+
+
 class DeterministicEncoder(nn.Module):
     """Encoder^s: x -> z_s (no sampling)."""
 
     dim: int
     channels: Sequence[int]
     top: int
+    hidden: Sequence[int] = ()
 
     @nn.compact
     def __call__(self, x):
-        h = conv.ConvTrunk(tuple(self.channels), self.top, name="trunk")(x)
-        return nn.Dense(self.dim, name="z_s")(h)
+        return nn.Dense(self.dim, name="z_s")(features(x, self.channels, self.top, self.hidden))
 
 
 class DiagonalGaussianEncoder(nn.Module):
@@ -164,11 +176,35 @@ class DiagonalGaussianEncoder(nn.Module):
     dim: int
     channels: Sequence[int]
     top: int
+    hidden: Sequence[int] = ()
 
     @nn.compact
     def __call__(self, x):
-        h = conv.ConvTrunk(tuple(self.channels), self.top, name="trunk")(x)
+        h = features(x, self.channels, self.top, self.hidden)
         return nn.Dense(self.dim, name="mu")(h), nn.Dense(self.dim, name="logvar")(h)
+
+
+class MLPDecoder(nn.Module):
+    """z -> ReLU dense layers (the encoder's widths, reversed) -> a linear output of
+    `out_dim` (vector data are unscaled)."""
+
+    hidden: Sequence[int]
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, z):
+        h = z
+        for i, width in enumerate(reversed(tuple(self.hidden))):
+            h = nn.relu(nn.Dense(width, name=f"hidden{i}")(h))
+        return nn.Dense(self.out_dim, name="out")(h)
+
+
+def make_decoder(image_shape, channels, top, hidden):
+    """The conv decoder for images, the MLP decoder for vectors (`model.kind='mlp'`)."""
+    if hidden:
+        return MLPDecoder(tuple(hidden), int(np.prod(image_shape)))
+    return conv.ConvDecoder(image_shape[0], tuple(channels), int(top),
+                            out_channels=image_shape[2])
 
 
 class GaussianMixture(nn.Module):
@@ -209,6 +245,7 @@ class ProjectionDiscriminator(nn.Module):
     channels: Sequence[int]
     top: int
     spectral: bool = False
+    hidden: Sequence[int] = ()      # vectors: dense layers instead of the convolutions
 
     @nn.compact
     def __call__(self, x, c, update_stats: bool = False):
@@ -218,15 +255,32 @@ class ProjectionDiscriminator(nn.Module):
             return module(h)
 
         h = x
-        for i, ch in enumerate(self.channels):
-            h = nn.leaky_relu(layer(nn.Conv(ch, (4, 4), strides=(2, 2),
-                                            padding=((1, 1), (1, 1)), name=f"conv{i}"), h), 0.1)
-        h = jnp.mean(h, axis=(1, 2))
-        phi = nn.leaky_relu(layer(nn.Dense(self.top, name="phi"), h), 0.1)
+        if self.hidden:
+            h = h.reshape((h.shape[0], -1))
+            for i, width in enumerate(self.hidden[:-1]):
+                h = nn.leaky_relu(layer(nn.Dense(width, name=f"hidden{i}"), h), 0.1)
+        else:
+            for i, ch in enumerate(self.channels):
+                h = nn.leaky_relu(layer(nn.Conv(ch, (4, 4), strides=(2, 2),
+                                                padding=((1, 1), (1, 1)), name=f"conv{i}"), h),
+                                  0.1)
+            h = jnp.mean(h, axis=(1, 2))
+        top = self.hidden[-1] if self.hidden else self.top
+        phi = nn.leaky_relu(layer(nn.Dense(top, name="phi"), h), 0.1)
         out = layer(nn.Dense(1, name="out"), phi)[:, 0]
         onehot = jax.nn.one_hot(c, self.num_classes, dtype=phi.dtype)
-        embed = layer(nn.Dense(self.top, use_bias=False, name="embed"), onehot)
+        embed = layer(nn.Dense(top, use_bias=False, name="embed"), onehot)
         return out + jnp.sum(embed * phi, axis=-1)
+
+
+def network_hidden(m, image_shape) -> tuple[int, ...]:
+    """The MLP widths when `model.kind == 'mlp'` (vector data), () for the conv networks."""
+    kind = str(m.get("kind", "conv"))
+    if kind not in ("conv", "mlp"):
+        raise ConfigError(f"config.model.kind: 'conv' or 'mlp', got {kind!r}")
+    if kind == "conv" and len(image_shape) != 3:
+        raise ConfigError(f"config.model.kind: the data are vectors {image_shape}; use 'mlp'")
+    return tuple(int(v) for v in m.mlp_hidden) if kind == "mlp" else ()
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -313,14 +367,15 @@ class LrLiVAE(base.Method):
         self.ds, self.du = int(m.z_s_dim), int(m.z_u_dim)
         if self.ds <= 0 or self.du <= 0:
             raise ConfigError("config.model.z_s_dim / z_u_dim: must be positive")
-        h, w, c = self.image_shape
         channels = tuple(m.channels)
-        conv.check_channels(h, channels)
-        self.encoder_s = DeterministicEncoder(self.ds, channels, int(m.top))
-        self.encoder_u = DiagonalGaussianEncoder(self.du, channels, int(m.top))
+        hidden = network_hidden(m, self.image_shape)
+        if not hidden:
+            conv.check_channels(self.image_shape[0], channels)
+        self.encoder_s = DeterministicEncoder(self.ds, channels, int(m.top), hidden)
+        self.encoder_u = DiagonalGaussianEncoder(self.du, channels, int(m.top), hidden)
         self.mixture = GaussianMixture(C, self.ds)
         self.adversary = MLP(tuple(m.adversary_hidden), C)
-        self.decoder = conv.ConvDecoder(h, channels, int(m.top), out_channels=c)
+        self.decoder = make_decoder(self.image_shape, channels, int(m.top), hidden)
         lo = config.loss
         self.adversarial = str(lo.adversarial)
         if self.adversarial not in ("log", "hinge"):
@@ -329,7 +384,8 @@ class LrLiVAE(base.Method):
         spectral = lo.get("spectral_norm", None)
         spectral = self.adversarial == "hinge" if spectral is None else bool(spectral)
         self.discriminator = ProjectionDiscriminator(C, tuple(m.discriminator_channels),
-                                                     int(m.top), spectral=spectral)
+                                                     int(m.top), spectral=spectral,
+                                                     hidden=hidden)
         self.prior_classes = str(lo.prior_classes)
         if self.prior_classes not in ("batch", "random"):
             raise ConfigError("config.loss.prior_classes: 'batch' (paper) or 'random' "
@@ -347,7 +403,8 @@ class LrLiVAE(base.Method):
         self.w_rec = float(lo.reconstruction)
         self.w_rec_u = 1.0 / self.du if lo.reconstruction_encoder_u is None else float(
             lo.reconstruction_encoder_u)
-        self.w_kl = 10.0 / (h * w) if lo.kl is None else float(lo.kl)
+        n_pixel = int(np.prod(self.image_shape[:2])) if not hidden else 1
+        self.w_kl = 10.0 / n_pixel if lo.kl is None else float(lo.kl)
         self.w_e_adv = float(lo.encoder_adversarial)
         self.w_gan = float(lo.generator_adversarial)
         if self.w_rec <= 0:
@@ -364,8 +421,7 @@ class LrLiVAE(base.Method):
 
     def init(self, rng):
         keys = jax.random.split(rng, 6)
-        h, w, c = self.image_shape
-        x = jnp.zeros((1, h, w, c), jnp.float32)
+        x = jnp.zeros((1,) + self.image_shape, jnp.float32)
         states = {
             "encoder_s": base.init_player(self.encoder_s, self.tx("encoder_s"), keys[0], x),
             "mixture": base.init_player(self.mixture, self.tx("mixture"), keys[1]),
