@@ -150,8 +150,11 @@ def test_evaluate_mode_writes_a_report(trained, tmp_path):
     with open(os.path.join(trained, "eval", "latest.json")) as f:
         report = json.load(f)
     text = json.dumps(report)
-    for key in ("edit_success", "edit_preservation", "frechet_judge_recon", "recon_l1"):
+    for key in ("edit_success", "edit_preservation", "frechet_judge_recon", "recon_l1",
+                "edit_balanced_preservation", "judge_score", "intra_class_diversity",
+                "inpaint_mse/eyes", "recon_loses"):
         assert key in text, key
+    assert 1.0 <= report["headline"]["judge_score"] <= 2.0       # two classes of Eyeglasses
     assert os.path.isfile(os.path.join(trained, "eval", "report_6.md"))
 
 

@@ -252,6 +252,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                               f"{_fmt(s.get('per_attribute_balanced_preservation', {}).get(a))}"
                               for s in ed["settings"]] for a in attrs])
 
+    cs = res.get("class_samples") or {}
+    if "judge_score" in cs:
+        out += ["## Class-conditional samples (Lr-LiVAE Tables 1-2)", "",
+                f"Judge score (the Inception Score's formula with the judge's posterior over the "
+                f"{cs['num_classes']} joint classes of {', '.join(cs['labels'])}; not an "
+                f"Inception Score): {_fmt(cs['judge_score'])} (at most {cs['num_classes']}). "
+                "Intra-class diversity (Eq. 12: 1 - mean MS-SSIM over all pairs of a class's "
+                "samples, self-pairs included; the MS-SSIM scales that fit the image size):", ""]
+        out += _table(["class", "n", "intra-class diversity"],
+                      [[k, v["n"], v["intra_class_diversity"]] for k, v in cs["classes"].items()])
+
     if res.get("inpainting"):
         out += ["## Inpainting (Lr-LiVAE Sec. 4.5)", "",
                 "The mask's region blanked, the image encoded and decoded, the decode pasted "
