@@ -57,8 +57,8 @@ TABLE4_COLUMNS = ("target=edit_success/{label}/add,neutral=edit_success/{label}/
 # for the y = 0 images (not in the paper).
 TABLE1_COLUMNS = ("MSE=table1/{label}/y1/mse,Class0=table1/{label}/y1/class0,"
                   "Class1=table1/{label}/y1/class1,n=table1/{label}/y1/n,"
-                  "Class0 (y=0)=table1/{label}/y0/class0,Class1 (y=0)=table1/{label}/y0/class1,"
-                  "n (y=0)=table1/{label}/y0/n")
+                  "Class0 from y0=table1/{label}/y0/class0,Class1 from y0=table1/{label}/y0/class1,"
+                  "n y0=table1/{label}/y0/n")
 TABLE1_ROWS = ("best", "alpha05", "class_hat", "no_aux", "no_aux_class_hat")
 # The cross-family leaderboard's shared task, applied on top of each config's
 # LEADERBOARD_PRESET: the synthetic faces at 32 px, the label Eyeglasses, its subset (every
@@ -174,7 +174,7 @@ def parse_run(spec: str) -> tuple[str, str]:
 def parse_columns(text: str) -> list[tuple[str, str]]:
     cols = []
     for item in text.split(","):
-        header, sep, key = item.partition("=")
+        header, sep, key = item.rpartition("=")   # a metric name has no '=', a header may
         if not sep or not header.strip() or not key.strip():
             raise app.UsageError(f"--columns: {item!r} is not Header=metric")
         cols.append((header.strip(), key.strip()))
