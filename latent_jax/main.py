@@ -171,9 +171,10 @@ def run_edit(config, workdir):
     c = np.zeros((len(files), method.num_labels), np.float32)
     for name, v in changes.items():
         c[:, method.label_names.index(name)] = v
-    edit = jax.jit(method.edit, static_argnames=("strength",))
-    out = np.asarray(edit(states, jnp.asarray(x), jnp.asarray(c), strength=FLAGS.strength))
-    recon = np.asarray(jax.jit(method.reconstruct)(states, jnp.asarray(x)))
+    # One compilation for both (start-up time is mostly compiling).
+    both = jax.jit(lambda s, xx, cc: (method.edit(s, xx, cc, FLAGS.strength),
+                                      method.reconstruct(s, xx)))
+    out, recon = (np.asarray(a) for a in both(states, jnp.asarray(x), jnp.asarray(c)))
     tag = "_".join(("add" if v > 0 else "remove") + "_" + k for k, v in changes.items())
     label = " ".join(("+" if v > 0 else "-") + k for k, v in changes.items())
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
