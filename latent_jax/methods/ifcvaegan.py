@@ -65,6 +65,16 @@ from latent_jax.methods import base
 sg = jax.lax.stop_gradient
 
 
+def _conv_stack(x, channels):
+    """Inside a compact module: conv5x5/2 (pad 2) + ReLU per entry, flattened (the reference's
+    encoder and discriminator trunk)."""
+    h = x
+    for i, c in enumerate(channels):
+        h = nn.relu(nn.Conv(c, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)),
+                            name=f"conv{i}")(h))
+    return h.reshape((h.shape[0], -1))
+
+
 class Encoder(nn.Module):
     """conv5x5/2 (pad 2) + ReLU per entry of `channels` (reference 64, 128, 256, 512), flattened;
     heads mu, logvar [n_z] and the label logits [n_labels]."""
@@ -75,11 +85,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = x
-        for i, c in enumerate(self.channels):
-            h = nn.relu(nn.Conv(c, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)),
-                                name=f"conv{i}")(h))
-        h = h.reshape((h.shape[0], -1))
+        h = _conv_stack(x, self.channels)
         return (nn.Dense(self.latent_dim, name="mu")(h),
                 nn.Dense(self.latent_dim, name="logvar")(h),
                 nn.Dense(self.num_labels, name="label")(h))
@@ -116,11 +122,7 @@ class Discriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = x
-        for i, c in enumerate(self.channels):
-            h = nn.relu(nn.Conv(c, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)),
-                                name=f"conv{i}")(h))
-        return nn.Dense(1, name="logit")(h.reshape((h.shape[0], -1)))[:, 0]
+        return nn.Dense(1, name="logit")(_conv_stack(x, self.channels))[:, 0]
 
 
 class Auxiliary(nn.Module):
