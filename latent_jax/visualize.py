@@ -14,7 +14,7 @@ from latent_jax import imageio
 
 
 def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, np.ndarray]:
-    """uint8 grids keyed by name:
+    """uint8 grids keyed by name (row labels on the left, cells upscaled to at least 64 px):
 
     - `reconstructions`: inputs (row 1) and reconstructions (row 2);
     - `edits`: inputs, reconstructions, then for each label a row with it added (+1) and a row
@@ -25,24 +25,27 @@ def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, 
     x = jnp.asarray(images)
     y = jnp.asarray(labels)
     n, k = x.shape[0], method.num_labels
+    names = method.label_names
     recon = jax.jit(method.reconstruct)(states, x)
     edit = jax.jit(method.edit, static_argnames=("strength",))
-    rows = [x, recon]
-    grids = {"reconstructions": imageio.make_grid(np.asarray(jnp.concatenate(rows)), nrow=n)}
+    rows, row_labels = [np.asarray(x), np.asarray(recon)], ["input", "reconstruction"]
+    grids = {"reconstructions": imageio.labelled_grid(rows, row_labels, min_cell=64)}
     for a in range(k):
         for sign in (1.0, -1.0):
             changes = jnp.zeros((n, k)).at[:, a].set(sign)
-            rows.append(edit(states, x, changes, strength=strength))
-    grids["edits"] = imageio.make_grid(np.asarray(jnp.concatenate(rows)), nrow=n)
+            rows.append(np.asarray(edit(states, x, changes, strength=strength)))
+            row_labels.append(("+" if sign > 0 else "-") + names[a])
+    grids["edits"] = imageio.labelled_grid(rows, row_labels, min_cell=64)
     sample = jax.jit(method.sample)
-    srows = []
+    srows, slabels = [], []
     for a in range(k):
         for value in (1.0, 0.0):
             ys = y.at[:, a].set(value)
             s, _ = sample(states, jax.random.fold_in(rng, 2 * a + int(value)), ys)
-            srows.append(s)
+            srows.append(np.asarray(s))
+            slabels.append(f"{names[a]}={int(value)}")
     if srows:
-        grids["samples"] = imageio.make_grid(np.asarray(jnp.concatenate(srows)), nrow=n)
+        grids["samples"] = imageio.labelled_grid(srows, slabels, min_cell=64)
     grids.update(attribute_grids(method, states, x))
     return grids
 
