@@ -128,12 +128,18 @@ def test_budget_and_seeds_reach_every_runs_command(tmp_path, monkeypatch):
         returncode, stdout, stderr = 0, "", "trained 5 steps in 1.0 s"
 
     monkeypatch.setattr(mod.subprocess, "run", lambda cmd, **kw: commands.append(cmd) or Done())
+    import logging
+
+    # unparse_flags() resets absl's verbosity flag, which sets the 'absl' logger to WARNING and
+    # would hide INFO records from later tests' caplog: restore the logger's level.
+    level = logging.getLogger("absl").level
     mod.FLAGS(["ablation", f"--out={tmp_path}", "--budget_flops=3e9", "--seeds=2",
                "--run=configs/vac.py:synthetic"])
     try:
         mod.train_one("vac_synthetic_s1", "configs/vac.py:synthetic", str(tmp_path))
     finally:
         mod.FLAGS.unparse_flags()
+        logging.getLogger("absl").setLevel(level)
     (cmd,) = commands
     assert "--config.num_steps=0" in cmd and "--config.budget.flops=3000000000.0" in cmd
     assert "--config.seed=1" in cmd

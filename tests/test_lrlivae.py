@@ -211,8 +211,9 @@ def test_baselines_condition_on_the_joint_class(tmp_path, name):
     # classify is the posterior over joint classes marginalised per label.
     x = jnp.asarray(exp.preview_batch()["image"][:2])
     log_post = m.class_log_posterior(states, x)
+    # jitted against eager: the ELBO scores are large, so allow for float32 reassociation.
     np.testing.assert_allclose(jax.jit(m.classify)(states, x),
-                               lr.per_label_columns(log_post, m.classes), rtol=1e-5, atol=1e-6)
+                               lr.per_label_columns(log_post, m.classes), rtol=1e-4, atol=1e-4)
 
 
 def test_the_2d_toy_with_mlps(tmp_path):
