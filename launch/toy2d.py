@@ -47,6 +47,7 @@ def main(argv):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from etils import epath
 
     from latent_jax import train
     from latent_jax.data import pipeline
@@ -59,7 +60,7 @@ def main(argv):
     panels["data (train)"] = (points, classes)
     for name in ("cvaegan", "lrlivae"):
         cfg = _config(name)
-        workdir = os.path.join(FLAGS.out, name)
+        workdir = str(epath.Path(FLAGS.out) / name)
         train.train_and_evaluate(cfg, workdir)
         exp, states, step = train.load_for_inference(cfg, workdir)
         y = np.repeat(np.arange(3, dtype=np.float32), FLAGS.samples)[:, None]
@@ -77,14 +78,15 @@ def main(argv):
                                   "x_mean": float(p[c == k, 0].mean())} for k in range(3)}
     axes[0].set_ylabel("y (label irrelevant)")
     fig.tight_layout()
-    os.makedirs(FLAGS.out, exist_ok=True)
-    fig.savefig(os.path.join(FLAGS.out, "figure2.png"), dpi=120)
-    with open(os.path.join(FLAGS.out, "toy2d.json"), "w") as f:
-        json.dump(spread, f, indent=2)
+    out = epath.Path(FLAGS.out)   # local or gs://
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "figure2.png").open("wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    (out / "toy2d.json").write_text(json.dumps(spread, indent=2))
     for title, per in spread.items():
         print(title, {k: (round(v["x_mean"], 2), round(v["x_std"], 2), round(v["y_std"], 2))
                       for k, v in per.items()})
-    print(f"wrote {os.path.join(FLAGS.out, 'figure2.png')}")
+    print(f"wrote {out / 'figure2.png'}")
 
 
 if __name__ == "__main__":
