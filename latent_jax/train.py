@@ -11,6 +11,7 @@ a run whose workdir holds a checkpoint resumes from it, data iterator included.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import signal
@@ -328,7 +329,7 @@ def _train(exp: Experiment) -> dict:
     it = data_lib.make_train_iterator(
         exp.data, global_batch_size=int(config.batch_size), seed=int(config.seed),
         process_index=jax.process_index(), process_count=jax.process_count())
-    start_step, states, data_state = exp.restore_newest(data_iterator=it)
+    start_step, states, _ = exp.restore_newest(data_iterator=it)
     if start_step:
         logging.info("resuming from step %d", start_step)
     else:
@@ -339,7 +340,7 @@ def _train(exp: Experiment) -> dict:
     total = exp.total_steps
     if exp.budget_note:
         logging.info("%s", exp.budget_note)
-    spent = compute_lib.Compute.from_dict((data_state or {}).get("compute"))
+    spent = dataclasses.replace(exp.restored_compute)   # zero when nothing was restored
     n_devices = int(exp.mesh.devices.size)
     if jax.process_index() == 0:
         # Written only once the checkpoint (if any) restored with a compatible config.
@@ -361,7 +362,6 @@ def _train(exp: Experiment) -> dict:
     bar = lj_logging.ProgressBar(total, initial_step=start_step, desc=method.name or config.method,
                                  every_steps=log_every, enabled=jax.process_index() == 0)
     flag = _SignalFlag()
-    step_fns: dict[int, Any] = {}
     state_finite = jax.jit(_all_finite)
     finite_so_far = jnp.array(True)
     last_metrics: dict = {}
@@ -394,11 +394,9 @@ def _train(exp: Experiment) -> dict:
         t_interval, step_interval = time.time(), step
         while step < total:
             phase = method.phase(step)
-            if phase not in step_fns:
-                step_fns[phase] = exp.step_fn(phase)
             batch, pending = (exp.next_batch(it) if pending is None else pending), None
             rng = jax.random.fold_in(exp.base_key, step)
-            states, metrics, finite = step_fns[phase](states, batch, rng)
+            states, metrics, finite = exp.step_fn(phase)(states, batch, rng)
             spent.flops += costs[phase].flops
             spent.images += int(config.batch_size) * exp.batches_per_step
             finite_so_far = jnp.logical_and(finite_so_far, finite)
