@@ -77,9 +77,7 @@ def leaderboard_runs() -> tuple[list[str], list[str]]:
     """Every registered method that declares `edit`, from its config's LEADERBOARD_PRESET:
     (runs, skipped with the reason). Methods added later join by declaring the capability and
     the preset; nothing here names them."""
-    import importlib.util
-
-    from latent_jax import methods
+    from latent_jax import configlib, methods
     from latent_jax.methods import base
 
     runs, skipped = [], []
@@ -90,10 +88,8 @@ def leaderboard_runs() -> tuple[list[str], list[str]]:
         path = os.path.join(REPO, "configs", f"{name}.py")
         preset = None
         if os.path.exists(path):
-            spec = importlib.util.spec_from_file_location(f"leaderboard_{name}", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            preset = getattr(module, "LEADERBOARD_PRESET", None)
+            preset = getattr(configlib.sibling_config(path, f"{name}.py"), "LEADERBOARD_PRESET",
+                             None)
         if preset is None:
             skipped.append(f"{name} (no LEADERBOARD_PRESET in configs/{name}.py)")
             continue

@@ -28,13 +28,10 @@ COLOURS = ("tab:green", "tab:red", "tab:blue")
 
 
 def _config(name):
-    import importlib.util
+    from latent_jax import configlib
 
-    spec = importlib.util.spec_from_file_location(f"toy_{name}",
-                                                  os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config("toy")
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    return configlib.sibling_config(path, f"{name}.py").get_config("toy")
 
 
 def main(argv):
