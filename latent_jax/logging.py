@@ -25,6 +25,7 @@ from etils import epath
 import numpy as np
 
 from latent_jax import imageio
+from latent_jax import interrupt
 from latent_jax import paths
 
 __all__ = ["JsonlWriter", "read_jsonl", "drop_rows_after", "MetricWriter", "ProgressBar"]
@@ -323,6 +324,7 @@ class ProgressBar:
         self._last_line = self.step
 
     def update(self, step: int, metrics: Mapping[str, Any] | None = None):
+        interrupt.check()   # a long loop with a bar is a place a signal is acted on
         if not self.enabled or self._closed:
             return
         self.step = int(step)

@@ -37,6 +37,7 @@ from latent_jax import paths
 from latent_jax import visualize
 from latent_jax import workdir as workdir_lib
 from latent_jax import errors
+from latent_jax import interrupt
 from latent_jax.errors import ConfigError
 
 
@@ -48,10 +49,7 @@ class Preempted(Exception):
     """SIGTERM or a preemption notice: a checkpoint was saved and training stopped."""
 
 
-class _Interrupted(BaseException):
-    """A signal arrived while `_SignalFlag.immediate` was active (an evaluation). A
-    BaseException, like KeyboardInterrupt: raised from a signal handler it can land inside any
-    library's `except Exception` (a cache read, a data reader), which must not swallow it."""
+_Interrupted = interrupt.Interrupted   # the name the trainer's handlers use
 
 
 class _SignalFlag:
@@ -64,6 +62,7 @@ class _SignalFlag:
         self.signal_name = ""
         self._immediate = False
         self._previous = {}
+        interrupt.clear()
         if threading.current_thread() is threading.main_thread():
             for s in signals:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -73,6 +72,9 @@ class _SignalFlag:
         self.triggered = True
         self.signal_name = signal.Signals(signum).name
         if self._immediate:
+            # Recorded first: if the raise below lands in a gc callback and is dropped, the
+            # next `interrupt.check()` in the evaluation's loops raises it again.
+            interrupt.request(self.signal_name)
             raise _Interrupted(self.signal_name)
         logging.warning("received %s: saving a checkpoint and stopping", self.signal_name)
 
@@ -82,11 +84,13 @@ class _SignalFlag:
             raise _Interrupted(self.signal_name)
         self._immediate = True
         try:
-            yield
+            with interrupt.armed():
+                yield
         finally:
             self._immediate = False
 
     def restore(self):
+        interrupt.clear()
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 

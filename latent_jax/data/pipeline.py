@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
+from latent_jax import interrupt
 from latent_jax.data import celeba
 from latent_jax.data import labels as labels_lib
 from latent_jax.data import preprocess as preprocess_lib
@@ -875,4 +876,11 @@ def iterate_eval_batches(
     ds = _PadWithMask(ds, batch_size=batch_size,
                       image_shape=_example_shape(opts), num_labels=len(names))
     ds = ds.batch(batch_size, drop_remainder=False)
-    return iter(ds.to_iter_dataset(_read_options(opts)))
+    return _interruptible(iter(ds.to_iter_dataset(_read_options(opts))))
+
+
+def _interruptible(batches: Iterator) -> Iterator:
+    """`batches`, acting on a recorded signal between two of them (latent_jax.interrupt)."""
+    for batch in batches:
+        interrupt.check()
+        yield batch

@@ -56,6 +56,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from latent_jax import interrupt
 from latent_jax.evaluate import latent as latent_lib
 from latent_jax.evaluate.judge import Judge, accuracy_table
 from latent_jax.errors import ConfigError
@@ -179,6 +180,7 @@ class Capabilities:
 
     def _batches(self, n: int):
         for start in range(0, n, self.batch_size):
+            interrupt.check()
             yield start, min(start + self.batch_size, n)
 
     def _map_batches(self, fn, x: np.ndarray) -> list[np.ndarray]:
