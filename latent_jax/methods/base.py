@@ -20,6 +20,7 @@ import ml_collections
 import optax
 
 from latent_jax import optim
+from latent_jax.nets import precision
 from latent_jax.errors import ConfigError
 
 PyTree = Any
@@ -106,6 +107,8 @@ class Method(abc.ABC):
 
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         self.config = config
+        self.compute_dtype = precision.compute_dtype(
+            (config.get("model") or {}).get("compute_dtype", "float32"))
         self.data_spec = data_spec
         self.steps_per_epoch = int(steps_per_epoch)
         self.image_shape = tuple(data_spec.image_shape)
@@ -116,6 +119,13 @@ class Method(abc.ABC):
         self._txs = {name: optim.make_optimizer(
             config.optim.get(name), self.steps_per_epoch * self.updates_per_step(name),
             key=f"config.optim.{name}") for name in self.player_names()}
+
+    def __setattr__(self, name: str, value: Any):
+        # Every Flax module a method keeps as an attribute computes in config.model.compute_dtype
+        # (latent_jax.nets.precision): one rule for every method, nothing to add to a new one.
+        if isinstance(value, flax.linen.Module) and "compute_dtype" in self.__dict__:
+            value = precision.wrap(value, self.compute_dtype)
+        object.__setattr__(self, name, value)
 
     # ----------------------------------------------------------------- players and training
     @abc.abstractmethod
