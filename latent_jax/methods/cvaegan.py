@@ -42,6 +42,7 @@ from latent_jax.methods.lrlivae import (DiagonalGaussianEncoder, JointClasses, k
                                         make_decoder, network_hidden, per_label_columns,
                                         reconstruction)
 from latent_jax.nets import conv
+from latent_jax.nets import layers
 
 sg = jax.lax.stop_gradient
 
@@ -85,7 +86,7 @@ class FeatureNet(nn.Module):
                 h = nn.leaky_relu(nn.Dense(width, name=f"hidden{i}")(h), 0.2)
         else:
             for i, ch in enumerate(self.channels):
-                h = nn.leaky_relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                h = nn.leaky_relu(layers.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
                                           name=f"conv{i}")(h), 0.2)
             h = jnp.mean(h, axis=(1, 2))
         top = self.hidden[-1] if self.hidden else self.top

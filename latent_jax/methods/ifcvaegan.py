@@ -61,6 +61,7 @@ import jax.numpy as jnp
 
 from latent_jax.errors import ConfigError
 from latent_jax.methods import base
+from latent_jax.nets import layers
 
 sg = jax.lax.stop_gradient
 
@@ -70,7 +71,7 @@ def _conv_stack(x, channels):
     encoder and discriminator trunk)."""
     h = x
     for i, c in enumerate(channels):
-        h = nn.relu(nn.Conv(c, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)),
+        h = nn.relu(layers.Conv(c, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2)),
                             name=f"conv{i}")(h))
     return h.reshape((h.shape[0], -1))
 

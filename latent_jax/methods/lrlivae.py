@@ -83,6 +83,7 @@ from latent_jax.data import labels as labels_lib
 from latent_jax.errors import ConfigError
 from latent_jax.methods import base
 from latent_jax.nets import conv
+from latent_jax.nets import layers
 
 sg = jax.lax.stop_gradient
 LOG_2PI = math.log(2.0 * math.pi)
@@ -261,7 +262,7 @@ class ProjectionDiscriminator(nn.Module):
                 h = nn.leaky_relu(layer(nn.Dense(width, name=f"hidden{i}"), h), 0.1)
         else:
             for i, ch in enumerate(self.channels):
-                h = nn.leaky_relu(layer(nn.Conv(ch, (4, 4), strides=(2, 2),
+                h = nn.leaky_relu(layer(layers.Conv(ch, (4, 4), strides=(2, 2),
                                                 padding=((1, 1), (1, 1)), name=f"conv{i}"), h),
                                   0.1)
             h = jnp.mean(h, axis=(1, 2))

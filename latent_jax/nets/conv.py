@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from latent_jax.nets import layers
 from latent_jax.nets.resnet import bottom_size, check_channels  # noqa: F401 (re-exported)
 
 
@@ -32,9 +33,9 @@ class ConvTrunk(nn.Module):
         s = bottom_size(x.shape[1], self.channels)
         h = x
         for i, c in enumerate(self.channels):
-            h = nn.relu(nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+            h = nn.relu(layers.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
                                 name=f"conv{i}")(h))
-        h = nn.relu(nn.Conv(self.top, (s, s), padding="VALID", name="conv_top")(h))
+        h = nn.relu(layers.Conv(self.top, (s, s), padding="VALID", name="conv_top")(h))
         return h.reshape((h.shape[0], -1))
 
 

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from latent_jax.nets import layers
 from latent_jax.nets.resnet import bottom_size, check_channels  # noqa: F401 (re-exported)
 
 
@@ -53,7 +54,7 @@ class ConvTrunk(nn.Module):
     def __call__(self, x, train: bool = False):
         h = x
         for i, c in enumerate(self.channels):
-            h = nn.Conv(c, (5, 5), strides=(2, 2), padding=2, use_bias=False, name=f"conv{i}")(h)
+            h = layers.Conv(c, (5, 5), strides=(2, 2), padding=2, use_bias=False, name=f"conv{i}")(h)
             h = nn.relu(_bn(train, f"bn{i}")(h))
         h = h.reshape((h.shape[0], -1))
         h = nn.Dense(self.hidden, use_bias=False, name="fc")(h)
@@ -81,9 +82,9 @@ class ConvDecoder(nn.Module):
             else:   # nearest x2 then conv5x5: same shapes, much faster on XLA:CPU
                 b, hh, ww, cc = h.shape
                 h = jax.image.resize(h, (b, 2 * hh, 2 * ww, cc), method="nearest")
-                h = nn.Conv(ch, (5, 5), padding=2, use_bias=False, name=f"deconv{i}")(h)
+                h = layers.Conv(ch, (5, 5), padding=2, use_bias=False, name=f"deconv{i}")(h)
             h = nn.relu(_bn(train, f"deconv_bn{i}")(h))
-        h = nn.Conv(self.out_channels, (5, 5), padding=2, name="out")(h)
+        h = layers.Conv(self.out_channels, (5, 5), padding=2, name="out")(h)
         return nn.sigmoid(h)
 
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from latent_jax.errors import ConfigError
+from latent_jax.nets import layers
 
 
 def _bn(train: bool, name: str | None = None):
@@ -41,11 +42,11 @@ class ResidualBlock(nn.Module):
     def __call__(self, x, train: bool):
         identity = x
         if x.shape[-1] != self.features:
-            identity = nn.Conv(self.features, (1, 1), use_bias=False, name="shortcut")(x)
-        h = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv1")(x)
+            identity = layers.Conv(self.features, (1, 1), use_bias=False, name="shortcut")(x)
+        h = layers.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv1")(x)
         h = _bn(train, "bn1")(h)
         h = nn.leaky_relu(h, 0.2)
-        h = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv2")(h)
+        h = layers.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv2")(h)
         h = _bn(train, "bn2")(h)
         return identity + nn.leaky_relu(h, 0.2)
 
@@ -87,7 +88,7 @@ class ResidualEncoder(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = tuple(self.channels)
-        h = nn.Conv(c[0], (5, 5), padding=2, use_bias=False, name="stem")(x)
+        h = layers.Conv(c[0], (5, 5), padding=2, use_bias=False, name="stem")(x)
         h = _bn(train, "stem_bn")(h)
         h = _avgpool(nn.leaky_relu(h, 0.2))
         for i, (cin, cout) in enumerate(zip(c[:-1], c[1:])):
@@ -117,7 +118,7 @@ class ResidualDecoder(nn.Module):
         for i, cout in enumerate(rev[1:]):
             h = _upsample(ResidualBlock(cout, name=f"block{i}")(h, train))
         h = ResidualBlock(c[0], name=f"block{len(rev) - 1}")(h, train)
-        h = nn.Conv(self.out_channels, (5, 5), padding=2, name="out")(h)
+        h = layers.Conv(self.out_channels, (5, 5), padding=2, name="out")(h)
         return nn.sigmoid(h)
 
 

@@ -1,0 +1,58 @@
+"""nets.layers.Conv: nn.Conv's parameters and results, computed as one matmul on small maps."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from latent_jax.nets import layers
+
+CASES = [  # (map, C_in, C_out, kernel, strides, padding, bias)
+    (2, 8, 6, 3, 1, 1, False),             # IntroVAE's bottom residual convs
+    (4, 5, 7, 3, 1, "SAME", True),
+    (4, 3, 4, 5, 1, 2, True),              # a 5x5 stem/output conv
+    (8, 4, 6, 4, 2, ((1, 1), (1, 1)), True),   # CCVAE's 4x4 stride-2 convs
+    (8, 3, 5, 5, 2, ((2, 2), (2, 2)), False),  # IFcVAEGAN's 5x5 stride-2 convs
+    (9, 3, 5, 3, 2, "SAME", True),         # odd map, stride 2 SAME (asymmetric padding)
+    (4, 6, 3, 4, 1, "VALID", True),        # CCVAE's last conv (kernel = map)
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c[:5]) for c in CASES])
+def test_matmul_conv_equals_flax_conv_with_the_same_parameters(case):
+    size, cin, cout, k, s, pad, bias = case
+    x = jax.random.normal(jax.random.key(0), (3, size, size, cin))
+    ref = nn.Conv(cout, (k, k), strides=s, padding=pad, use_bias=bias)
+    ours = layers.Conv(cout, (k, k), strides=s, padding=pad, use_bias=bias,
+                       matmul_max_pixels=10_000)
+    vr = ref.init(jax.random.key(1), x)
+    vo = ours.init(jax.random.key(1), x)
+    # The same parameter tree and the same initial values for the same key.
+    assert jax.tree.structure(vr) == jax.tree.structure(vo)
+    for a, b in zip(jax.tree.leaves(vr), jax.tree.leaves(vo)):
+        np.testing.assert_array_equal(a, b)
+    bias_params = {"params": dict(vr["params"])}
+    if bias:
+        bias_params["params"]["bias"] = jax.random.normal(jax.random.key(2), (cout,))
+    yr, yo = ref.apply(bias_params, x), ours.apply(bias_params, x)
+    assert yr.shape == yo.shape
+    np.testing.assert_allclose(yo, yr, rtol=1e-5, atol=1e-5)
+
+    def loss(mod):
+        return lambda v, x: jnp.sum(jnp.sin(mod.apply(v, x)))
+    gr = jax.grad(loss(ref), argnums=(0, 1))(bias_params, x)
+    go = jax.grad(loss(ours), argnums=(0, 1))(bias_params, x)
+    for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(go)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_the_switch_is_by_output_pixels():
+    x = jnp.ones((1, 8, 8, 2))
+    conv = layers.Conv(3, (3, 3), padding=1, matmul_max_pixels=16)
+    v = conv.init(jax.random.key(0), x)
+    prims = lambda f: {e.primitive.name for e in jax.make_jaxpr(f)(v).jaxpr.eqns}  # noqa: E731
+    assert "conv_general_dilated" in prims(lambda v: conv.apply(v, x))             # 64 pixels
+    assert "conv_general_dilated" not in prims(lambda v: conv.apply(v, x[:, :4, :4]))  # 16
