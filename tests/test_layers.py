@@ -56,3 +56,52 @@ def test_the_switch_is_by_output_pixels():
     prims = lambda f: {e.primitive.name for e in jax.make_jaxpr(f)(v).jaxpr.eqns}  # noqa: E731
     assert "conv_general_dilated" in prims(lambda v: conv.apply(v, x))             # 64 pixels
     assert "conv_general_dilated" not in prims(lambda v: conv.apply(v, x[:, :4, :4]))  # 16
+
+
+TRANSPOSE_CASES = [  # (map, C_in, C_out, kernel, strides, padding, bias)
+    (4, 6, 5, 4, 2, "SAME", True),         # CCVAE's 4x4 stride-2 deconvolutions
+    (1, 8, 6, 4, 1, "VALID", True),        # CCVAE's first deconvolution (1x1 -> 4x4)
+    (3, 4, 5, 5, 2, "SAME", False),        # the Larsen decoder's 5x5 stride-2 (odd map)
+    (4, 4, 3, 3, 2, "SAME", True),         # IFcVAEGAN's 3x3 stride-2
+    (5, 3, 4, 3, 1, "SAME", True),
+    (4, 3, 2, 3, 3, "VALID", True),        # stride > kernel - 1
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=[str(c[:6]) for c in TRANSPOSE_CASES])
+def test_phase_conv_transpose_equals_flax_conv_transpose(case):
+    with layers.override(phase_min_features=1):   # the phase path for every case
+        _check_conv_transpose(case)
+
+
+def _check_conv_transpose(case):
+    size, cin, cout, k, s, pad, bias = case
+    x = jax.random.normal(jax.random.key(0), (2, size, size + 1, cin))   # non-square too
+    ref = nn.ConvTranspose(cout, (k, k), strides=(s, s), padding=pad, use_bias=bias)
+    ours = layers.ConvTranspose(cout, (k, k), strides=(s, s), padding=pad, use_bias=bias)
+    vr, vo = ref.init(jax.random.key(1), x), ours.init(jax.random.key(1), x)
+    assert jax.tree.structure(vr) == jax.tree.structure(vo)
+    for a, b in zip(jax.tree.leaves(vr), jax.tree.leaves(vo)):
+        np.testing.assert_array_equal(a, b)
+    v = {"params": dict(vr["params"])}
+    if bias:
+        v["params"]["bias"] = jax.random.normal(jax.random.key(2), (cout,))
+    yr, yo = ref.apply(v, x), ours.apply(v, x)
+    assert yr.shape == yo.shape
+    np.testing.assert_allclose(yo, yr, rtol=1e-5, atol=1e-5)
+    loss = lambda mod: (lambda v, x: jnp.sum(jnp.sin(mod.apply(v, x))))   # noqa: E731
+    gr = jax.grad(loss(ref), argnums=(0, 1))(v, x)
+    go = jax.grad(loss(ours), argnums=(0, 1))(v, x)
+    for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(go)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_takes_the_phase_path_only_where_it_is_faster():
+    x = jnp.ones((1, 4, 4, 8))
+    prims = lambda m: {e.primitive.name for e in jax.make_jaxpr(   # noqa: E731
+        lambda v: m.apply(v, x))(m.init(jax.random.key(0), x)).jaxpr.eqns}
+    assert "conv_general_dilated" not in prims(layers.ConvTranspose(16, (4, 4), strides=(2, 2)))
+    assert "conv_general_dilated" in prims(layers.ConvTranspose(3, (4, 4), strides=(2, 2)))
+    assert "conv_general_dilated" in prims(layers.ConvTranspose(16, (4, 4), padding="VALID"))
+    with layers.plain_xla():
+        assert "conv_general_dilated" in prims(layers.ConvTranspose(16, (4, 4), strides=(2, 2)))

@@ -108,10 +108,10 @@ class Decoder(nn.Module):
         h = jnp.concatenate([y_hat.astype(z.dtype), z], axis=-1)
         h = nn.relu(nn.Dense(s * s * c[-1], name="project")(h)).reshape((-1, s, s, c[-1]))
         for i, ch in enumerate(reversed(c[:-1])):
-            h = nn.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv{i}")(h)
+            h = layers.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv{i}")(h)
             h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                      name=f"bn{i}")(h))
-        h = nn.ConvTranspose(self.out_channels, (3, 3), strides=(2, 2), padding="SAME",
+        h = layers.ConvTranspose(self.out_channels, (3, 3), strides=(2, 2), padding="SAME",
                              name="to_image")(h)
         return nn.sigmoid(h)
 

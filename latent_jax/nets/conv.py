@@ -89,10 +89,10 @@ class ConvDecoder(nn.Module):
         s = bottom_size(self.image_size, c)
         h = nn.relu(nn.Dense(self.top, name="project")(z))
         h = h.reshape((z.shape[0], 1, 1, self.top))
-        h = nn.relu(nn.ConvTranspose(c[-1], (s, s), padding="VALID", name="deconv_top")(h))
+        h = nn.relu(layers.ConvTranspose(c[-1], (s, s), padding="VALID", name="deconv_top")(h))
         outs = tuple(reversed(c[:-1])) + (self.out_channels,)
         for i, cout in enumerate(outs):
-            h = nn.ConvTranspose(cout, (4, 4), strides=(2, 2), padding="SAME",
+            h = layers.ConvTranspose(cout, (4, 4), strides=(2, 2), padding="SAME",
                                  name=f"deconv{i}")(h)
             if i < len(outs) - 1:
                 h = nn.relu(h)

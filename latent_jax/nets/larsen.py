@@ -77,7 +77,7 @@ class ConvDecoder(nn.Module):
         h = nn.relu(_bn(train, "project_bn")(h)).reshape((code.shape[0], s, s, c[-1]))
         for i, ch in enumerate(reversed(c)):
             if self.upsample == "transpose":
-                h = nn.ConvTranspose(ch, (5, 5), strides=(2, 2), padding="SAME", use_bias=False,
+                h = layers.ConvTranspose(ch, (5, 5), strides=(2, 2), padding="SAME", use_bias=False,
                                      name=f"deconv{i}")(h)
             else:   # nearest x2 then conv5x5: same shapes, much faster on XLA:CPU
                 b, hh, ww, cc = h.shape

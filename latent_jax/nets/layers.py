@@ -1,18 +1,24 @@
-"""`Conv`: flax.linen.Conv's parameters and results, computed as one matmul where XLA:CPU's
-convolution is slow.
+"""`Conv` and `ConvTranspose`: flax.linen.Conv's and ConvTranspose's parameters and results,
+computed as matmuls where XLA:CPU's convolutions are slow.
 
-XLA:CPU runs some convolution shapes far below the machine's matmul speed, worst of all 3x3
-convolutions on tiny maps (about 370 ms for a 3x3 512 -> 512 convolution on a 2x2 map, where
-PyTorch takes 3 ms; ../notes in the project's planning material and `launch/benchmark.py`).
-On an output map of at most `matmul_max_pixels` pixels, `Conv` gathers the kernel's shifted
-windows of the padded input side by side (im2col: [B, Ho, Wo, kh * kw * C_in]) and multiplies
-them by the kernel reshaped to [kh * kw * C_in, C_out]: the same sums in another order, so the
-result equals the convolution's to float rounding, and the gradients are two matmuls. Larger
-maps use `lax.conv_general_dilated` as flax does.
+XLA:CPU runs some convolution shapes far below the machine's matmul speed (launch/benchmark.py
+--conv_shapes and --also_plain_xla measure it):
+- 3x3 convolutions on tiny maps (a 3x3 512 -> 512 convolution on a 2x2 map: 1116 ms forward and
+  backward at batch 64, where PyTorch takes a few ms). On an output map of at most
+  `matmul_max_pixels` pixels, `Conv` gathers the kernel's shifted windows of the padded input
+  side by side (im2col: [B, Ho, Wo, kh * kw * C_in]) and multiplies them by the kernel reshaped
+  to [kh * kw * C_in, C_out]. Larger maps use `lax.conv_general_dilated` as flax does.
+- The gradients of strided transposed convolutions (XLA computes them as convolutions of a
+  dilated input: a 4x4 stride-2 deconvolution 16x16 -> 32x32 with 32 channels, batch 200, 1301
+  ms forward and backward). `ConvTranspose` splits the output into its stride phases; each is a
+  small correlation of the undilated input with the kernel taps it meets, one matmul.
+Both are the same sums in another order, so results equal flax's to float rounding
+(tests/test_layers.py), and the gradients are matmuls too.
 
-The parameters are nn.Conv's exactly (names `kernel` [kh, kw, C_in, C_out] and `bias`, the same
-initialisers, hence the same initial values for the same key): swapping one for the other
-changes neither checkpoints nor results beyond rounding, on CPU or accelerator.
+The parameters are flax's exactly (names `kernel`, HWIO, and `bias`, the same initialisers,
+hence the same initial values for the same key): swapping one for the other changes neither
+checkpoints nor results beyond rounding, on CPU or accelerator. The thresholds apply on every
+backend (on small maps a matmul is as good a lowering there too).
 """
 
 from __future__ import annotations
@@ -29,18 +35,37 @@ import jax.numpy as jnp
 # 512 -> 512 conv on a 2x2 map 1116 ms as XLA's convolution, 11.6 ms by im2col; on a 4x4 map
 # 57 vs 49 ms; on 8x8 and larger maps XLA's convolution is as fast or faster).
 DEFAULT_MATMUL_MAX_PIXELS = 16
-_threshold = [DEFAULT_MATMUL_MAX_PIXELS]
+# Transposed convolutions with a stride > 1 and at least this many output channels are computed
+# phase by phase (`phase_conv_transpose`): CCVAE's 4x4 stride-2 deconvolutions at batch 200,
+# forward+backward, 16x16 -> 32x32 with 32 channels 1301 ms as XLA's dilated convolution, 103 ms
+# by phases. With 3 output channels on a 64x64 output XLA's is faster (160 vs 309 ms: the phases'
+# im2col matrices are large and the matmuls narrow), so those stay XLA's.
+DEFAULT_PHASE_MIN_FEATURES = 16
+_settings = {"matmul_max_pixels": DEFAULT_MATMUL_MAX_PIXELS,
+             "phase_min_features": DEFAULT_PHASE_MIN_FEATURES}
 
 
 @contextlib.contextmanager
-def matmul_max_pixels(n: int):
-    """Inside this block (while tracing), `Conv`s without their own `matmul_max_pixels` use
-    im2col up to `n` output pixels (0: never); for benchmarks comparing the two."""
-    previous, _threshold[0] = _threshold[0], int(n)
+def override(*, matmul_max_pixels: int | None = None, phase_min_features: int | None = None):
+    """Inside this block (while tracing), `Conv` and `ConvTranspose` use these thresholds;
+    `override(matmul_max_pixels=0, phase_min_features=10**9)` is XLA's convolutions everywhere
+    (what flax's layers do), for benchmarks that compare the two."""
+    previous = dict(_settings)
+    if matmul_max_pixels is not None:
+        _settings["matmul_max_pixels"] = int(matmul_max_pixels)
+    if phase_min_features is not None:
+        _settings["phase_min_features"] = int(phase_min_features)
     try:
         yield
     finally:
-        _threshold[0] = previous
+        _settings.update(previous)
+
+
+@contextlib.contextmanager
+def plain_xla():
+    """XLA's convolutions everywhere (flax's nn.Conv / nn.ConvTranspose computation)."""
+    with override(matmul_max_pixels=0, phase_min_features=2 ** 62):
+        yield
 
 
 def _pairs(v, n=2) -> tuple:
@@ -96,10 +121,121 @@ class Conv(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=None)
         ho = (x.shape[1] + sum(pads[0]) - ks[0]) // strides[0] + 1
         wo = (x.shape[2] + sum(pads[1]) - ks[1]) // strides[1] + 1
-        limit = _threshold[0] if self.matmul_max_pixels is None else self.matmul_max_pixels
+        limit = (_settings["matmul_max_pixels"] if self.matmul_max_pixels is None
+                 else self.matmul_max_pixels)
         if ho * wo <= limit:
             y = im2col_conv(x, kernel, strides, pads)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, strides, pads,
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias if bias is not None else y
+
+
+def _conv_transpose_pads(k: int, s: int, padding) -> tuple[int, int]:
+    """The padding of the dilated input that lax.conv_transpose (and so nn.ConvTranspose)
+    uses for a string padding; explicit pairs pass through."""
+    if isinstance(padding, str):
+        if padding == "SAME":
+            total = k + s - 2
+            low = k - 1 if s > k - 1 else -(-total // 2)
+        elif padding == "VALID":
+            total = k + s - 2 + max(k - s, 0)
+            low = k - 1
+        else:
+            raise ValueError(f"padding {padding!r}: 'SAME', 'VALID' or explicit pairs")
+        return low, total - low
+    return tuple(padding)
+
+
+def _phase_taps(size: int, k: int, s: int, pads: tuple[int, int]):
+    """One spatial dimension of a transposed convolution split by output phase.
+
+    lax.conv_transpose is a stride-1 correlation of the input dilated by `s` (s - 1 zeros
+    between samples) and padded by `pads` with the kernel: y[o] = sum_t xd[o + t] k[t], where
+    xd[m] = x[(m - low) / s] when (m - low) is a multiple of s and 0 otherwise. For the outputs
+    o = s * i + a of phase a only the taps t with (a + t - low) = 0 mod s meet samples, each at
+    input index i + (a + t - low) / s. Returns the output size and, per phase, (number of
+    outputs, [(tap, input offset)])."""
+    low, high = pads
+    out = (size - 1) * s + 1 + low + high - k + 1
+    phases = []
+    for a in range(s):
+        n = max(0, -(-(out - a) // s))
+        taps = [(t, (a + t - low) // s) for t in range(k) if (a + t - low) % s == 0]
+        phases.append((n, taps))
+    return out, phases
+
+
+def phase_conv_transpose(x: jax.Array, kernel: jax.Array, strides=(1, 1),
+                         padding="SAME") -> jax.Array:
+    """lax.conv_transpose(x, kernel, strides, padding) (NHWC, HWIO, kernel not transposed:
+    nn.ConvTranspose's default) computed phase by phase: for each of the s_h * s_w output
+    phases, an im2col matmul of the input's shifted windows with the kernel taps that phase
+    meets, then the phases interleaved. No multiplication by the dilation's zeros, and every
+    gradient is a matmul, where XLA:CPU's dilated convolution is slow to differentiate."""
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    pads = [_conv_transpose_pads(k, s, p) for k, s, p in
+            zip((kh, kw), (sh, sw), padding if not isinstance(padding, str) else (padding,) * 2)]
+    b, h, w, _ = x.shape
+    out_h, phases_h = _phase_taps(h, kh, sh, pads[0])
+    out_w, phases_w = _phase_taps(w, kw, sw, pads[1])
+    # Zero-pad the input so that every tap's window of every phase is in range.
+    offs_h = [o for _, taps in phases_h for _, o in taps] or [0]
+    offs_w = [o for _, taps in phases_w for _, o in taps] or [0]
+    lo_h, lo_w = max(0, -min(offs_h)), max(0, -min(offs_w))
+    n_h = max(n for n, _ in phases_h)
+    n_w = max(n for n, _ in phases_w)
+    hi_h = max(0, n_h - 1 + max(offs_h) - (h - 1))
+    hi_w = max(0, n_w - 1 + max(offs_w) - (w - 1))
+    xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+    dtype = jnp.result_type(x, kernel)
+    parts = {}
+    for a, (nh, taps_h) in enumerate(phases_h):
+        for c, (nw, taps_w) in enumerate(phases_w):
+            if nh == 0 or nw == 0 or not taps_h or not taps_w:
+                continue   # no outputs, or a phase that meets no sample (zeros)
+            windows = [xp[:, lo_h + oh:lo_h + oh + nh, lo_w + ow:lo_w + ow + nw, :]
+                       for _, oh in taps_h for _, ow in taps_w]
+            sub = jnp.stack([kernel[th, tw] for th, _ in taps_h for tw, _ in taps_w])
+            cols = jnp.concatenate(windows, axis=-1).reshape(b * nh * nw, -1)
+            parts[a, c] = (cols @ sub.reshape(-1, cout)).reshape(b, nh, nw, cout)
+    if out_h == n_h * sh and out_w == n_w * sw:
+        # Every phase has n_h x n_w outputs: interleave by a transpose, not a scatter.
+        grid = jnp.stack([jnp.stack([parts.get((a, c), jnp.zeros((b, n_h, n_w, cout), dtype))
+                                     for c in range(sw)], axis=0) for a in range(sh)], axis=0)
+        return grid.transpose(2, 3, 0, 4, 1, 5).reshape(b, out_h, out_w, cout)
+    y = jnp.zeros((b, out_h, out_w, cout), dtype)
+    for (a, c), part in parts.items():
+        y = y.at[:, a::sh, c::sw, :].set(part)
+    return y
+
+
+class ConvTranspose(nn.Module):
+    """nn.ConvTranspose's fields, parameters (`kernel` [kh, kw, C_in, C_out], `bias`) and
+    results; with a stride > 1 and at least DEFAULT_PHASE_MIN_FEATURES output channels computed
+    by `phase_conv_transpose` (one matmul per output phase), otherwise as flax does."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] | None = None
+    padding: str | Sequence = "SAME"
+    use_bias: bool = True
+    kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x):
+        ks = _pairs(self.kernel_size)
+        strides = _pairs(self.strides) if self.strides is not None else (1, 1)
+        kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features),
+                            jnp.float32)
+        bias = (self.param("bias", self.bias_init, (self.features,), jnp.float32)
+                if self.use_bias else None)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=None)
+        if max(strides) > 1 and self.features >= _settings["phase_min_features"]:
+            y = phase_conv_transpose(x, kernel, strides, self.padding)
+        else:
+            y = jax.lax.conv_transpose(x, kernel, strides, self.padding,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y + bias if bias is not None else y
