@@ -49,13 +49,25 @@ def test_matmul_conv_equals_flax_conv_with_the_same_parameters(case):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
 
 
-def test_the_switch_is_by_output_pixels():
-    x = jnp.ones((1, 8, 8, 2))
+def test_the_switch_is_by_output_pixels_and_stride():
+    x = jnp.ones((1, 8, 8, 8))
     conv = layers.Conv(3, (3, 3), padding=1, matmul_max_pixels=16)
     v = conv.init(jax.random.key(0), x)
     prims = lambda f: {e.primitive.name for e in jax.make_jaxpr(f)(v).jaxpr.eqns}  # noqa: E731
     assert "conv_general_dilated" in prims(lambda v: conv.apply(v, x))             # 64 pixels
     assert "conv_general_dilated" not in prims(lambda v: conv.apply(v, x[:, :4, :4]))  # 16
+    strided = layers.Conv(3, (4, 4), strides=2, padding=1)
+    vs = strided.init(jax.random.key(0), x)
+    assert "conv_general_dilated" not in {e.primitive.name for e in jax.make_jaxpr(
+        lambda v: strided.apply(v, x))(vs).jaxpr.eqns}
+    image = layers.Conv(3, (5, 5), padding=2)   # stride 1 on a large map: XLA's
+    vi = image.init(jax.random.key(0), x[..., :3])
+    assert "conv_general_dilated" in {e.primitive.name for e in jax.make_jaxpr(
+        lambda v: image.apply(v, x[..., :3]))(vi).jaxpr.eqns}
+    default = layers.Conv(3, (3, 3), padding=1)   # the module default, which plain_xla sets
+    assert "conv_general_dilated" not in prims(lambda v: default.apply(v, x[:, :4, :4]))
+    with layers.plain_xla():
+        assert "conv_general_dilated" in prims(lambda v: default.apply(v, x[:, :4, :4]))
 
 
 TRANSPOSE_CASES = [  # (map, C_in, C_out, kernel, strides, padding, bias)

@@ -7,7 +7,12 @@ XLA:CPU runs some convolution shapes far below the machine's matmul speed (launc
   backward at batch 64, where PyTorch takes a few ms). On an output map of at most
   `matmul_max_pixels` pixels, `Conv` gathers the kernel's shifted windows of the padded input
   side by side (im2col: [B, Ho, Wo, kh * kw * C_in]) and multiplies them by the kernel reshaped
-  to [kh * kw * C_in, C_out]. Larger maps use `lax.conv_general_dilated` as flax does.
+  to [kh * kw * C_in, C_out]. The same pays for strided convolutions, e.g. at batch 200 a 4x4
+  stride-2 conv 64x64x3 -> 32x32x32: 120 ms forward+backward as XLA's convolution, 49 ms by
+  im2col. Other convolutions use `lax.conv_general_dilated` as flax does. (im2col for the 5x5
+  stem on the image, 152 -> 84 ms alone, was tried and dropped: IntroVAC's introspective step,
+  which differentiates re-encodings down to their pixels, went from 5.4 to 6.2 s; on a 64x64
+  map with 32 input channels XLA's is 4x faster than im2col.)
 - The gradients of strided transposed convolutions (XLA computes them as convolutions of a
   dilated input: a 4x4 stride-2 deconvolution 16x16 -> 32x32 with 32 channels, batch 200, 1301
   ms forward and backward). `ConvTranspose` splits the output into its stride phases; each is a
@@ -123,7 +128,9 @@ class Conv(nn.Module):
         wo = (x.shape[2] + sum(pads[1]) - ks[1]) // strides[1] + 1
         limit = (_settings["matmul_max_pixels"] if self.matmul_max_pixels is None
                  else self.matmul_max_pixels)
-        if ho * wo <= limit:
+        # im2col on small output maps and for strided convolutions, where it measured faster
+        # forward+backward (module docstring).
+        if ho * wo <= limit or (limit > 0 and max(strides) > 1):
             y = im2col_conv(x, kernel, strides, pads)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, strides, pads,
