@@ -1,0 +1,242 @@
+"""Training-step speed per method and phase, side by side with what it is compared to.
+
+    python launch/benchmark.py --config=configs/introvac.py:synthetic [--config=...] \\
+        [--steps=10] [--rounds=3] [--conv_shapes] [--compare=torch]
+
+Per config: the input pipeline's time per batch (batches are fetched before timing the steps).
+Per config and phase: compile time, seconds per step (median over `--rounds` rounds of
+`--steps` steps each), images/s, FLOPs per step (XLA's cost analysis of the compiled step,
+latent_jax.compute), achieved GFLOP/s and its share of a matmul peak measured on the same
+device in the same run (a 2048x2048 matmul in the step's compute dtype). `--config.KEY=VALUE`
+flags apply to every config (e.g. `--config.model.compute_dtype=bfloat16`).
+
+`--conv_shapes` times each convolution shape of the IntroVAE-style nets at 64x64 (batch 64)
+forward and forward+backward, as XLA's convolution and as the im2col matmul that
+`latent_jax.nets.layers.Conv` uses on small maps.
+
+`--compare=torch` (the `bench` extra: a CPU build of PyTorch) times the same networks and the
+same step written in PyTorch (launch/torch_reference.py; from the papers and the shapes, not the
+authors' code), alternating rounds with the JAX step in the same run, and prints the ratio:
+cases `vac` (IntroVAC's phase 0: encoder, decoder and linear classifier with Adam, L1 + BCE +
+KL) and `ccvae_unsup` (CCVAE's unsupervised bound's networks: conv encoder and decoder with
+Adam, Laplace likelihood + KL), each at the shapes of the given config. PyTorch uses as many
+threads as JAX's CPU client (all cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import sys
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from latent_jax import compute as compute_lib  # noqa: E402
+from latent_jax import configlib  # noqa: E402
+from latent_jax import parallel, train  # noqa: E402
+from latent_jax.data import pipeline as data_lib  # noqa: E402
+from latent_jax.nets import layers  # noqa: E402
+
+flags.DEFINE_multi_string("config", [], "Config file[:preset] (repeatable).")
+flags.DEFINE_multi_string("set", [], "KEY=VALUE applied to every config (e.g. "
+                          "model.compute_dtype=bfloat16).")
+flags.DEFINE_integer("steps", 10, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 3, "Rounds per phase (the median is reported).")
+flags.DEFINE_bool("conv_shapes", False, "Time the IntroVAE convolution shapes, conv vs im2col.")
+flags.DEFINE_integer("conv_batch", 64, "Batch of --conv_shapes.")
+flags.DEFINE_enum("compare", None, ["torch"], "Also time the PyTorch version of each case.")
+flags.DEFINE_bool("also_plain_xla", False, "Also run each config with XLA's convolutions "
+                  "everywhere (nets.layers.plain_xla: what flax's layers compute), in the same "
+                  "run, rounds alternating.")
+flags.DEFINE_string("workdir", "/tmp/latent_jax_benchmark", "Scratch workdir (nothing written).")
+FLAGS = flags.FLAGS
+
+
+def _time(fn, n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / n
+
+
+def matmul_peak(dtype=jnp.float32, n: int = 2048) -> float:
+    """FLOP/s of an n x n matmul on the default device (best of 5 after a warm-up)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(lambda a, b: a @ b)
+    jax.block_until_ready(f(a, b))
+    return 2.0 * n ** 3 / min(_time(lambda: f(a, b), 3) for _ in range(5))
+
+
+def load_config(spec: str):
+    path, _, preset = spec.partition(":")
+    mod = configlib.sibling_config(path, os.path.basename(path))
+    c = mod.get_config(preset) if preset else mod.get_config()
+    for kv in FLAGS.set:
+        key, _, value = kv.partition("=")
+        c.update_from_flattened_dict({key: _parse(value)})
+    return c
+
+
+def _parse(value: str):
+    import ast  # pylint: disable=import-outside-toplevel
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+class JaxCase:
+    """One config's training steps, phase by phase, on real pipeline batches."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.config = load_config(spec)
+        self.exp = train.Experiment(self.config, FLAGS.workdir)
+        it = data_lib.make_train_iterator(self.config.data,
+                                          global_batch_size=int(self.config.batch_size),
+                                          seed=int(self.config.seed))
+        t = time.perf_counter()
+        host = [self.exp.host_batch(it) for _ in range(4)]
+        self.data_ms = (time.perf_counter() - t) / 4 * 1e3   # the input pipeline, per batch
+        self.batches = [parallel.shard_batch(b, self.exp.mesh) for b in host[:2]]
+        m = self.exp.method
+        self.phases = sorted({m.phase(0)} | {m.phase(b) for b in m.phase_boundaries()})
+        self.states = self.exp.init_states()
+        self.images_per_step = int(self.config.batch_size) * self.exp.batches_per_step
+        self.compile_s, self.cost = {}, {}
+
+    def prepare(self, phase: int):
+        """Compiles the phase's step (cost analysis, one step): `compile_s`, `cost`."""
+        fn = self.exp.step_fn(phase)
+        t = time.perf_counter()
+        cost = compute_lib.step_cost(fn, compute_lib.abstract(self.states),
+                                     compute_lib.abstract(self.batches[0]),
+                                     jax.ShapeDtypeStruct(self.exp.base_key.shape,
+                                                          self.exp.base_key.dtype))
+        self.states, metrics, _ = fn(self.states, self.batches[0], self.exp.base_key)
+        jax.block_until_ready(metrics)
+        self.compile_s[phase], self.cost[phase] = time.perf_counter() - t, cost
+
+    def round(self, phase: int, steps: int) -> float:
+        fn = self.exp.step_fn(phase)
+        t = time.perf_counter()
+        for i in range(steps):
+            self.states, metrics, _ = fn(self.states, self.batches[i % 2],
+                                         jax.random.fold_in(self.exp.base_key, i))
+        jax.block_until_ready((self.states, metrics))
+        return (time.perf_counter() - t) / steps
+
+
+def run_configs():
+    dtype = {"bfloat16": jnp.bfloat16}.get(
+        next((v.split("=")[1] for v in FLAGS.set if v.startswith("model.compute_dtype=")), ""),
+        jnp.float32)
+    peak = matmul_peak(dtype)
+    dev = jax.devices()[0]
+    print(f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}); "
+          f"matmul peak {peak / 1e9:.0f} GFLOP/s ({jnp.dtype(dtype).name}, 2048x2048)")
+    torch_ref = None
+    if FLAGS.compare == "torch":
+        import torch_reference as torch_ref  # pylint: disable=import-outside-toplevel
+        print(f"PyTorch {torch_ref.torch.__version__}, {torch_ref.torch.get_num_threads()} "
+              "threads")
+    header = ("| config | phase | compile s | s/step | images/s | GFLOP/step | GFLOP/s | "
+              "% of peak |" + (" PyTorch s/step | channels_last s/step | ratio to the faster |"
+                               if torch_ref else ""))
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    variants = [False, True] if FLAGS.also_plain_xla else [False]
+    for spec in FLAGS.config:
+        cases = []
+        for variant in variants:
+            with layers.plain_xla() if variant else contextlib.nullcontext():
+                case = JaxCase(spec)
+                for phase in case.phases:
+                    case.prepare(phase)   # traced (and compiled) inside the block
+            label = f"{spec}, XLA convolutions" if variant else spec
+            cases.append((label, case))
+        print(f"{spec}: batch {case.config.batch_size}, image {case.exp.spec.image_shape}, "
+              f"input pipeline {case.data_ms:.1f} ms/batch (not in the step times)")
+        for phase in cases[0][1].phases:
+            refs = (torch_ref.case_for(cases[0][1].config, phase) or {}) if torch_ref else {}
+            times = {label: [] for label, _ in cases}
+            torch_t = {name: [] for name in refs}
+            for _ in range(FLAGS.rounds):   # alternating rounds: the same machine state
+                for label, case in cases:
+                    times[label].append(case.round(phase, FLAGS.steps))
+                for name, ref in refs.items():
+                    torch_t[name].append(ref.round(FLAGS.steps))
+            for label, case in cases:
+                s = statistics.median(times[label])
+                cost = case.cost[phase]
+                row = (f"| {label} | {phase} | {case.compile_s[phase]:.1f} | {s:.3f} | "
+                       f"{case.images_per_step / s:.0f} | {cost.flops / 1e9:.2f} | "
+                       f"{cost.flops / s / 1e9:.1f} | {100 * cost.flops / s / peak:.0f} |")
+                if torch_ref:
+                    if not refs:
+                        row += " - | - | - |"
+                    else:
+                        ts = [statistics.median(torch_t[n]) for n in refs]
+                        row += (" " + " | ".join(f"{t:.3f}" for t in ts)
+                                + f" | {s / min(ts):.2f}x |")
+                print(row, flush=True)
+
+
+INTROVAE_64 = [  # (map, C_in, C_out, kernel) of IntroVAC's nets at 64x64, channels 32..512
+    (64, 3, 32, 5), (32, 32, 64, 3), (32, 64, 64, 3), (16, 64, 128, 3), (16, 128, 128, 3),
+    (8, 128, 256, 3), (8, 256, 256, 3), (4, 256, 512, 3), (4, 512, 512, 3), (2, 512, 512, 3),
+    (64, 32, 3, 5)]
+
+
+def run_conv_shapes():
+    from latent_jax.nets import layers  # pylint: disable=import-outside-toplevel
+
+    def xla(x, k):
+        pad = k.shape[0] // 2
+        return jax.lax.conv_general_dilated(x, k, (1, 1), ((pad, pad), (pad, pad)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def matmul(x, k):
+        pad = k.shape[0] // 2
+        return layers.im2col_conv(x, k, (1, 1), ((pad, pad), (pad, pad)))
+
+    b = FLAGS.conv_batch
+    print(f"\nconvolution shapes, batch {b}, ms (forward / forward+backward to input and kernel)")
+    print("| map | C_in -> C_out | kernel | XLA conv fwd | XLA conv f+b | im2col fwd | "
+          "im2col f+b |")
+    print("|---|---|---|---|---|---|---|")
+    for size, cin, cout, k in INTROVAE_64:
+        x = jax.random.normal(jax.random.key(0), (b, size, size, cin))
+        w = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) * 0.05
+        cells = []
+        for fn in (xla, matmul):
+            fwd = jax.jit(fn)
+            fb = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) ** 2), argnums=(0, 1)))
+            for f in (fwd, fb):
+                jax.block_until_ready(f(x, w))
+                cells.append(min(_time(lambda f=f: f(x, w), 2) for _ in range(3)) * 1e3)
+        print(f"| {size}x{size} | {cin} -> {cout} | {k}x{k} | "
+              + " | ".join(f"{c:.1f}" for c in cells) + " |", flush=True)
+
+
+def main(argv):
+    del argv
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if FLAGS.config:
+        run_configs()
+    if FLAGS.conv_shapes:
+        run_conv_shapes()
+    if not FLAGS.config and not FLAGS.conv_shapes:
+        raise app.UsageError("give --config (repeatable) and/or --conv_shapes")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,195 @@
+"""PyTorch versions of latent_jax's training steps, for `launch/benchmark.py --compare=torch`.
+
+Written here from the papers and latent_jax's own network descriptions (nets/resnet.py,
+nets/conv.py), not from the authors' code: the same layers, shapes, batch and number of forward
+and backward passes as the JAX step they are timed against, so that the ratio measures the
+frameworks, not the models. Cases:
+
+- `vac` (IntroVAC's phase 0 / VAC): the residual encoder and decoder with BatchNorm, the linear
+  classifier, 100 L1 + 10 BCE + 3 KL (means), Adam on every parameter.
+- `ccvae` (phase 0): CCVAE's convolutional encoder and decoder, a Laplace likelihood and the KL
+  to N(0, I), Adam. The JAX step it is set against (CCVAE's semi-supervised step) also runs the
+  factorised label classifier and prior tables, which are a few dot products next to the nets.
+
+Each case runs in PyTorch's default (NCHW) layout and in channels_last.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+torch.set_num_threads(os.cpu_count() or 1)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.shortcut = nn.Conv2d(cin, cout, 1, bias=False) if cin != cout else None
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        identity = x if self.shortcut is None else self.shortcut(x)
+        h = F.leaky_relu(self.bn1(self.conv1(x)), 0.2)
+        return identity + F.leaky_relu(self.bn2(self.conv2(h)), 0.2)
+
+
+class ResidualEncoder(nn.Module):
+    def __init__(self, image_size: int, channels, latent_dim: int):
+        super().__init__()
+        c = tuple(channels)
+        s = image_size // 2 ** len(c)
+        self.stem = nn.Conv2d(3, c[0], 5, padding=2, bias=False)
+        self.stem_bn = nn.BatchNorm2d(c[0])
+        self.blocks = nn.ModuleList([ResidualBlock(a, b) for a, b in zip(c[:-1], c[1:])])
+        self.last = ResidualBlock(c[-1], c[-1])
+        self.head = nn.Linear(c[-1] * s * s, 2 * latent_dim)
+
+    def forward(self, x):
+        h = F.avg_pool2d(F.leaky_relu(self.stem_bn(self.stem(x)), 0.2), 2)
+        for block in self.blocks:
+            h = F.avg_pool2d(block(h), 2)
+        h = self.last(h).flatten(1)
+        return self.head(h).chunk(2, dim=-1)
+
+
+class ResidualDecoder(nn.Module):
+    def __init__(self, image_size: int, channels, latent_dim: int):
+        super().__init__()
+        c = tuple(channels)
+        self.s, self.c_last = image_size // 2 ** len(c), c[-1]
+        self.project = nn.Linear(latent_dim, c[-1] * self.s * self.s)
+        rev = (c[-1],) + tuple(reversed(c))
+        self.blocks = nn.ModuleList([ResidualBlock(a, b) for a, b in zip(rev[:-1], rev[1:])])
+        self.last = ResidualBlock(c[0], c[0])
+        self.out = nn.Conv2d(c[0], 3, 5, padding=2)
+
+    def forward(self, z):
+        h = F.relu(self.project(z)).view(z.shape[0], self.c_last, self.s, self.s)
+        for block in self.blocks:
+            h = F.interpolate(block(h), scale_factor=2, mode="nearest")
+        return torch.sigmoid(self.out(self.last(h)))
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, image_size: int, channels, top: int, latent_dim: int):
+        super().__init__()
+        c = (3,) + tuple(channels)
+        s = image_size // 2 ** len(channels)
+        self.convs = nn.ModuleList([nn.Conv2d(a, b, 4, stride=2, padding=1)
+                                    for a, b in zip(c[:-1], c[1:])])
+        self.top = nn.Conv2d(c[-1], top, s)
+        self.loc = nn.Linear(top, latent_dim)
+        self.scale = nn.Linear(top, latent_dim)
+
+    def forward(self, x):
+        h = x
+        for conv in self.convs:
+            h = F.relu(conv(h))
+        h = F.relu(self.top(h)).flatten(1)
+        return self.loc(h), F.softplus(self.scale(h)) + 1e-3
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, image_size: int, channels, top: int, latent_dim: int):
+        super().__init__()
+        c = tuple(channels)
+        s = image_size // 2 ** len(c)
+        self.top = top
+        self.project = nn.Linear(latent_dim, top)
+        self.deconv_top = nn.ConvTranspose2d(top, c[-1], s)
+        outs = (c[-1],) + tuple(reversed(c[:-1])) + (3,)
+        self.deconvs = nn.ModuleList([nn.ConvTranspose2d(a, b, 4, stride=2, padding=1)
+                                      for a, b in zip(outs[:-1], outs[1:])])
+
+    def forward(self, z):
+        h = F.relu(self.project(z)).view(z.shape[0], self.top, 1, 1)
+        h = F.relu(self.deconv_top(h))
+        for i, deconv in enumerate(self.deconvs):
+            h = deconv(h)
+            if i < len(self.deconvs) - 1:
+                h = F.relu(h)
+        return torch.sigmoid(h)
+
+
+class Case:
+    """One training step, timed by `round(steps)` (seconds per step)."""
+
+    def __init__(self, modules, step_fn, inputs, channels_last: bool):
+        self.modules = modules
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        for m in modules:
+            m.to(memory_format=fmt)
+            m.train()
+        self.inputs = {k: (v.to(memory_format=fmt) if v.dim() == 4 else v)
+                       for k, v in inputs.items()}
+        self.opt = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=1e-4)
+        self.step_fn = step_fn
+        self.round(1)   # warm-up (allocations, oneDNN primitive caches)
+
+    def round(self, steps: int) -> float:
+        t = time.perf_counter()
+        for _ in range(steps):
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.step_fn(**self.inputs)
+            loss.backward()
+            self.opt.step()
+        return (time.perf_counter() - t) / steps
+
+
+def _vac(config, channels_last: bool) -> Case:
+    m = config.model
+    size, batch = int(config.data.image_size), int(config.batch_size)
+    n = len(config.data.labels)
+    outputs = n + (1 if config.method == "introvac" else 0)
+    enc = ResidualEncoder(size, m.channels, int(m.latent_dim))
+    dec = ResidualDecoder(size, m.channels, int(m.latent_dim))
+    cls = nn.Linear(int(m.latent_dim), outputs, bias=False)
+
+    def step(x, y):
+        mu, logvar = enc(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        xr = dec(z)
+        l_ae = (x - xr).abs().mean()
+        l_cl = F.binary_cross_entropy_with_logits(cls(z), y)
+        l_kl = (0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar)).mean()
+        return 100.0 * l_ae + 10.0 * l_cl + 3.0 * l_kl
+
+    inputs = dict(x=torch.rand(batch, 3, size, size),
+                  y=(torch.rand(batch, outputs) > 0.5).float())
+    return Case([enc, dec, cls], step, inputs, channels_last)
+
+
+def _ccvae(config, channels_last: bool) -> Case:
+    m = config.model
+    size, batch = int(config.data.image_size), int(config.batch_size)
+    latent = len(config.data.labels) * int(m.label_dims) + int(m.free_dims)
+    enc = ConvEncoder(size, m.channels, int(m.top), latent)
+    dec = ConvDecoder(size, m.channels, int(m.top), latent)
+
+    def step(x):
+        loc, scale = enc(x)
+        z = loc + scale * torch.randn_like(loc)
+        xr = dec(z)
+        log_lik = (-(x - xr).abs() - 0.6931471805599453).flatten(1).sum(-1)
+        kl = (0.5 * (scale ** 2 + loc ** 2 - 1.0) - torch.log(scale)).sum(-1)
+        return -(log_lik - kl).mean()
+
+    return Case([enc, dec], step, dict(x=torch.rand(batch, 3, size, size)), channels_last)
+
+
+def case_for(config, phase: int) -> dict[str, Case] | None:
+    """The PyTorch versions (default layout, channels_last) of a config's step in `phase`, or
+    None where there is none."""
+    builders = {("vac", 0): _vac, ("introvac", 0): _vac, ("ccvae", 0): _ccvae}
+    build = builders.get((config.method, phase))
+    if build is None:
+        return None
+    return {"PyTorch": build(config, False), "PyTorch channels_last": build(config, True)}
