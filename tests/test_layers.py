@@ -21,32 +21,33 @@ CASES = [  # (map, C_in, C_out, kernel, strides, padding, bias)
 ]
 
 
+def _assert_same_layer(ref, ours, x, cout, bias):
+    """`ours` has `ref`'s parameter tree and initial values for the same key, and computes its
+    outputs and gradients (to the parameters and the input) up to float rounding."""
+    vr, vo = ref.init(jax.random.key(1), x), ours.init(jax.random.key(1), x)
+    assert jax.tree.structure(vr) == jax.tree.structure(vo)
+    for a, b in zip(jax.tree.leaves(vr), jax.tree.leaves(vo)):
+        np.testing.assert_array_equal(a, b)
+    v = {"params": dict(vr["params"])}
+    if bias:   # a non-zero bias, so that it is tested too
+        v["params"]["bias"] = jax.random.normal(jax.random.key(2), (cout,))
+    yr, yo = ref.apply(v, x), ours.apply(v, x)
+    assert yr.shape == yo.shape
+    np.testing.assert_allclose(yo, yr, rtol=1e-5, atol=1e-5)
+    loss = lambda mod: (lambda v, x: jnp.sum(jnp.sin(mod.apply(v, x))))   # noqa: E731
+    gr = jax.grad(loss(ref), argnums=(0, 1))(v, x)
+    go = jax.grad(loss(ours), argnums=(0, 1))(v, x)
+    for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(go)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[str(c[:5]) for c in CASES])
 def test_matmul_conv_equals_flax_conv_with_the_same_parameters(case):
     size, cin, cout, k, s, pad, bias = case
     x = jax.random.normal(jax.random.key(0), (3, size, size, cin))
-    ref = nn.Conv(cout, (k, k), strides=s, padding=pad, use_bias=bias)
-    ours = layers.Conv(cout, (k, k), strides=s, padding=pad, use_bias=bias,
-                       matmul_max_pixels=10_000)
-    vr = ref.init(jax.random.key(1), x)
-    vo = ours.init(jax.random.key(1), x)
-    # The same parameter tree and the same initial values for the same key.
-    assert jax.tree.structure(vr) == jax.tree.structure(vo)
-    for a, b in zip(jax.tree.leaves(vr), jax.tree.leaves(vo)):
-        np.testing.assert_array_equal(a, b)
-    bias_params = {"params": dict(vr["params"])}
-    if bias:
-        bias_params["params"]["bias"] = jax.random.normal(jax.random.key(2), (cout,))
-    yr, yo = ref.apply(bias_params, x), ours.apply(bias_params, x)
-    assert yr.shape == yo.shape
-    np.testing.assert_allclose(yo, yr, rtol=1e-5, atol=1e-5)
-
-    def loss(mod):
-        return lambda v, x: jnp.sum(jnp.sin(mod.apply(v, x)))
-    gr = jax.grad(loss(ref), argnums=(0, 1))(bias_params, x)
-    go = jax.grad(loss(ours), argnums=(0, 1))(bias_params, x)
-    for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(go)):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    _assert_same_layer(nn.Conv(cout, (k, k), strides=s, padding=pad, use_bias=bias),
+                       layers.Conv(cout, (k, k), strides=s, padding=pad, use_bias=bias,
+                                   matmul_max_pixels=10_000), x, cout, bias)
 
 
 def test_the_switch_is_by_output_pixels_and_stride():
@@ -89,23 +90,10 @@ def test_phase_conv_transpose_equals_flax_conv_transpose(case):
 def _check_conv_transpose(case):
     size, cin, cout, k, s, pad, bias = case
     x = jax.random.normal(jax.random.key(0), (2, size, size + 1, cin))   # non-square too
-    ref = nn.ConvTranspose(cout, (k, k), strides=(s, s), padding=pad, use_bias=bias)
-    ours = layers.ConvTranspose(cout, (k, k), strides=(s, s), padding=pad, use_bias=bias)
-    vr, vo = ref.init(jax.random.key(1), x), ours.init(jax.random.key(1), x)
-    assert jax.tree.structure(vr) == jax.tree.structure(vo)
-    for a, b in zip(jax.tree.leaves(vr), jax.tree.leaves(vo)):
-        np.testing.assert_array_equal(a, b)
-    v = {"params": dict(vr["params"])}
-    if bias:
-        v["params"]["bias"] = jax.random.normal(jax.random.key(2), (cout,))
-    yr, yo = ref.apply(v, x), ours.apply(v, x)
-    assert yr.shape == yo.shape
-    np.testing.assert_allclose(yo, yr, rtol=1e-5, atol=1e-5)
-    loss = lambda mod: (lambda v, x: jnp.sum(jnp.sin(mod.apply(v, x))))   # noqa: E731
-    gr = jax.grad(loss(ref), argnums=(0, 1))(v, x)
-    go = jax.grad(loss(ours), argnums=(0, 1))(v, x)
-    for a, b in zip(jax.tree.leaves(gr), jax.tree.leaves(go)):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    _assert_same_layer(
+        nn.ConvTranspose(cout, (k, k), strides=(s, s), padding=pad, use_bias=bias),
+        layers.ConvTranspose(cout, (k, k), strides=(s, s), padding=pad, use_bias=bias),
+        x, cout, bias)
 
 
 def test_conv_transpose_takes_the_phase_path_only_where_it_is_faster():
