@@ -51,10 +51,6 @@ def clear():
     _pending = ""
 
 
-def pending() -> str:
-    return _pending
-
-
 def check():
     """Raises `Interrupted` if a signal arrived and interruptible work is running."""
     if _armed and _pending:

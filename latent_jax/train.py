@@ -60,7 +60,6 @@ class _SignalFlag:
     def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
         self.triggered = False
         self.signal_name = ""
-        self._immediate = False
         self._previous = {}
         interrupt.clear()
         if threading.current_thread() is threading.main_thread():
@@ -71,7 +70,7 @@ class _SignalFlag:
         del frame
         self.triggered = True
         self.signal_name = signal.Signals(signum).name
-        if self._immediate:
+        if interrupt.is_armed():
             # Recorded first: if the raise below lands in a gc callback and is dropped, the
             # next `interrupt.check()` in the evaluation's loops raises it again.
             interrupt.request(self.signal_name)
@@ -82,12 +81,8 @@ class _SignalFlag:
     def immediate(self):
         if self.triggered:
             raise _Interrupted(self.signal_name)
-        self._immediate = True
-        try:
-            with interrupt.armed():
-                yield
-        finally:
-            self._immediate = False
+        with interrupt.armed():
+            yield
 
     def restore(self):
         interrupt.clear()
