@@ -42,6 +42,7 @@ from latent_jax import configlib  # noqa: E402
 from latent_jax import parallel, train  # noqa: E402
 from latent_jax.data import pipeline as data_lib  # noqa: E402
 from latent_jax.nets import layers  # noqa: E402
+from latent_jax.nets import precision  # noqa: E402
 
 flags.DEFINE_multi_string("config", [], "Config file[:preset] (repeatable).")
 flags.DEFINE_multi_string("set", [], "KEY=VALUE applied to every config (e.g. "
@@ -97,7 +98,6 @@ class JaxCase:
     """One config's training steps, phase by phase, on real pipeline batches."""
 
     def __init__(self, spec: str):
-        self.spec = spec
         self.config = load_config(spec)
         self.exp = train.Experiment(self.config, FLAGS.workdir)
         it = data_lib.make_train_iterator(self.config.data,
@@ -136,9 +136,9 @@ class JaxCase:
 
 
 def run_configs():
-    dtype = {"bfloat16": jnp.bfloat16}.get(
-        next((v.split("=")[1] for v in FLAGS.set if v.startswith("model.compute_dtype=")), ""),
-        jnp.float32)
+    # The peak in the first config's compute dtype (--set applies to every config).
+    dtype = precision.compute_dtype(
+        load_config(FLAGS.config[0]).model.get("compute_dtype", "float32"))
     peak = matmul_peak(dtype)
     dev = jax.devices()[0]
     print(f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}); "
@@ -197,8 +197,6 @@ INTROVAE_64 = [  # (map, C_in, C_out, kernel) of IntroVAC's nets at 64x64, chann
 
 
 def run_conv_shapes():
-    from latent_jax.nets import layers  # pylint: disable=import-outside-toplevel
-
     def xla(x, k):
         pad = k.shape[0] // 2
         return jax.lax.conv_general_dilated(x, k, (1, 1), ((pad, pad), (pad, pad)),

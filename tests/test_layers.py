@@ -50,25 +50,25 @@ def test_matmul_conv_equals_flax_conv_with_the_same_parameters(case):
                                    matmul_max_pixels=10_000), x, cout, bias)
 
 
+def _uses_xla_conv(module, x) -> bool:
+    """Whether `module` on `x` lowers to XLA's convolution (rather than matmuls)."""
+    v = module.init(jax.random.key(0), x)
+    return "conv_general_dilated" in {
+        e.primitive.name for e in jax.make_jaxpr(lambda v: module.apply(v, x))(v).jaxpr.eqns}
+
+
 def test_the_switch_is_by_output_pixels_and_stride():
     x = jnp.ones((1, 8, 8, 8))
     conv = layers.Conv(3, (3, 3), padding=1, matmul_max_pixels=16)
-    v = conv.init(jax.random.key(0), x)
-    prims = lambda f: {e.primitive.name for e in jax.make_jaxpr(f)(v).jaxpr.eqns}  # noqa: E731
-    assert "conv_general_dilated" in prims(lambda v: conv.apply(v, x))             # 64 pixels
-    assert "conv_general_dilated" not in prims(lambda v: conv.apply(v, x[:, :4, :4]))  # 16
-    strided = layers.Conv(3, (4, 4), strides=2, padding=1)
-    vs = strided.init(jax.random.key(0), x)
-    assert "conv_general_dilated" not in {e.primitive.name for e in jax.make_jaxpr(
-        lambda v: strided.apply(v, x))(vs).jaxpr.eqns}
-    image = layers.Conv(3, (5, 5), padding=2)   # stride 1 on a large map: XLA's
-    vi = image.init(jax.random.key(0), x[..., :3])
-    assert "conv_general_dilated" in {e.primitive.name for e in jax.make_jaxpr(
-        lambda v: image.apply(v, x[..., :3]))(vi).jaxpr.eqns}
+    assert _uses_xla_conv(conv, x)                     # 64 pixels
+    assert not _uses_xla_conv(conv, x[:, :4, :4])      # 16
+    assert not _uses_xla_conv(layers.Conv(3, (4, 4), strides=2, padding=1), x)
+    # Stride 1 on a large map, the image stem too: XLA's.
+    assert _uses_xla_conv(layers.Conv(3, (5, 5), padding=2), x[..., :3])
     default = layers.Conv(3, (3, 3), padding=1)   # the module default, which plain_xla sets
-    assert "conv_general_dilated" not in prims(lambda v: default.apply(v, x[:, :4, :4]))
+    assert not _uses_xla_conv(default, x[:, :4, :4])
     with layers.plain_xla():
-        assert "conv_general_dilated" in prims(lambda v: default.apply(v, x[:, :4, :4]))
+        assert _uses_xla_conv(default, x[:, :4, :4])
 
 
 TRANSPOSE_CASES = [  # (map, C_in, C_out, kernel, strides, padding, bias)
@@ -98,10 +98,8 @@ def _check_conv_transpose(case):
 
 def test_conv_transpose_takes_the_phase_path_only_where_it_is_faster():
     x = jnp.ones((1, 4, 4, 8))
-    prims = lambda m: {e.primitive.name for e in jax.make_jaxpr(   # noqa: E731
-        lambda v: m.apply(v, x))(m.init(jax.random.key(0), x)).jaxpr.eqns}
-    assert "conv_general_dilated" not in prims(layers.ConvTranspose(16, (4, 4), strides=(2, 2)))
-    assert "conv_general_dilated" in prims(layers.ConvTranspose(3, (4, 4), strides=(2, 2)))
-    assert "conv_general_dilated" in prims(layers.ConvTranspose(16, (4, 4), padding="VALID"))
+    assert not _uses_xla_conv(layers.ConvTranspose(16, (4, 4), strides=(2, 2)), x)
+    assert _uses_xla_conv(layers.ConvTranspose(3, (4, 4), strides=(2, 2)), x)
+    assert _uses_xla_conv(layers.ConvTranspose(16, (4, 4), padding="VALID"), x)
     with layers.plain_xla():
-        assert "conv_general_dilated" in prims(layers.ConvTranspose(16, (4, 4), strides=(2, 2)))
+        assert _uses_xla_conv(layers.ConvTranspose(16, (4, 4), strides=(2, 2)), x)

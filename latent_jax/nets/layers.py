@@ -52,9 +52,8 @@ _settings = {"matmul_max_pixels": DEFAULT_MATMUL_MAX_PIXELS,
 
 @contextlib.contextmanager
 def override(*, matmul_max_pixels: int | None = None, phase_min_features: int | None = None):
-    """Inside this block (while tracing), `Conv` and `ConvTranspose` use these thresholds;
-    `override(matmul_max_pixels=0, phase_min_features=10**9)` is XLA's convolutions everywhere
-    (what flax's layers do), for benchmarks that compare the two."""
+    """Inside this block (while tracing), `Conv` and `ConvTranspose` use these thresholds
+    (`plain_xla` turns both paths off, for benchmarks and tests that compare)."""
     previous = dict(_settings)
     if matmul_max_pixels is not None:
         _settings["matmul_max_pixels"] = int(matmul_max_pixels)
