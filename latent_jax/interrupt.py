@@ -1,12 +1,13 @@
 """Cooperative interruption of long work (evaluations, judge training) by SIGTERM / SIGINT.
 
-The trainer's signal handler raises `Interrupted` at once while an evaluation runs. That alone
-is not enough: Python runs a signal handler between two bytecodes of whatever is executing, and
-an exception raised while a garbage-collector callback or a ``__del__`` runs is printed as
-"Exception ignored in ..." and dropped (JAX's ``_xla_gc_callback`` is one such callback). So the
-handler also records the signal here, and every long loop (each progress-bar update, each
-evaluation batch) calls :func:`check`, which raises it again. A signal is therefore never lost,
-only delayed by at most one batch.
+While an evaluation runs, the trainer's signal handler only records the signal here; every
+long loop (each progress-bar update, each evaluation batch, each chunk of judge or MS-SSIM
+work) calls :func:`check`, which raises :class:`Interrupted`. The handler does not raise
+itself: Python runs a handler between two bytecodes of whatever is executing, and an exception
+raised while a garbage-collector callback, a weakref finaliser or a ``__del__`` runs is printed
+as "Exception ignored in ... Traceback" and dropped (JAX's ``_xla_gc_callback`` and
+``WeakValueDictionary``'s ``remove`` are such callbacks). A signal is therefore never lost and
+never prints a traceback; it is acted on within one batch.
 """
 
 from __future__ import annotations

@@ -54,8 +54,8 @@ _Interrupted = interrupt.Interrupted   # the name the trainer's handlers use
 
 class _SignalFlag:
     """On SIGTERM or SIGINT (Ctrl-C), sets a flag that the loop checks after each step (so a
-    step is never cut in half); inside `immediate()` (evaluations, which can take minutes) it
-    raises `_Interrupted` at once instead."""
+    step is never cut in half); inside `immediate()` (evaluations, which can take minutes) the
+    evaluation's next batch or progress-bar update raises `_Interrupted` instead."""
 
     def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
         self.triggered = False
@@ -71,10 +71,13 @@ class _SignalFlag:
         self.triggered = True
         self.signal_name = signal.Signals(signum).name
         if interrupt.is_armed():
-            # Recorded first: if the raise below lands in a gc callback and is dropped, the
-            # next `interrupt.check()` in the evaluation's loops raises it again.
+            # Recorded, not raised here: the handler runs between two bytecodes of whatever
+            # executes, and a raise that lands in a gc callback or a weakref finaliser is
+            # printed as "Exception ignored ... Traceback" and dropped. The next
+            # `interrupt.check()` in the evaluation's loops (each batch, each bar update)
+            # raises it.
             interrupt.request(self.signal_name)
-            raise _Interrupted(self.signal_name)
+            return
         logging.warning("received %s: saving a checkpoint and stopping", self.signal_name)
 
     @contextlib.contextmanager

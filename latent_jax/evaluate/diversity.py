@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from latent_jax import interrupt
+
 POWER_FACTORS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 FILTER_SIZE = 11
 FILTER_SIGMA = 1.5
@@ -107,6 +109,7 @@ def intra_class_diversity(x: np.ndarray, batch: int = 256) -> float:
     fn = jax.jit(ms_ssim)
     total = float(n)   # the n self-pairs
     for s in range(0, len(pairs), batch):
+        interrupt.check()
         chunk = np.asarray(pairs[s:s + batch])
         pad = batch - len(chunk)
         idx = np.concatenate([chunk, np.zeros((pad, 2), int)]) if pad else chunk

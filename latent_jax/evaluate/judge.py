@@ -56,6 +56,7 @@ import optax
 
 from latent_jax.data.pipeline import DataOptions
 from latent_jax.errors import ConfigError
+from latent_jax import interrupt
 from latent_jax import paths
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ class Judge:
         chunk = min(self.chunk_size, n)
         logits, feats = [], []
         for start in range(0, n, chunk):
+            interrupt.check()
             part = x[start:start + chunk]
             m = part.shape[0]
             if m < chunk:  # pad to the compiled shape
