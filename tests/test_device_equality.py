@@ -18,7 +18,8 @@ def test_one_step_on_8_devices_matches_1_device_for_every_method(tmp_path):
     float tolerance)."""
     script = textwrap.dedent("""
         import os, sys
-        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_force_host_platform_device_count=8")
         import jax, numpy as np
         sys.path.insert(0, sys.argv[1])
         import test_method_contract as contract
