@@ -656,6 +656,13 @@ def test_run_evaluation_on_synthetic_faces(tiny_judge, judge_cache, tmp_path):
     from latent_jax.data import synthetic_faces
     assert report["run"]["dataset_version"] == synthetic_faces.VERSION
     assert f"`synthetic_faces` version {synthetic_faces.VERSION} (" in md
+    # The time by part starts with the judge (here loaded from the fixture's cache) and the
+    # evaluation set, and the parts add up to no more than the whole evaluation.
+    timing = report["results"]["timing_seconds"]
+    assert list(timing)[:2] == ["judge", "eval_set"] and "edit" in timing
+    assert report["run"]["judge_loaded_from_cache"] is True
+    assert 0 < sum(timing.values()) <= report["run"]["seconds"]
+    assert "judge" in md and "(loaded from its cache)" in md
 
     # Identity edits: success = the judge's own error rate on the unedited faces; nothing else
     # changes. Checked against judge predictions made here.
