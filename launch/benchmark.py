@@ -2,6 +2,7 @@
 
     python launch/benchmark.py --config=configs/introvac.py:synthetic [--config=...] \\
         [--steps=10] [--rounds=3] [--conv_shapes] [--compare=torch]
+    python launch/benchmark.py --config=configs/introvac.py:synthetic --run_dir=DIR
 
 Per config: the input pipeline's time per batch (batches are fetched before timing the steps).
 Per config and phase: compile time, seconds per step (median over `--rounds` rounds of
@@ -14,11 +15,18 @@ flags apply to every config (e.g. `--config.model.compute_dtype=bfloat16`).
 forward and forward+backward, as XLA's convolution and as the im2col matmul that
 `latent_jax.nets.layers.Conv` uses on small maps.
 
+`--run_dir=DIR` (with the run's `--config`) times the CLI on a trained checkpoint instead of
+the steps: `--mode=edit` of one test image and `--mode=sample`, each a fresh process as a user
+runs it (median of `--cli_rounds` calls), and prints DIR's latest evaluation's time by part
+(the judge, trained or loaded from its cache, the evaluation set, each metric family) against
+the run's training time.
+
 `--compare=torch` (the `bench` extra: a CPU build of PyTorch) times the same networks and the
 same step written in PyTorch (launch/torch_reference.py; from the papers and the shapes, not the
 authors' code), alternating rounds with the JAX step in the same run, and prints the ratio:
 cases `vac` (IntroVAC's phase 0: encoder, decoder and linear classifier with Adam, L1 + BCE +
-KL) and `ccvae_unsup` (CCVAE's unsupervised bound's networks: conv encoder and decoder with
+KL), IntroVAC's phase 1 (the introspective step: the players' own Adam updates and the same
+forward and backward passes as latent_jax's step) and `ccvae_unsup` (CCVAE's unsupervised bound's networks: conv encoder and decoder with
 Adam, Laplace likelihood + KL), each at the shapes of the given config. PyTorch uses as many
 threads as JAX's CPU client (all cores).
 """
@@ -55,6 +63,12 @@ flags.DEFINE_enum("compare", None, ["torch"], "Also time the PyTorch version of 
 flags.DEFINE_bool("also_plain_xla", False, "Also run each config with XLA's convolutions "
                   "everywhere (nets.layers.plain_xla: what flax's layers compute), in the same "
                   "run, rounds alternating.")
+flags.DEFINE_string("run_dir", None, "A trained workdir of the first --config: time the CLI's "
+                    "start-up instead of the steps (--mode=edit of one image and --mode=sample, "
+                    "each a fresh process) and print its latest evaluation's time by part "
+                    "against its training time.")
+flags.DEFINE_integer("cli_rounds", 3, "With --run_dir: calls per CLI mode (the median is "
+                     "reported).")
 flags.DEFINE_string("workdir", "/tmp/latent_jax_benchmark", "Scratch workdir (nothing written).")
 FLAGS = flags.FLAGS
 
@@ -225,10 +239,85 @@ def run_conv_shapes():
               + " | ".join(f"{c:.1f}" for c in cells) + " |", flush=True)
 
 
+def _training_seconds(run_dir) -> tuple[float, str]:
+    """Wall time the run spent training: the checkpointed compute's device-seconds over the
+    devices if the report has them, else the span of metrics.jsonl's training rows scaled to
+    all steps (compilation excluded)."""
+    import json  # pylint: disable=import-outside-toplevel
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+    rows = [r for r in rows if "train/phase" in r or any(k.startswith("loss/") for k in r)]
+    if len(rows) < 2:
+        raise app.UsageError(f"{run_dir}/metrics.jsonl has fewer than two training rows")
+    first, last = rows[0], rows[-1]
+    span = last["time"] - first["time"]
+    return (span * last["step"] / max(last["step"] - first["step"], 1),
+            f"metrics.jsonl, steps {first['step']}..{last['step']} scaled to {last['step']}")
+
+
+def run_cli_and_report(spec: str, run_dir: str):
+    """CLI start-up on a trained checkpoint, and the evaluation's time by part."""
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    from latent_jax import imageio  # pylint: disable=import-outside-toplevel
+
+    run = epath.Path(run_dir)
+    latest = run / "eval" / "latest.json"
+    if not (run / "checkpoints").exists():
+        raise app.UsageError(f"--run_dir={run_dir} holds no checkpoints/")
+    config = load_config(spec)
+    label = list(config.data.labels)[0]
+    scratch = epath.Path(tempfile.mkdtemp(prefix="latent_jax_cli_"))
+    image = next(iter(data_lib.iterate_eval_batches(config.data, "test", 1)))["image"][0]
+    imageio.save_png(scratch / "input.png", image)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    base = [sys.executable, "-m", "latent_jax.main", f"--config={spec}", f"--workdir={run_dir}"]
+    modes = {"edit (1 image)": ["--mode=edit", f"--images={scratch / 'input.png'}",
+                                f"--attributes=+{label}"],
+             "sample (16)": ["--mode=sample", f"--attributes=+{label}"]}
+    print(f"CLI start-up on {run_dir} ({spec}), wall seconds of a fresh process, median of "
+          f"{FLAGS.cli_rounds}:")
+    for name, extra in modes.items():
+        times = []
+        for k in range(FLAGS.cli_rounds):
+            cmd = base + extra + [f"--output_dir={scratch / name.split()[0] / str(k)}"]
+            t = time.perf_counter()
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            times.append(time.perf_counter() - t)
+            if res.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")
+        print(f"  {name:16s} {statistics.median(times):6.2f} s   (calls: "
+              + ", ".join(f"{t:.2f}" for t in times) + ")")
+    if not latest.exists():
+        print(f"no evaluation report in {run}/eval: run --mode=evaluate first for its breakdown")
+        return
+    report = json.loads(latest.read_text())
+    total = float(report["run"]["seconds"])
+    parts = report["results"].get("timing_seconds", {})
+    train_s, how = _training_seconds(run)
+    cached = report["run"].get("judge_loaded_from_cache")
+    print(f"evaluation at step {report['run']['step']}: {total:.1f} s = "
+          f"{100 * total / train_s:.1f} % of training ({train_s:.0f} s; {how})")
+    for k, v in parts.items():
+        note = {True: " (loaded from its cache)", False: " (trained)"}.get(cached, "") \
+            if k == "judge" else ""
+        print(f"  {k:16s} {v:7.1f} s{note}")
+    print(f"  {'rest':16s} {total - sum(parts.values()):7.1f} s (writing the report and figures)")
+    if "judge" not in parts:
+        print("  (this report predates the judge's timing: its time is in 'rest')")
+
+
 def main(argv):
     del argv
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    if FLAGS.config:
+    if FLAGS.run_dir:
+        if not FLAGS.config:
+            raise app.UsageError("--run_dir needs the run's --config")
+        run_cli_and_report(FLAGS.config[0], FLAGS.run_dir)
+    elif FLAGS.config:
         run_configs()
     if FLAGS.conv_shapes:
         run_conv_shapes()

@@ -7,6 +7,9 @@ frameworks, not the models. Cases:
 
 - `vac` (IntroVAC's phase 0 / VAC): the residual encoder and decoder with BatchNorm, the linear
   classifier, 100 L1 + 10 BCE + 3 KL (means), Adam on every parameter.
+- `introvac` phase 1 (the introspective step): the same networks, the encoder/classifier and
+  decoder losses with their own Adam updates and the same passes as methods/introvac.py (see
+  `_introvac_adversarial`).
 - `ccvae` (phase 0): CCVAE's convolutional encoder and decoder, a Laplace likelihood and the KL
   to N(0, I), Adam. The JAX step it is set against (CCVAE's semi-supervised step) also runs the
   factorised label classifier and prior tables, which are a few dot products next to the nets.
@@ -120,9 +123,11 @@ class ConvDecoder(nn.Module):
 
 
 class Case:
-    """One training step, timed by `round(steps)` (seconds per step)."""
+    """One training step, timed by `round(steps)` (seconds per step). `step_fn(**inputs)`
+    returns the loss that one Adam over every module's parameters descends; with
+    `own_update=True` it makes its own backward passes and updates instead (several players)."""
 
-    def __init__(self, modules, step_fn, inputs, channels_last: bool):
+    def __init__(self, modules, step_fn, inputs, channels_last: bool, own_update: bool = False):
         self.modules = modules
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         for m in modules:
@@ -130,13 +135,17 @@ class Case:
             m.train()
         self.inputs = {k: (v.to(memory_format=fmt) if v.dim() == 4 else v)
                        for k, v in inputs.items()}
-        self.opt = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=1e-4)
+        self.opt = None if own_update else torch.optim.Adam(
+            [p for m in modules for p in m.parameters()], lr=1e-4)
         self.step_fn = step_fn
         self.round(1)   # warm-up (allocations, oneDNN primitive caches)
 
     def round(self, steps: int) -> float:
         t = time.perf_counter()
         for _ in range(steps):
+            if self.opt is None:
+                self.step_fn(**self.inputs)
+                continue
             self.opt.zero_grad(set_to_none=True)
             loss = self.step_fn(**self.inputs)
             loss.backward()
@@ -167,6 +176,59 @@ def _vac(config, channels_last: bool) -> Case:
     return Case([enc, dec, cls], step, inputs, channels_last)
 
 
+def _introvac_adversarial(config, channels_last: bool) -> Case:
+    """IntroVAC's introspective step (phase 1) with the passes latent_jax's makes
+    (methods/introvac.py): one decode of the prior samples X_g, kept for the decoder's
+    gradient; the encoder/classifier loss (100 L1 + 10 BCE over the n + 1 outputs against
+    [y, real] + 3 KL + the fake logits of the detached reconstruction and X_g re-encoded at the
+    mean), its backward pass and the encoder's and classifier's Adam updates; then the decoder's
+    adversarial loss (a second decode of the detached codes, both re-encoded by the updated
+    encoder and classifier, whose weights get no gradient), its backward pass and the decoder's
+    Adam update with both losses' gradients."""
+    m = config.model
+    size, batch = int(config.data.image_size), int(config.batch_size)
+    n, latent = len(config.data.labels), int(m.latent_dim)
+    enc = ResidualEncoder(size, m.channels, latent)
+    dec = ResidualDecoder(size, m.channels, latent)
+    cls = nn.Linear(latent, n + 1, bias=False)
+    opt_ec = torch.optim.Adam(list(enc.parameters()) + list(cls.parameters()), lr=1e-4)
+    opt_d = torch.optim.Adam(dec.parameters(), lr=1e-4)
+    bce = F.binary_cross_entropy_with_logits
+
+    def fake_logit(images):
+        mu, _ = enc(images)
+        return cls(mu)
+
+    def step(x, y):
+        opt_ec.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+        real = torch.zeros(batch, 1)
+        x_g = dec(torch.randn(batch, latent))
+        mu, logvar = enc(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        x_r = dec(z)
+        l_ae = (x - x_r).abs().mean()
+        l_cl = bce(cls(z), torch.cat([y, real], dim=-1))
+        l_kl = (0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar)).mean()
+        fake_rr = fake_logit(x_r.detach())[:, n]
+        fake_g = fake_logit(x_g.detach())[:, n]
+        l_ec = bce(fake_rr, torch.ones_like(fake_rr)) + bce(fake_g, torch.ones_like(fake_g))
+        (100.0 * l_ae + 10.0 * l_cl + 3.0 * l_kl + l_ec).backward()
+        opt_ec.step()
+        for p in list(enc.parameters()) + list(cls.parameters()):
+            p.requires_grad_(False)
+        x_rr = dec(z.detach())
+        out_rr, out_g = fake_logit(x_rr), fake_logit(x_g)
+        l_g = bce(out_rr, torch.cat([y, real], dim=-1)) + bce(out_g[:, n], torch.zeros(batch))
+        l_g.backward()
+        for p in list(enc.parameters()) + list(cls.parameters()):
+            p.requires_grad_(True)
+        opt_d.step()
+
+    inputs = dict(x=torch.rand(batch, 3, size, size), y=(torch.rand(batch, n) > 0.5).float())
+    return Case([enc, dec, cls], step, inputs, channels_last, own_update=True)
+
+
 def _ccvae(config, channels_last: bool) -> Case:
     m = config.model
     size, batch = int(config.data.image_size), int(config.batch_size)
@@ -188,7 +250,8 @@ def _ccvae(config, channels_last: bool) -> Case:
 def case_for(config, phase: int) -> dict[str, Case] | None:
     """The PyTorch versions (default layout, channels_last) of a config's step in `phase`, or
     None where there is none."""
-    builders = {("vac", 0): _vac, ("introvac", 0): _vac, ("ccvae", 0): _ccvae}
+    builders = {("vac", 0): _vac, ("introvac", 0): _vac, ("introvac", 1): _introvac_adversarial,
+                ("ccvae", 0): _ccvae}
     build = builders.get((config.method, phase))
     if build is None:
         return None
