@@ -39,6 +39,7 @@ def ccvae_config(method: str = "ccvae") -> ml_collections.ConfigDict:
     c.num_epochs = 200.0
     c.model = ml_collections.ConfigDict(dict(
         compute_dtype="float32",  # or 'bfloat16' (float32 parameters and losses; nets.precision)
+        remat=False,  # True: recompute activations in the backward pass (nets.remat)
         label_dims=1,            # latent dimensions of z_c per label
         free_dims=27,            # z_not_c (DIVA: z_x; M2: z has label_dims * n + free_dims)
         channels=(32, 32, 64, 128),

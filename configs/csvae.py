@@ -41,6 +41,7 @@ def family_config(method: str = "csvae") -> ml_collections.ConfigDict:
     c.num_epochs = 2300.0
     c.model = ml_collections.ConfigDict(dict(
         compute_dtype="float32",  # or 'bfloat16' (float32 parameters and losses; nets.precision)
+        remat=False,  # True: recompute activations in the backward pass (nets.remat)
         kind="conv",                 # 'conv' (Larsen-style) or 'mlp' (toy data)
         channels=(64, 128, 256),     # conv5x5 stride 2 per entry (Larsen at 64x64)
         hidden=2048,                 # the encoder trunk's dense layer (Larsen)

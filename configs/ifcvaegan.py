@@ -47,6 +47,7 @@ def family_config(method: str = "ifcvaegan") -> ml_collections.ConfigDict:
     c.num_epochs = 10.0
     c.model = ml_collections.ConfigDict(dict(
         compute_dtype="float32",  # or 'bfloat16' (float32 parameters and losses; nets.precision)
+        remat=False,  # True: recompute activations in the backward pass (nets.remat)
         latent_dim=200,                      # n_z (paper; the reference code uses 100)
         channels=(64, 128, 256, 512),        # conv5x5/2 per entry (reference)
         auxiliary_hidden=(1000, 1000),       # A_psi (reference)

@@ -30,6 +30,7 @@ def introvac_config(introspective: bool = True) -> ml_collections.ConfigDict:
     c.num_epochs = 150.0
     c.model = ml_collections.ConfigDict(dict(
         compute_dtype="float32",  # or 'bfloat16' (float32 parameters and losses; nets.precision)
+        remat=False,  # True: recompute activations in the backward pass (nets.remat)
         latent_dim=256,
         channels=(32, 64, 128, 256, 512),
     ))

@@ -39,6 +39,7 @@ def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
     c.num_epochs = 100.0
     c.model = ml_collections.ConfigDict(dict(
         compute_dtype="float32",  # or 'bfloat16' (float32 parameters and losses; nets.precision)
+        remat=False,  # True: recompute activations in the backward pass (nets.remat)
         z_s_dim=512,                 # dim z_s (reference 512)
         z_u_dim=512,                 # dim z_u (reference 512); the baselines' z has z_s + z_u
         channels=(64, 128, 256, 512),  # conv4x4/2 per entry (encoders and decoder)

@@ -140,6 +140,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None = None) -> N
                               f"got {lr}")
     from latent_jax.nets import precision
     precision.compute_dtype((config.get("model") or {}).get("compute_dtype", "float32"))
+    remat = (config.get("model") or {}).get("remat", False)
+    if not isinstance(remat, bool):
+        raise ConfigError(f"config.model.remat: must be True or False, got {remat!r}")
     for key, value in (config.get("model") or {}).items():
         if (key == "latent_dim" or key.endswith(("_dim", "_dims"))) and isinstance(value, int):
             minimum = 1 if key == "latent_dim" else 0
@@ -176,14 +179,14 @@ def check_writable_dir(directory, flag: str) -> None:
 # checkpointing, evaluation, parallelism, where and how fast data are read), or changes only its
 # floating-point rounding, as moving to other hardware does (model.compute_dtype: the state is
 # float32 either way, so a bfloat16 run on accelerators resumes or evaluates in float32 on a
-# CPU). Methods add theirs
+# CPU; model.remat only recomputes activations). Methods add theirs
 # (`Method.resume_safe_keys`, e.g. IntroVAC's inference-only `edit.` and `langevin.`).
 # A key ending in '.' covers the whole block.
 RESUME_SAFE_KEYS = (
     "num_steps", "num_epochs", "budget.", "log_every_steps", "eval_every_steps",
     "eval_at_fractions", "grids_every_steps",
     "grid_size", "evaluate_at_end", "checkpoint.", "eval.", "parallel.",
-    "model.compute_dtype",
+    "model.compute_dtype", "model.remat",
     "data.data_dir", "data.cache_dir", "data.num_workers", "data.read_threads", "data.prefetch",
 )
 

@@ -21,6 +21,7 @@ import optax
 
 from latent_jax import optim
 from latent_jax.nets import precision
+from latent_jax.nets import remat as remat_lib
 from latent_jax.errors import ConfigError
 
 PyTree = Any
@@ -107,6 +108,7 @@ class Method(abc.ABC):
 
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         self.config = config
+        self.remat = bool((config.get("model") or {}).get("remat", False))
         self.compute_dtype = precision.compute_dtype(
             (config.get("model") or {}).get("compute_dtype", "float32"))
         self.data_spec = data_spec
@@ -122,9 +124,11 @@ class Method(abc.ABC):
 
     def __setattr__(self, name: str, value: Any):
         # Every Flax module a method keeps as an attribute computes in config.model.compute_dtype
-        # (latent_jax.nets.precision): one rule for every method, nothing to add to a new one.
+        # (latent_jax.nets.precision) and, with config.model.remat, recomputes its activations
+        # in the backward pass (latent_jax.nets.remat): one rule for every method, nothing to
+        # add to a new one.
         if isinstance(value, flax.linen.Module) and "compute_dtype" in self.__dict__:
-            value = precision.wrap(value, self.compute_dtype)
+            value = precision.wrap(remat_lib.wrap(value, self.remat), self.compute_dtype)
         object.__setattr__(self, name, value)
 
     # ----------------------------------------------------------------- players and training
