@@ -26,9 +26,9 @@ same step written in PyTorch (launch/torch_reference.py; from the papers and the
 authors' code), alternating rounds with the JAX step in the same run, and prints the ratio:
 cases `vac` (IntroVAC's phase 0: encoder, decoder and linear classifier with Adam, L1 + BCE +
 KL), IntroVAC's phase 1 (the introspective step: the players' own Adam updates and the same
-forward and backward passes as latent_jax's step) and `ccvae_unsup` (CCVAE's unsupervised bound's networks: conv encoder and decoder with
-Adam, Laplace likelihood + KL), each at the shapes of the given config. PyTorch uses as many
-threads as JAX's CPU client (all cores).
+forward and backward passes as latent_jax's step) and `ccvae_unsup` (CCVAE's unsupervised
+bound's networks: conv encoder and decoder with Adam, Laplace likelihood + KL), each at the
+shapes of the given config. PyTorch uses as many threads as JAX's CPU client (all cores).
 """
 
 from __future__ import annotations
@@ -240,9 +240,8 @@ def run_conv_shapes():
 
 
 def _training_seconds(run_dir) -> tuple[float, str]:
-    """Wall time the run spent training: the checkpointed compute's device-seconds over the
-    devices if the report has them, else the span of metrics.jsonl's training rows scaled to
-    all steps (compilation excluded)."""
+    """Wall time the run spent training: the span of metrics.jsonl's training rows, scaled
+    from the logged steps to all of them (compilation excluded), and how it was measured."""
     import json  # pylint: disable=import-outside-toplevel
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
             if line.strip()]
@@ -262,6 +261,7 @@ def run_cli_and_report(spec: str, run_dir: str):
     import tempfile  # pylint: disable=import-outside-toplevel
     from etils import epath  # pylint: disable=import-outside-toplevel
     from latent_jax import imageio  # pylint: disable=import-outside-toplevel
+    from latent_jax.evaluate import report as report_lib  # pylint: disable=import-outside-toplevel
 
     run = epath.Path(run_dir)
     latest = run / "eval" / "latest.json"
@@ -298,12 +298,10 @@ def run_cli_and_report(spec: str, run_dir: str):
     total = float(report["run"]["seconds"])
     parts = report["results"].get("timing_seconds", {})
     train_s, how = _training_seconds(run)
-    cached = report["run"].get("judge_loaded_from_cache")
     print(f"evaluation at step {report['run']['step']}: {total:.1f} s = "
           f"{100 * total / train_s:.1f} % of training ({train_s:.0f} s; {how})")
     for k, v in parts.items():
-        note = {True: " (loaded from its cache)", False: " (trained)"}.get(cached, "") \
-            if k == "judge" else ""
+        note = report_lib.judge_timing_note(report["run"]) if k == "judge" else ""
         print(f"  {k:16s} {v:7.1f} s{note}")
     print(f"  {'rest':16s} {total - sum(parts.values()):7.1f} s (writing the report and figures)")
     if "judge" not in parts:

@@ -191,7 +191,8 @@ def _introvac_adversarial(config, channels_last: bool) -> Case:
     enc = ResidualEncoder(size, m.channels, latent)
     dec = ResidualDecoder(size, m.channels, latent)
     cls = nn.Linear(latent, n + 1, bias=False)
-    opt_ec = torch.optim.Adam(list(enc.parameters()) + list(cls.parameters()), lr=1e-4)
+    ec_params = list(enc.parameters()) + list(cls.parameters())
+    opt_ec = torch.optim.Adam(ec_params, lr=1e-4)
     opt_d = torch.optim.Adam(dec.parameters(), lr=1e-4)
     bce = F.binary_cross_entropy_with_logits
 
@@ -215,13 +216,13 @@ def _introvac_adversarial(config, channels_last: bool) -> Case:
         l_ec = bce(fake_rr, torch.ones_like(fake_rr)) + bce(fake_g, torch.ones_like(fake_g))
         (100.0 * l_ae + 10.0 * l_cl + 3.0 * l_kl + l_ec).backward()
         opt_ec.step()
-        for p in list(enc.parameters()) + list(cls.parameters()):
+        for p in ec_params:
             p.requires_grad_(False)
         x_rr = dec(z.detach())
         out_rr, out_g = fake_logit(x_rr), fake_logit(x_g)
         l_g = bce(out_rr, torch.cat([y, real], dim=-1)) + bce(out_g[:, n], torch.zeros(batch))
         l_g.backward()
-        for p in list(enc.parameters()) + list(cls.parameters()):
+        for p in ec_params:
             p.requires_grad_(True)
         opt_d.step()
 

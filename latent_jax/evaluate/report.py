@@ -191,6 +191,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines + [""]
 
 
+def judge_timing_note(run: Mapping[str, Any]) -> str:
+    """' (trained)' or ' (loaded from its cache)' after the judge's time, from a report's `run`
+    block ('' for a report that predates `judge_loaded_from_cache`)."""
+    return {True: " (loaded from its cache)", False: " (trained)"}.get(
+        run.get("judge_loaded_from_cache"), "")
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """Human-readable tables of a report (as returned in `report_<step>.json`)."""
     run, res, head = report["run"], report["results"], report["headline"]
@@ -316,9 +323,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     t = res.get("timing_seconds", {})
-    cached = run.get("judge_loaded_from_cache")
-    judge_note = {True: " (loaded from its cache)", False: " (trained)"}.get(cached, "")
-    out += ["Timing (s): " + ", ".join(f"{k} {v:.1f}" + (judge_note if k == "judge" else "")
+    note = judge_timing_note(run)
+    out += ["Timing (s): " + ", ".join(f"{k} {v:.1f}" + (note if k == "judge" else "")
                                        for k, v in t.items()), ""]
     return "\n".join(out)
 

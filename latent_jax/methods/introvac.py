@@ -51,7 +51,6 @@ Deviations, all documented in docs/methods.md:
 
 from __future__ import annotations
 
-from typing import Mapping
 
 import jax
 import jax.numpy as jnp

@@ -19,13 +19,12 @@ other way round. float16 is refused (it needs loss scaling, which nothing here d
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from latent_jax.errors import ConfigError
+from latent_jax.nets import standin
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -39,40 +38,30 @@ def compute_dtype(name: str, key: str = "config.model.compute_dtype"):
                           f"{name!r}") from None
 
 
-def _is_float(x) -> bool:
-    return isinstance(x, (jax.Array, jnp.ndarray)) and jnp.issubdtype(x.dtype, jnp.floating)
-
-
 def cast_floats(tree, dtype):
     """`tree` with its floating-point array leaves cast to `dtype` (others untouched)."""
-    return jax.tree.map(lambda x: x.astype(dtype) if _is_float(x) else x, tree)
+    return jax.tree.map(lambda x: x.astype(dtype) if standin.is_float_array(x) else x, tree)
 
 
 def _cast_like(tree, reference):
-    return jax.tree.map(lambda x, r: x.astype(r.dtype) if _is_float(x) else x, tree, reference)
+    return jax.tree.map(lambda x, r: x.astype(r.dtype) if standin.is_float_array(x) else x,
+                        tree, reference)
 
 
-class MixedPrecision:
+class MixedPrecision(standin.ModuleStandIn):
     """A Flax module whose ``apply`` computes in `dtype` (see the module docstring); every other
     attribute (``init``, fields such as ``image_size``, methods passed as ``method=``) is the
     wrapped module's."""
 
     def __init__(self, module: nn.Module, dtype):
-        self.module = module
+        super().__init__(module)
         self.dtype = dtype
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["module"], name)
 
     def __repr__(self) -> str:
         return f"MixedPrecision({self.module!r}, {jnp.dtype(self.dtype).name})"
 
-    def init(self, rngs, *args, **kwargs):
-        return self.module.init(rngs, *args, **kwargs)   # float32 parameters
-
     def apply(self, variables, *args, mutable=False, **kwargs):
-        inputs = [x for x in jax.tree.leaves((args, kwargs)) if _is_float(x)]
-        if not inputs:
+        if not standin.has_float_array((args, kwargs)):
             return self.module.apply(variables, *args, mutable=mutable, **kwargs)
         cast_vars = {k: (cast_floats(v, self.dtype) if k == "params" else v)
                      for k, v in variables.items()}

@@ -14,34 +14,16 @@ as it is.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
-import jax.numpy as jnp
+
+from latent_jax.nets import standin
 
 
-def _has_float_input(tree) -> bool:
-    return any(isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating)
-               for x in jax.tree.leaves(tree))
-
-
-class Rematerialized:
+class Rematerialized(standin.ModuleStandIn):
     """A Flax module whose ``apply`` runs under `jax.checkpoint` (see the module docstring)."""
 
-    def __init__(self, module):
-        self.module = module
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["module"], name)
-
-    def __repr__(self) -> str:
-        return f"Rematerialized({self.module!r})"
-
-    def init(self, rngs, *args, **kwargs):
-        return self.module.init(rngs, *args, **kwargs)
-
     def apply(self, variables, *args, **kwargs):
-        if not _has_float_input((args, kwargs)):
+        if not standin.has_float_array((args, kwargs)):
             return self.module.apply(variables, *args, **kwargs)
         # Arrays are the checkpointed function's arguments; everything else (train=, mutable=,
         # method=, rngs' structure) is static and closed over.
