@@ -44,9 +44,10 @@ import time
 
 from absl import app
 from absl import flags
+from etils import epath
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+REPO = epath.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
 # CSVAE's Table 4 (paper 001): target accuracy (the judge sees the added attribute), neutral
 # accuracy (the judge no longer sees the removed one), final accuracy (both directions pooled).
@@ -71,6 +72,10 @@ LEADERBOARD_COLUMNS = ("success=edit_success,preservation=edit_preservation,"
                        "pres. vs recon=edit_preservation_vs_recon,locality=edit_locality,"
                        "recon MSE=recon_mse,Fréchet (samples)=frechet_judge_sample,"
                        "samples correct=sample_correct")
+# The Pareto figure's axes: edit success against the preservation of the other attributes
+# measured against the reconstruction (the quantity that isolates the edit from what the
+# reconstruction already loses).
+PARETO_AXES = ("edit_success", "edit_preservation_vs_recon")
 
 
 def leaderboard_runs() -> tuple[list[str], list[str]]:
@@ -85,10 +90,10 @@ def leaderboard_runs() -> tuple[list[str], list[str]]:
         if base.EDIT not in methods.method_class(name).capabilities:
             skipped.append(f"{name} (no edit)")
             continue
-        path = os.path.join(REPO, "configs", f"{name}.py")
+        path = REPO / "configs" / f"{name}.py"
         preset = None
-        if os.path.exists(path):
-            preset = getattr(configlib.sibling_config(path, f"{name}.py"), "LEADERBOARD_PRESET",
+        if path.exists():
+            preset = getattr(configlib.sibling_config(str(path), f"{name}.py"), "LEADERBOARD_PRESET",
                              None)
         if preset is None:
             skipped.append(f"{name} (no LEADERBOARD_PRESET in configs/{name}.py)")
@@ -152,7 +157,7 @@ def _fmt(v, digits=3):
 def run_name(config: str) -> str:
     """`configs/csvae.py:synthetic_glasses` -> `csvae_synthetic_glasses`; `,f` -> `_ff`."""
     path, _, preset = config.partition(":")
-    base = os.path.splitext(os.path.basename(path))[0]
+    base = epath.Path(path).stem
     preset = preset.replace(",", "_f")
     return f"{base}_{preset}" if preset else base
 
@@ -184,7 +189,7 @@ def _table(header, rows):
 
 
 def train_one(name: str, config: str, out: str, overrides=()) -> dict:
-    workdir = os.path.join(out, name)
+    workdir = epath.Path(out) / name
     cmd = [sys.executable, "-m", "latent_jax.main", f"--config={config}", f"--workdir={workdir}"]
     if FLAGS.num_steps:
         cmd.append(f"--config.num_steps={FLAGS.num_steps}")
@@ -196,22 +201,21 @@ def train_one(name: str, config: str, out: str, overrides=()) -> dict:
     if seed:
         cmd.append(f"--config.seed={int(seed.group(1))}")
     cmd += [f"--config.{kv}" for kv in list(overrides) + list(FLAGS.override)]
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ,
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     print("$", " ".join(cmd), flush=True)
     t0 = time.time()
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.time() - t0
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "ablation_log.txt"), "w") as f:
-        f.write(res.stdout + res.stderr)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "ablation_log.txt").write_text(res.stdout + res.stderr)
     if res.returncode != 0:
         raise RuntimeError(f"run {name} failed ({res.returncode}):\n{res.stderr[-3000:]}")
     m = re.search(r"trained (\d+) steps in ([0-9.]+) s", res.stderr)
     timing = {"wall_seconds": wall, "command": " ".join(cmd[1:])}
     if m:
         timing.update(trained_steps=int(m.group(1)), train_seconds=float(m.group(2)))
-    with open(os.path.join(workdir, "ablation_timing.json"), "w") as f:
-        json.dump(timing, f, indent=2)
+    (workdir / "ablation_timing.json").write_text(json.dumps(timing, indent=2))
     print(f"  {name}: {wall:.0f} s", flush=True)
     return timing
 
@@ -273,15 +277,13 @@ def curves(names, out: str, metric: str) -> tuple[str | None, list[str]]:
     """The metric against the compute spent, from every report each run wrote (evaluations at
     fractions of its budget and the final one): a PNG (log FLOPs, one line per config, a band
     over its seeds) and the configs still rising at their last evaluation."""
-    import glob
-
     import numpy as np
 
     series: dict[str, list[list[tuple[float, float]]]] = {}
     for n in names:
         points = []
-        for path in glob.glob(os.path.join(out, n, "eval", "report_*.json")):
-            r = json.load(open(path))
+        for path in (epath.Path(out) / n / "eval").glob("report_*.json"):
+            r = json.loads(path.read_text())
             flops = r["run"].get("compute", {}).get("flops")
             value = r["headline"].get(metric)
             if flops and value is not None and math.isfinite(value):
@@ -318,11 +320,63 @@ def curves(names, out: str, metric: str) -> tuple[str | None, list[str]]:
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    path = os.path.join(out, f"curve_{metric.replace('/', '_')}.png")
+    path = epath.Path(out) / f"curve_{metric.replace('/', '_')}.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with path.open("wb") as f:   # matplotlib writes to a file object: local or gs://
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path, rising
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The names whose (x, y) no other point beats in both (>= in both, > in one), by x."""
+    front = [n for n, (x, y) in points.items()
+             if not any(x2 >= x and y2 >= y and (x2 > x or y2 > y)
+                        for m, (x2, y2) in points.items() if m != n)]
+    return sorted(front, key=lambda n: points[n][0])
+
+
+def pareto(names, reports, out: str, x_key: str, y_key: str):
+    """Edit success against preservation, one point per config (the mean over its seeds, bars
+    from the lowest to the highest seed), the non-dominated configs joined: (PNG path or None,
+    the front's configs, {config: (x, y)})."""
+    import numpy as np
+
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for n in names:
+        h = reports[n]["headline"]
+        x, y = h.get(x_key), h.get(y_key)
+        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y):
+            groups.setdefault(seed_group(n), []).append((float(x), float(y)))
+    if len(groups) < 2:
+        return None, [], {}
+    means = {g: tuple(np.mean(v, axis=0)) for g, v in groups.items()}
+    front = pareto_front(means)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None, front, means
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for k, (g, v) in enumerate(groups.items()):
+        v = np.asarray(v)
+        mx, my = means[g]
+        ax.errorbar(mx, my, xerr=[[mx - v[:, 0].min()], [v[:, 0].max() - mx]],
+                    yerr=[[my - v[:, 1].min()], [v[:, 1].max() - my]], fmt="o",
+                    color=f"C{k % 10}", capsize=2, label=g)
+    ax.plot([means[g][0] for g in front], [means[g][1] for g in front], "k--", lw=1,
+            label="Pareto front")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(y_key)
+    ax.legend(fontsize=6, loc="best")
+    ax.grid(alpha=0.3)
+    path = epath.Path(out) / "pareto.png"
+    fig.tight_layout()
+    with path.open("wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+    return path, front, means
 
 
 def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
@@ -330,13 +384,13 @@ def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
 
     reports, timings = {}, {}
     for name, _ in runs:
-        path = os.path.join(out, name, "eval", "latest.json")
-        if not os.path.exists(path):
+        path = epath.Path(out) / name / "eval" / "latest.json"
+        if not path.exists():
             print(f"  {name}: no evaluation report at {path}; left out")
             continue
-        reports[name] = json.load(open(path))
-        tpath = os.path.join(out, name, "ablation_timing.json")
-        timings[name] = json.load(open(tpath)) if os.path.exists(tpath) else {}
+        reports[name] = json.loads(path.read_text())
+        tpath = epath.Path(out) / name / "ablation_timing.json"
+        timings[name] = json.loads(tpath.read_text()) if tpath.exists() else {}
     if not reports:
         raise SystemExit("no reports to collect")
     names = list(reports)
@@ -372,14 +426,20 @@ def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
         lines += ["## Over seeds", "", "mean [95 % t-interval of the mean; min, max for two "
                   "seeds]", ""]
         lines += seeds_table(names, reports, shown)
-    curve, rising = curves(names, out, FLAGS.curve_metric if FLAGS.is_parsed() else
-                           "edit_success")
+    curve_metric = FLAGS.curve_metric if FLAGS.is_parsed() else "edit_success"
+    curve, rising = curves(names, out, curve_metric)
     if curve:
-        lines += [f"Figure: {os.path.basename(curve)} ({FLAGS.curve_metric if FLAGS.is_parsed() else 'edit_success'} "
-                  "against training FLOPs).", ""]
+        lines += [f"Figure: {curve.name} ({curve_metric} against training FLOPs).", ""]
     if rising:
         lines += ["Still rising at the end of the budget (a ranking that includes them is a "
                   "statement about this budget only): " + ", ".join(rising) + ".", ""]
+    x_key, y_key = PARETO_AXES
+    figure, front, means = pareto(names, reports, out, x_key, y_key)
+    if front:
+        lines += [f"Pareto front of {x_key} against {y_key} (means over seeds; no other "
+                  "config is better in both): " + ", ".join(
+                      f"{g} ({_fmt(means[g][0])}, {_fmt(means[g][1])})" for g in front) + "."
+                  + (f" Figure: {figure.name}." if figure else ""), ""]
     lines += ["## Overview", ""]
     lines += _table(["run", "method", "steps", "classifier acc.", "balanced acc.",
                      "edit success", "preservation", "pres. vs recon", "locality",
@@ -425,7 +485,7 @@ def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
                       for r in loc_rows} for k, n in enumerate(names)}
         series["region share"] = {r[0]: (r[1] if r[1] is not None else float("nan"))
                                   for r in share}
-        latent_lib.bar_chart_png(None, os.path.join(out, "locality.png"),
+        latent_lib.bar_chart_png(None, epath.Path(out) / "locality.png",
                                  title="share of the edit's pixel change inside the attribute's "
                                        "region (mean of add / remove)", series=series)
         lines += ["Figure: locality.png", ""]
@@ -439,7 +499,7 @@ def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
                   ""]
         lines += _table(["label"] + list(w), [[l] + [w[n].get(l) for n in w] for l in labels
                                               if any(l in w[n] for n in w)])
-        latent_lib.bar_chart_png(None, os.path.join(out, "wasserstein.png"),
+        latent_lib.bar_chart_png(None, epath.Path(out) / "wasserstein.png",
                                  title="W1 between p(z_c | y=0) and p(z_c | y=1) on test images",
                                  series={n: {l: (w[n].get(l) if w[n].get(l) is not None
                                                  else float("nan")) for l in labels
@@ -459,11 +519,9 @@ def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:
                             [[k, v["counts"][str(k)], v["class_means"][str(k)],
                               v["class_stds"][str(k)]] for k in v["classes"]])
     text = "\n".join(lines)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump({"headline": {n: reports[n]["headline"] for n in names},
-                   "timing": timings}, f, indent=2)
+    (epath.Path(out) / "results.md").write_text(text)
+    (epath.Path(out) / "summary.json").write_text(json.dumps(
+        {"headline": {n: reports[n]["headline"] for n in names}, "timing": timings}, indent=2))
     return text
 
 
@@ -491,7 +549,7 @@ def main(argv):
         runs = [(f"{name}_s{k}", config) for name, config in runs for k in range(FLAGS.seeds)]
     column_text = FLAGS.columns or suite.get("columns")
     columns = parse_columns(column_text) if column_text else []
-    os.makedirs(FLAGS.out, exist_ok=True)
+    epath.Path(FLAGS.out).mkdir(parents=True, exist_ok=True)
     if not FLAGS.collect_only:
         for name, config in runs:
             train_one(name, config, FLAGS.out, suite.get("overrides", ()))

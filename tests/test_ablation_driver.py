@@ -189,3 +189,48 @@ def test_the_leaderboard_is_every_method_that_can_edit():
     assert {r.split("=")[0] for r in runs} == editing and not skipped
     assert "data.labels=('Eyeglasses',)" in mod.SUITES["leaderboard"]["overrides"]
     assert mod.SUITES["leaderboard"]["seeds"] == 3
+
+
+def test_pareto_front_and_figure(tmp_path):
+    """The front is the configs no other config beats in both success and preservation (means
+    over seeds); a dominated config is left off, ties in one axis are kept."""
+    mod = _driver()
+    assert mod.pareto_front({"a": (0.9, 0.5), "b": (0.5, 0.9), "c": (0.4, 0.4),
+                             "d": (0.9, 0.4), "e": (0.7, 0.7)}) == ["b", "e", "a"]
+    reports = {}
+    for name, x, y in (("p_s0", 0.2, 0.9), ("p_s1", 0.4, 0.8), ("q_s0", 0.9, 0.6),
+                       ("q_s1", 0.7, 0.6), ("r_s0", 0.1, 0.5)):
+        reports[name] = {"headline": {"edit_success": x, "edit_preservation_vs_recon": y}}
+    path, front, means = mod.pareto(list(reports), reports, str(tmp_path), "edit_success",
+                                    "edit_preservation_vs_recon")
+    assert front == ["p", "q"] and means["p"] == pytest.approx((0.3, 0.85))
+    assert np.asarray(Image.open(path)).std() > 10
+
+
+def test_collect_writes_everything_to_a_gs_out(gcs_env, tmp_path):
+    """`--out=gs://...` (a pod's bucket): the driver reads the runs' reports there and writes
+    results.md, summary.json and its figures there, nothing to the current directory."""
+    import subprocess
+    import sys
+
+    from etils import epath
+
+    out = epath.Path("gs://bucket/ablation")
+    for name, method, acc, w in (("a", "ccvae", 0.9, 3.0), ("b", "m2", 0.8, None)):
+        report = _report(method, acc, w)
+        report["headline"]["edit_preservation_vs_recon"] = acc
+        (out / name / "eval").mkdir(parents=True, exist_ok=True)
+        (out / name / "eval" / "latest.json").write_text(json.dumps(report))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    res = subprocess.run([sys.executable, os.path.join(REPO, "launch", "ablation.py"),
+                          f"--out={out}", "--run=a=x", "--run=b=y", "--collect_only"],
+                         cwd=cwd, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert os.listdir(cwd) == []
+    for name in ("results.md", "summary.json", "wasserstein.png", "locality.png",
+                 "pareto.png"):
+        assert (out / name).exists(), name
+    assert "| a | ccvae | 400 | 0.900 |" in (out / "results.md").read_text()
+    assert "Pareto front" in (out / "results.md").read_text()

