@@ -20,7 +20,8 @@ def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, 
     - `edits`: inputs, reconstructions, then for each label a row with it added (+1) and a row
       with it removed (-1);
     - `samples`: for each label, conditional samples with it on, then with it off (other labels
-      taken from the inputs' label rows).
+      taken from the inputs' label rows);
+    - the attribute grids and code-split grids below, for the methods that declare them.
     """
     x = jnp.asarray(images)
     y = jnp.asarray(labels)
@@ -47,7 +48,42 @@ def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, 
     if srows:
         grids["samples"] = imageio.labelled_grid(srows, slabels, min_cell=64)
     grids.update(attribute_grids(method, states, x))
+    grids.update(code_split_grids(method, states, x))
     return grids
+
+
+def code_split_grids(method, states, images, n: int = 5, sweep_dims: int = 6,
+                     sweep_values=tuple(range(-3, 4))) -> dict[str, np.ndarray]:
+    """Grids of methods that declare `code_split` (`{}` otherwise):
+
+    - `swap` (Lr-LiVAE's Figure 6): the top row holds the first n inputs, whose label-irrelevant
+      code each column takes; each further row starts with the input whose label-relevant code
+      the row takes, followed by its decodes with every column's rest;
+    - `sweep` (Figure 5): the first input decoded with its label-relevant code kept and one
+      label-irrelevant coordinate per row set to each of `sweep_values` (the prior is N(0, 1)),
+      the others at their posterior means.
+    """
+    if not method.has("code_split"):
+        return {}
+    x = jnp.asarray(images)[:n]
+    n = x.shape[0]
+    swap = jax.jit(method.swap)
+    rows = [np.concatenate([np.ones_like(np.asarray(x[:1])), np.asarray(x)])]
+    for i in range(n):
+        decoded = swap(states, jnp.repeat(x[i:i + 1], n, axis=0), x)
+        rows.append(np.concatenate([np.asarray(x[i:i + 1]), np.asarray(decoded)]))
+    out = {"swap": imageio.labelled_grid(
+        rows, ["rest from"] + [f"labels from {i + 1}" for i in range(n)],
+        ["source"] + [str(j + 1) for j in range(n)], min_cell=64)}
+    values = jnp.asarray(sweep_values, jnp.float32)
+    sweep = jax.jit(method.sweep, static_argnums=(2,))
+    dims = range(min(sweep_dims, method.sweep_dims()))
+    srows = [np.asarray(sweep(states, x[:1], d, values)[0]) for d in dims]
+    if srows:
+        out["sweep"] = imageio.labelled_grid(
+            srows, [f"rest dim {d}" for d in dims], [f"{float(v):+g}" for v in sweep_values],
+            min_cell=64)
+    return out
 
 
 def attribute_grids(method, states, images, n: int = 5) -> dict[str, np.ndarray]:

@@ -200,6 +200,27 @@ def test_sample_draws_z_s_from_its_class_and_edit_without_change_reconstructs(tm
         m.decode(states, jnp.concatenate([expected, mu_u], -1)), atol=1e-5)
 
 
+def test_swap_and_sweep_move_z_s_and_z_u_as_figures_6_and_5(tmp_path):
+    """swap(a, b) decodes a's z_s with b's z_u (the mean); sweep keeps z_s and sets one z_u
+    coordinate. Either would fail with the halves of the code the other way round."""
+    exp = experiment(tmp_path)
+    m, states = exp.method, exp.init_states()
+    x = jnp.asarray(exp.preview_batch()["image"][:2])
+    a, b = x, x[:, ::-1]      # b: the same faces mirrored
+    z_s = lambda v: m.encoder_s.apply(states["encoder_s"].variables, v)  # noqa: E731
+    z_u = lambda v: m.encoder_u.apply(states["encoder_u"].variables, v)[0]  # noqa: E731
+    assert m.relevant_code_mask().sum() == m.ds and m.sweep_dims() == m.du
+    np.testing.assert_allclose(jax.jit(m.swap)(states, a, b),
+                               m.decode(states, jnp.concatenate([z_s(a), z_u(b)], -1)),
+                               atol=1e-5)
+    values = jnp.asarray([-2.0, 0.5])
+    g = jax.jit(m.sweep, static_argnums=(2,))(states, a, 1, values)
+    assert g.shape == (2, 2) + a.shape[1:]
+    for k, v in enumerate(values):
+        code = jnp.concatenate([z_s(a), z_u(a).at[:, 1].set(v)], -1)
+        np.testing.assert_allclose(g[:, k], m.decode(states, code), atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["cvae", "cvaegan"])
 def test_baselines_condition_on_the_joint_class(tmp_path, name):
     exp = experiment(tmp_path, name)

@@ -137,6 +137,17 @@ def test_declared_capabilities_return_the_expected_shapes(runs, name):
         assert g.shape[-3:] == (h, w, c) and _finite(g)
     if method.has(base.INTERVENE):
         assert jax.jit(method.intervene, static_argnums=(2,))(states, x, 0, 1.0).shape == x.shape
+    if method.has(base.CODE_SPLIT):
+        code = jax.jit(method.encode)(states, x)
+        mask = np.asarray(method.relevant_code_mask(), bool)
+        assert mask.shape == code.shape[1:] and 0 < mask.sum() < mask.size
+        swapped = jax.jit(method.swap)(states, x, x[::-1])
+        assert swapped.shape == x.shape and _finite(swapped)
+        # The rest's coordinate at its own posterior mean gives back the plain decode.
+        rest = int(np.flatnonzero(~mask)[0])
+        g = jax.jit(method.sweep, static_argnums=(2,))(states, x[:1], 0, code[0, rest:rest + 1])
+        assert g.shape == (1, 1, h, w, c)
+        np.testing.assert_allclose(g[:, 0], jax.jit(method.decode)(states, code[:1]), atol=1e-5)
     grids = exp.grids(states)
     assert grids and all(np.asarray(g).ndim == 3 and np.asarray(g).shape[-1] == 3
                          for g in grids.values())

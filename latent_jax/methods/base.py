@@ -17,6 +17,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from latent_jax import optim
@@ -37,12 +38,16 @@ ATTRIBUTE_GRID = "attribute_grid"  # attribute_grid(states, x, label: int, n)
 ATTRIBUTE_GRID_PAIR = "attribute_grid_pair"  # attribute_grid(states, x, (a, b), n)
 WALK = "walk"                      # latent_walk(states, x, label, num_steps), latent_walk_pair
 INTERVENE = "intervene"            # intervene(states, x, label, value)
+# relevant_code_mask() -> bool [d]: which coordinates of encode()'s code carry the labels (Lr-LiVAE's
+# z_s, CSVAE's w, IFcVAEGAN's y_hat, cVAE's one-hot); the rest is the label-irrelevant code.
+# Gives swap() (Lr-LiVAE's Figure 6) and sweep() (its Figure 5), written once here.
+CODE_SPLIT = "code_split"
 
 _CAPABILITY_FUNCTIONS = {
     EDIT: ("edit",), SAMPLE: ("sample",), CLASSIFY: ("classify",),
     LABEL_CODES: ("label_codes",), ATTRIBUTE_GRID: ("attribute_grid",),
     ATTRIBUTE_GRID_PAIR: ("attribute_grid",), WALK: ("latent_walk", "latent_walk_pair"),
-    INTERVENE: ("intervene",),
+    INTERVENE: ("intervene",), CODE_SPLIT: ("relevant_code_mask",),
 }
 KNOWN_CAPABILITIES = frozenset(_CAPABILITY_FUNCTIONS)
 
@@ -208,6 +213,32 @@ class Method(abc.ABC):
         `label_codes`). Used for the 1-D embeddings and their class-conditional Wasserstein
         distances."""
         raise NotImplementedError(f"method {self.name!r} does not declare 'label_codes'")
+
+    def relevant_code_mask(self) -> np.ndarray:
+        """bool [d]: the coordinates of `encode`'s code that carry the labels (capability
+        `code_split`); `decode` must accept any mix of two images' codes."""
+        raise NotImplementedError(f"method {self.name!r} does not declare 'code_split'")
+
+    def swap(self, states: States, x_labels: jax.Array, x_rest: jax.Array) -> jax.Array:
+        """Decodes the label-relevant code of `x_labels` with the label-irrelevant code of
+        `x_rest` (both [B, H, W, C], paired row by row; Lr-LiVAE's Figure 6)."""
+        mask = jnp.asarray(self.relevant_code_mask())
+        return self.decode(states, jnp.where(mask, self.encode(states, x_labels),
+                                             self.encode(states, x_rest)))
+
+    def sweep_dims(self) -> int:
+        """How many label-irrelevant coordinates `sweep` can move."""
+        return int(np.sum(~np.asarray(self.relevant_code_mask(), bool)))
+
+    def sweep(self, states: States, x: jax.Array, dim: int, values: jax.Array) -> jax.Array:
+        """[B, V, H, W, C]: each image decoded with its label-relevant code kept and the
+        `dim`-th label-irrelevant coordinate set to each of `values` [V], the others at their
+        posterior means (Lr-LiVAE's Figure 5)."""
+        index = int(np.flatnonzero(~np.asarray(self.relevant_code_mask(), bool))[dim])
+        code = self.encode(states, x)
+        out = jax.vmap(lambda v: self.decode(states, code.at[:, index].set(v)))(
+            jnp.asarray(values, code.dtype))
+        return jnp.moveaxis(out, 0, 1)
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -514,7 +514,7 @@ class CSVAE(LatentSubspaceFamily):
     """CSVAE (Sec. 4): Z x W with one subspace W_i per label, M2 and N with an adversary."""
 
     capabilities = frozenset({base.EDIT, base.SAMPLE, base.ATTRIBUTE_GRID,
-                              base.ATTRIBUTE_GRID_PAIR})
+                              base.ATTRIBUTE_GRID_PAIR, base.CODE_SPLIT})
 
     edit_latent = "w"
     adversarial = True
@@ -540,6 +540,10 @@ class CSVAE(LatentSubspaceFamily):
 
     def code_order(self):
         return ("w", "z")
+
+    def relevant_code_mask(self):
+        """w (the label subspaces) first, then z."""
+        return np.arange(self.k * self.w_dim + self.z_dim) < self.k * self.w_dim
 
     def decoder_code(self, latents, y):
         del y

@@ -35,6 +35,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from latent_jax.errors import ConfigError
 from latent_jax.methods import base
@@ -97,7 +98,7 @@ class FeatureNet(nn.Module):
 class _Conditional(base.Method):
     """What cVAE and cVAE-GAN share: the conditional encoder and decoder, sampling, edits."""
 
-    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY})
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY, base.CODE_SPLIT})
     resume_safe_keys = ("edit.",)
 
     def __init__(self, config, data_spec, steps_per_epoch):
@@ -144,6 +145,10 @@ class _Conditional(base.Method):
 
     def decode(self, states, z):
         return self.decoder.apply(states["decoder"].variables, z)
+
+    def relevant_code_mask(self):
+        """z first, then the joint class's one-hot (the label-relevant part)."""
+        return np.arange(self.dz + self.classes.num_classes) >= self.dz
 
     def class_log_posterior(self, states, x):
         raise NotImplementedError

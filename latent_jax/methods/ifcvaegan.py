@@ -58,6 +58,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from latent_jax.errors import ConfigError
 from latent_jax.methods import base
@@ -156,7 +157,7 @@ def _bce_probs(p, targets, eps=1e-7):
 class IFcVAEGAN(base.Method):
     """IFcVAEGAN (Eq. 12); `cvaegan_naive` is the same without L_aux and L_class_hat."""
 
-    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY})
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY, base.CODE_SPLIT})
     with_auxiliary = True
 
     def __init__(self, config, data_spec, steps_per_epoch):
@@ -321,6 +322,10 @@ class IFcVAEGAN(base.Method):
     def decode(self, states, code):
         y_hat, z = code[:, :self.num_labels], code[:, self.num_labels:]
         return self.decoder.apply(states["decoder"].variables, y_hat, z)
+
+    def relevant_code_mask(self):
+        """y_hat (the label head) first, then z."""
+        return np.arange(self.num_labels + self.latent_dim) < self.num_labels
 
     def classify(self, states, x):
         return self._encode(states, x)[2]

@@ -345,7 +345,8 @@ def kl_per_example(mu, logvar, reduction: str):
 class LrLiVAE(base.Method):
     """Lr-LiVAE; `model.pixel_discriminator=False` is the VAE without the pixel GAN."""
 
-    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY, base.ATTRIBUTE_GRID})
+    capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY, base.ATTRIBUTE_GRID,
+                              base.CODE_SPLIT})
     resume_safe_keys = ("edit.",)
 
     @classmethod
@@ -597,6 +598,10 @@ class LrLiVAE(base.Method):
 
     def decode(self, states, z):
         return self.decoder.apply(states["decoder"].variables, z)
+
+    def relevant_code_mask(self):
+        """z_s (label relevant) first, then z_u: swap and sweep are Figures 6 and 5."""
+        return np.arange(self.ds + self.du) < self.ds
 
     def class_log_posterior(self, states, z_s):
         """log q(c|z_s) [B, C] under the mixture (Eq. 8)."""
