@@ -38,6 +38,7 @@ file is reported and the judge retrained. A readable `<key>.json` next to it rep
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -193,6 +194,13 @@ def cache_key(data_cfg, spec, attribute_names: Sequence[str], settings: Mapping[
 
 
 # --------------------------------------------------------------------------------- the judge
+@functools.lru_cache(maxsize=8)
+def _jitted_apply(module):
+    """The judge network's jitted forward pass, one per (hashable, equal-by-fields) module: a
+    judge loaded again for the next evaluation of the same run does not compile again."""
+    return jax.jit(lambda params, x: module.apply({"params": params}, x))
+
+
 @dataclasses.dataclass
 class Judge:
     """A trained judge. `logits`, `features` and `predict` take host or device images
@@ -212,8 +220,7 @@ class Judge:
     chunk_size: int = 256
 
     def __post_init__(self):
-        module = self.module
-        self._apply = jax.jit(lambda params, x: module.apply({"params": params}, x))
+        self._apply = _jitted_apply(self.module)
 
     # pure function, usable inside other jitted code
     def apply(self, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -630,3 +637,4 @@ def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
                  test_predicted_positive_rate=dict(meta.get("test_predicted_positive_rate", {})),
                  key=key, cache_path=path, train_seconds=meta.get("train_seconds"),
                  loaded_from_cache=loaded)
+

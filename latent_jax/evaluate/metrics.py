@@ -158,8 +158,20 @@ def _seed_from_key(key: jax.Array) -> int:
     return int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
 
 
+def _jitted(method, key, make):
+    """`make()` (a jitted function) once per method instance and key: kept on the method, so
+    the evaluations of one run (at fractions of a budget, every `eval_every_steps`, the final
+    one) compile each capability once instead of once per evaluation (about 10 of a 17 s
+    evaluation of a 32 px CCVAE were these compilations), and the cache goes with the method."""
+    cache = vars(method).setdefault("_evaluation_jit_cache", {})
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 class Capabilities:
-    """A method's capability functions, each jitted once, applied in fixed-size batches.
+    """A method's capability functions, each jitted once per method (`_jitted`), applied in
+    fixed-size batches.
 
     Inputs and outputs are host numpy arrays; the last batch is zero-padded to `batch_size`
     (one compilation per function) and the padding rows are dropped from the outputs.
@@ -172,11 +184,14 @@ class Capabilities:
         if self.batch_size <= 0:
             raise ConfigError(f"config.eval.batch_size must be positive, got {batch_size}")
         strength = None if edit_strength is None else float(edit_strength)
-        self._reconstruct = jax.jit(method.reconstruct)
-        self._edit = jax.jit(lambda s, x, c: method.edit(s, x, c, strength))
-        self._sample = jax.jit(method.sample)
-        self._classify = jax.jit(method.classify) if method.has("classify") else None
-        self._label_codes = jax.jit(method.label_codes) if method.has("label_codes") else None
+        self._reconstruct = _jitted(method, "reconstruct", lambda: jax.jit(method.reconstruct))
+        self._edit = _jitted(method, ("edit", strength), lambda: jax.jit(
+            lambda s, x, c: method.edit(s, x, c, strength)))
+        self._sample = _jitted(method, "sample", lambda: jax.jit(method.sample))
+        self._classify = (_jitted(method, "classify", lambda: jax.jit(method.classify))
+                          if method.has("classify") else None)
+        self._label_codes = (_jitted(method, "label_codes", lambda: jax.jit(method.label_codes))
+                             if method.has("label_codes") else None)
 
     def _batches(self, n: int):
         for start in range(0, n, self.batch_size):
