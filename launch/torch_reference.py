@@ -13,6 +13,10 @@ frameworks, not the models. Cases:
 - `ccvae` (phase 0): CCVAE's convolutional encoder and decoder, a Laplace likelihood and the KL
   to N(0, I), Adam. The JAX step it is set against (CCVAE's semi-supervised step) also runs the
   factorised label classifier and prior tables, which are a few dot products next to the nets.
+- `csvae`: CSVAE's Larsen-style trunk, Gaussian heads for z and w, decoder and label adversary,
+  with the encoder/decoder update and the adversary's own update (see `_csvae`).
+- `ifcvaegan`: IFcVAEGAN's encoder, decoder, discriminator and auxiliary network, one backward
+  pass for every player and one RMSprop step each (see `_ifcvaegan`).
 
 Each case runs in PyTorch's default (NCHW) layout and in channels_last.
 """
@@ -248,11 +252,231 @@ def _ccvae(config, channels_last: bool) -> Case:
     return Case([enc, dec], step, dict(x=torch.rand(batch, 3, size, size)), channels_last)
 
 
+class LarsenTrunk(nn.Module):
+    """nets/larsen.py's ConvTrunk: conv5x5/2 (no bias) + BatchNorm + ReLU per entry, flatten,
+    dense (no bias) + BatchNorm + ReLU."""
+
+    def __init__(self, image_size: int, channels, hidden: int):
+        super().__init__()
+        c = (3,) + tuple(channels)
+        s = image_size // 2 ** len(channels)
+        self.convs = nn.ModuleList([nn.Conv2d(a, b, 5, stride=2, padding=2, bias=False)
+                                    for a, b in zip(c[:-1], c[1:])])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(b) for b in c[1:]])
+        self.fc = nn.Linear(c[-1] * s * s, hidden, bias=False)
+        self.fc_bn = nn.BatchNorm1d(hidden)
+
+    def forward(self, x):
+        h = x
+        for conv, bn in zip(self.convs, self.bns):
+            h = F.relu(bn(conv(h)))
+        return F.relu(self.fc_bn(self.fc(h.flatten(1))))
+
+
+class LarsenDecoder(nn.Module):
+    """nets/larsen.py's ConvDecoder: dense + BatchNorm + ReLU to the bottom map, per reversed
+    entry a transposed conv5x5/2 (or nearest x2 + conv5x5 with upsample='resize') + BatchNorm +
+    ReLU, conv5x5 to the image, sigmoid."""
+
+    def __init__(self, image_size: int, channels, code_dim: int, upsample: str):
+        super().__init__()
+        c = tuple(channels)
+        self.s, self.c_last, self.upsample = image_size // 2 ** len(c), c[-1], upsample
+        self.project = nn.Linear(code_dim, c[-1] * self.s * self.s, bias=False)
+        self.project_bn = nn.BatchNorm1d(c[-1] * self.s * self.s)
+        ins = (c[-1],) + tuple(reversed(c))[:-1]
+        outs = tuple(reversed(c))
+        if upsample == "transpose":
+            self.ups = nn.ModuleList([nn.ConvTranspose2d(a, b, 5, stride=2, padding=2,
+                                                         output_padding=1, bias=False)
+                                      for a, b in zip(ins, outs)])
+        else:
+            self.ups = nn.ModuleList([nn.Conv2d(a, b, 5, padding=2, bias=False)
+                                      for a, b in zip(ins, outs)])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(b) for b in outs])
+        self.out = nn.Conv2d(c[0], 3, 5, padding=2)
+
+    def forward(self, code):
+        h = F.relu(self.project_bn(self.project(code)))
+        h = h.view(code.shape[0], self.c_last, self.s, self.s)
+        for up, bn in zip(self.ups, self.bns):
+            if self.upsample != "transpose":
+                h = F.interpolate(h, scale_factor=2, mode="nearest")
+            h = F.relu(bn(up(h)))
+        return torch.sigmoid(self.out(h))
+
+
+def _mlp(sizes):
+    layers = []
+    for a, b in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+
+
+def _csvae(config, channels_last: bool) -> Case:
+    """CSVAE's step (methods/csvae.py): the Larsen trunk with a z head on its features and a w
+    head on [features, y], the decoder on [w, z]; 20 x Gaussian NLL + KL(w) + 0.2 KL(z) +
+    10 x the adversary's negative entropy of y given z (the adversary's weights held fixed:
+    no gradient to them), backward and one Adam over encoder and decoder; then the adversary's
+    cross-entropy on the detached z, its own backward and Adam."""
+    m, lo = config.model, config.loss
+    size, batch = int(config.data.image_size), int(config.batch_size)
+    k, zd, wd = len(config.data.labels), int(m.z_dim), int(m.w_dim)
+    trunk = LarsenTrunk(size, m.channels, int(m.hidden))
+    head_z = nn.Linear(int(m.hidden), 2 * zd)
+    head_w = nn.Linear(int(m.hidden) + k, 2 * k * wd)
+    dec = LarsenDecoder(size, m.channels, k * wd + zd, str(m.upsample))
+    adv = _mlp((zd,) + tuple(m.adversary_hidden) + (k,))
+    opt = torch.optim.Adam([p for mod in (trunk, head_z, head_w, dec) for p in mod.parameters()],
+                           lr=5e-4)
+    opt_adv = torch.optim.Adam(adv.parameters(), lr=5e-4)
+    std = float(lo.decoder_std)
+
+    def kl(mu, logvar, mean, sd):
+        return (torch.log(sd) - 0.5 * logvar + (logvar.exp() + (mu - mean) ** 2)
+                / (2 * sd ** 2) - 0.5).sum(-1)
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        h = trunk(x)
+        mu_z, lv_z = head_z(h).chunk(2, dim=-1)
+        mu_w, lv_w = head_w(torch.cat([h, y], -1)).chunk(2, dim=-1)
+        z = mu_z + torch.exp(0.5 * lv_z) * torch.randn_like(mu_z)
+        w = mu_w + torch.exp(0.5 * lv_w) * torch.randn_like(mu_w)
+        xr = dec(torch.cat([w, z], -1))
+        rec = (0.5 * ((x - xr) / std) ** 2).flatten(1).sum(-1).mean()
+        yb = (y > 0.5).repeat_interleave(wd, dim=-1)
+        pm = torch.where(yb, torch.zeros(()), torch.full((), 3.0))
+        ps = torch.where(yb, torch.full((), 0.1), torch.ones(()))
+        kl_w = kl(mu_w, lv_w, pm, ps).mean()
+        kl_z = kl(mu_z, lv_z, torch.zeros(()), torch.ones(())).mean()
+        for p in adv.parameters():
+            p.requires_grad_(False)
+        q = torch.sigmoid(adv(z))
+        neg_entropy = (q * torch.log(q + 1e-7) + (1 - q) * torch.log(1 - q + 1e-7)).sum(-1).mean()
+        for p in adv.parameters():
+            p.requires_grad_(True)
+        total = (float(lo.reconstruction) * rec + float(lo.kl_w) * kl_w
+                 + float(lo.kl_z) * kl_z + float(lo.encoder_adversarial) * neg_entropy)
+        total.backward()
+        opt.step()
+        opt_adv.zero_grad(set_to_none=True)
+        nll = F.binary_cross_entropy_with_logits(adv(z.detach()), y, reduction="none").sum(-1)
+        (float(lo.adversary) * nll.mean()).backward()
+        opt_adv.step()
+
+    inputs = dict(x=torch.rand(batch, 3, size, size), y=(torch.rand(batch, k) > 0.5).float())
+    return Case([trunk, head_z, head_w, dec, adv], step, inputs, channels_last, own_update=True)
+
+
+class IFEncoder(nn.Module):
+    """methods/ifcvaegan.py's Encoder: conv5x5/2 (pad 2) + ReLU per entry, flatten, dense heads
+    mu, logvar and the label logits."""
+
+    def __init__(self, image_size: int, channels, latent: int, labels: int, heads: bool = True):
+        super().__init__()
+        c = (3,) + tuple(channels)
+        s = image_size // 2 ** len(channels)
+        self.convs = nn.ModuleList([nn.Conv2d(a, b, 5, stride=2, padding=2)
+                                    for a, b in zip(c[:-1], c[1:])])
+        flat = c[-1] * s * s
+        self.heads = nn.Linear(flat, 2 * latent + labels) if heads else nn.Linear(flat, 1)
+        self.latent = latent
+
+    def forward(self, x):
+        h = x
+        for conv in self.convs:
+            h = F.relu(conv(h))
+        return self.heads(h.flatten(1))
+
+
+class IFDecoder(nn.Module):
+    """methods/ifcvaegan.py's Decoder: dense + ReLU to the bottom map, transposed conv3x3/2 +
+    BatchNorm + ReLU per reversed entry but the last, transposed conv3x3/2 to the image."""
+
+    def __init__(self, image_size: int, channels, code_dim: int):
+        super().__init__()
+        c = tuple(channels)
+        self.s, self.c_last = image_size // 2 ** len(c), c[-1]
+        self.project = nn.Linear(code_dim, c[-1] * self.s * self.s)
+        chans = (c[-1],) + tuple(reversed(c[:-1]))
+        self.ups = nn.ModuleList([nn.ConvTranspose2d(a, b, 3, stride=2, padding=1,
+                                                     output_padding=1)
+                                  for a, b in zip(chans[:-1], chans[1:])])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(b) for b in chans[1:]])
+        self.to_image = nn.ConvTranspose2d(c[0], 3, 3, stride=2, padding=1, output_padding=1)
+
+    def forward(self, y_hat, z):
+        h = F.relu(self.project(torch.cat([y_hat, z], -1)))
+        h = h.view(z.shape[0], self.c_last, self.s, self.s)
+        for up, bn in zip(self.ups, self.bns):
+            h = F.relu(bn(up(h)))
+        return torch.sigmoid(self.to_image(h))
+
+
+def _ifcvaegan(config, channels_last: bool) -> Case:
+    """IFcVAEGAN's step (methods/ifcvaegan.py, the paper's reductions): one objective whose
+    backward gives every player its gradient: BCE reconstruction + alpha KL + rho L_class +
+    delta x the generator's GAN terms (the discriminator's weights detached) + the
+    discriminator's L_gan on detached images + L_aux on a detached z - aux x L_aux through a
+    detached auxiliary; one RMSprop step per player. The prior sample decode and the two
+    discriminator passes are the JAX step's."""
+    from torch.func import functional_call  # pylint: disable=import-outside-toplevel
+
+    m, lo = config.model, config.loss
+    size, batch = int(config.data.image_size), int(config.batch_size)
+    k, latent = len(config.data.labels), int(m.latent_dim)
+    enc = IFEncoder(size, m.channels, latent, k)
+    dec = IFDecoder(size, m.channels, k + latent)
+    disc = IFEncoder(size, m.channels, latent, k, heads=False)
+    aux = _mlp((latent,) + tuple(m.auxiliary_hidden) + (k,))
+    opts = [torch.optim.RMSprop(mod.parameters(), lr=2e-4, alpha=0.99, eps=1e-8,
+                                momentum=0.5 if mod is disc else 0.0)
+            for mod in (enc, dec, disc, aux)]
+    bce = F.binary_cross_entropy_with_logits
+
+    def detached(mod):
+        return {n: p.detach() for n, p in mod.named_parameters()}
+
+    def step(x, y):
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        out = enc(x)
+        mu, logvar, y_logit = out[:, :latent], out[:, latent:2 * latent], out[:, 2 * latent:]
+        y_hat = torch.sigmoid(y_logit)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        x_hat = dec(y_hat, z)
+        x_p = dec(y, torch.randn_like(mu))
+        l_rec = F.binary_cross_entropy(x_hat.clamp(1e-7, 1 - 1e-7), x,
+                                       reduction="sum") / batch
+        l_kl = (0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar)).sum(-1).mean()
+        l_class = bce(y_logit, y)
+        d = disc(torch.cat([x, x_hat.detach(), x_p.detach()]))[:, 0]
+        real, fake = torch.ones(batch), torch.zeros(batch)
+        l_gan = (bce(d[:batch], real) + bce(d[batch:2 * batch], fake)
+                 + bce(d[2 * batch:], fake)) / 3.0
+        g = functional_call(disc, detached(disc), (torch.cat([x_hat, x_p]),))[:, 0]
+        gen = -(bce(g[:batch], fake) + bce(g[batch:], fake)) / 3.0
+        z_aux = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        l_aux_enc = bce(functional_call(aux, detached(aux), (z_aux,)), y)
+        l_aux = bce(aux(z_aux.detach()), y)
+        total = (l_rec + float(lo.alpha) * l_kl + float(lo.rho) * l_class
+                 + float(lo.delta) * gen + l_gan - float(lo.aux) * l_aux_enc + l_aux)
+        if float(lo.beta):   # Eq. 6: the reconstruction re-encoded
+            total = total + float(lo.beta) * bce(enc(x_hat)[:, 2 * latent:], y_hat.detach())
+        total.backward()
+        for o in opts:
+            o.step()
+
+    inputs = dict(x=torch.rand(batch, 3, size, size), y=(torch.rand(batch, k) > 0.5).float())
+    return Case([enc, dec, disc, aux], step, inputs, channels_last, own_update=True)
+
+
 def case_for(config, phase: int) -> dict[str, Case] | None:
     """The PyTorch versions (default layout, channels_last) of a config's step in `phase`, or
     None where there is none."""
     builders = {("vac", 0): _vac, ("introvac", 0): _vac, ("introvac", 1): _introvac_adversarial,
-                ("ccvae", 0): _ccvae}
+                ("ccvae", 0): _ccvae, ("csvae", 0): _csvae, ("ifcvaegan", 0): _ifcvaegan}
     build = builders.get((config.method, phase))
     if build is None:
         return None
