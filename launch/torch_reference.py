@@ -17,6 +17,8 @@ frameworks, not the models. Cases:
   with the encoder/decoder update and the adversary's own update (see `_csvae`).
 - `ifcvaegan`: IFcVAEGAN's encoder, decoder, discriminator and auxiliary network, one backward
   pass for every player and one RMSprop step each (see `_ifcvaegan`).
+- `lrlivae`: Lr-LiVAE's Algorithm 1, the n_gm GM updates and the end-to-end update of its five
+  networks and the mixture (see `_lrlivae`).
 
 Each case runs in PyTorch's default (NCHW) layout and in channels_last.
 """
@@ -472,11 +474,145 @@ def _ifcvaegan(config, channels_last: bool) -> Case:
     return Case([enc, dec, disc, aux], step, inputs, channels_last, own_update=True)
 
 
+class CCTrunk(nn.Module):
+    """nets/conv.py's ConvTrunk: conv4x4/2 (pad 1) + ReLU per entry, a VALID conv over the
+    bottom map to `top` + ReLU, flattened; with `heads` dense layers on the features."""
+
+    def __init__(self, image_size: int, channels, top: int, heads=()):
+        super().__init__()
+        c = (3,) + tuple(channels)
+        s = image_size // 2 ** len(channels)
+        self.convs = nn.ModuleList([nn.Conv2d(a, b, 4, stride=2, padding=1)
+                                    for a, b in zip(c[:-1], c[1:])])
+        self.top = nn.Conv2d(c[-1], top, s)
+        self.heads = nn.ModuleList([nn.Linear(top, d) for d in heads])
+
+    def forward(self, x):
+        h = x
+        for conv in self.convs:
+            h = F.relu(conv(h))
+        h = F.relu(self.top(h)).flatten(1)
+        return [head(h) for head in self.heads]
+
+
+class ProjectionDiscriminator(nn.Module):
+    """methods/lrlivae.py's D(x, c) without spectral normalisation (the paper's log loss):
+    conv4x4/2 + LeakyReLU(0.1) per entry, global average pooling, phi = LeakyReLU(dense), a
+    linear logit plus <embed(onehot(c)), phi>."""
+
+    def __init__(self, channels, top: int, num_classes: int):
+        super().__init__()
+        c = (3,) + tuple(channels)
+        self.convs = nn.ModuleList([nn.Conv2d(a, b, 4, stride=2, padding=1)
+                                    for a, b in zip(c[:-1], c[1:])])
+        self.phi = nn.Linear(c[-1], top)
+        self.out = nn.Linear(top, 1)
+        self.embed = nn.Linear(num_classes, top, bias=False)
+        self.num_classes = num_classes
+
+    def forward(self, x, c):
+        h = x
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), 0.1)
+        phi = F.leaky_relu(self.phi(h.mean(dim=(2, 3))), 0.1)
+        onehot = F.one_hot(c, self.num_classes).float()
+        return self.out(phi)[:, 0] + (self.embed(onehot) * phi).sum(-1)
+
+
+def _lrlivae(config, channels_last: bool) -> Case:
+    """Lr-LiVAE's iteration (methods/lrlivae.py, Algorithm 1, the paper's log loss): n_gm GM
+    updates of encoder_s and the mixture, each on its own batch (L_cls + lambda_lkd L_lkd in log
+    space), then the end-to-end update on a fresh batch: one objective whose backward pass gives
+    encoder_s, encoder_u, the latent adversary, the decoder and the discriminator their
+    gradients (the adversary and D held fixed where the step stops their gradients, L_rec's
+    gradient to z_u scaled by w_rec_u / w_rec), one Adam (b1 = 0, b2 = 0.9) step each."""
+    import math  # pylint: disable=import-outside-toplevel
+
+    from torch.func import functional_call  # pylint: disable=import-outside-toplevel
+
+    from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
+
+    m, lo = config.model, config.loss
+    size, batch = int(config.data.image_size), int(config.batch_size)
+    n_gm, ds, du = int(config.train.n_gm), int(m.z_s_dim), int(m.z_u_dim)
+    classes = math.prod(labels_lib.num_classes(n) for n in config.data.labels)   # joint class
+    enc_s = CCTrunk(size, m.channels, int(m.top), (ds,))
+    enc_u = CCTrunk(size, m.channels, int(m.top), (du, du))
+    dec = ConvDecoder(size, m.channels, int(m.top), ds + du)
+    disc = ProjectionDiscriminator(m.discriminator_channels, int(m.top), classes)
+    adv = _mlp((du,) + tuple(m.adversary_hidden) + (classes,))
+    mixture = nn.ParameterDict({"means": nn.Parameter(torch.randn(classes, ds) * 0.1),
+                                "log_var": nn.Parameter(torch.zeros(classes, ds))})
+    adam = lambda mod: torch.optim.Adam(mod.parameters(), lr=5e-4, betas=(0.0, 0.9))  # noqa: E731
+    opt_s, opt_mix = adam(enc_s), adam(mixture)
+    opts = [opt_s, adam(enc_u), adam(dec), adam(disc), adam(adv)]
+    w_lkd, w_rec = float(lo.lkd), float(lo.reconstruction)
+    w_rec_u = 1.0 / du if lo.reconstruction_encoder_u is None else float(
+        lo.reconstruction_encoder_u)
+    w_kl = 10.0 / (size * size) if lo.kl is None else float(lo.kl)
+    log_2pi = 1.8378770664093453
+
+    def log_density(z, means, log_var):
+        d = z[:, None, :] - means[None]
+        return -0.5 * (d * d * torch.exp(-log_var)[None] + log_var[None] + log_2pi).sum(-1)
+
+    def detached(mod):
+        return {n: p.detach() for n, p in mod.named_parameters()}
+
+    def step(x, c):
+        for i in range(n_gm):   # lines 2-9
+            opt_s.zero_grad(set_to_none=True)
+            opt_mix.zero_grad(set_to_none=True)
+            dens = log_density(enc_s(x[i])[0], mixture["means"], mixture["log_var"])
+            l_cls = -torch.log_softmax(dens, -1).gather(1, c[i][:, None])[:, 0]
+            l_lkd = -dens.gather(1, c[i][:, None])[:, 0]
+            (l_cls + w_lkd * l_lkd).mean().backward()
+            opt_s.step()
+            opt_mix.step()
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        xe, ce = x[-1], c[-1]
+        means, log_var = mixture["means"].detach(), mixture["log_var"].detach()
+        z_s_p = means[ce] + torch.exp(0.5 * log_var[ce]) * torch.randn(batch, ds)
+        z_u_p = torch.randn(batch, du)
+        (z_s,) = enc_s(xe)
+        mu, logvar = enc_u(xe)
+        z_u = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        l_kl = (0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar)).sum(-1).mean()
+        l_e_adv = -torch.log_softmax(functional_call(adv, detached(adv), (z_u,)), -1).mean()
+        l_c_adv = -torch.log_softmax(adv(z_u.detach()), -1).gather(1, ce[:, None]).mean()
+        l_lkd = -log_density(z_s, means, log_var).gather(1, ce[:, None]).mean()
+        scale = w_rec_u / w_rec
+        z_u_rec = z_u * scale + z_u.detach() * (1.0 - scale)   # gradient scaled, value kept
+        x_f = dec(torch.cat([z_s, z_u_rec], -1))
+        l_rec = (0.5 * (xe - x_f) ** 2).flatten(1).sum(-1).mean()
+        x_f_g = dec(torch.cat([z_s.detach(), z_u.detach()], -1))
+        x_p = dec(torch.cat([z_s_p, z_u_p], -1))
+        d = disc(torch.cat([xe, x_f_g.detach(), x_p.detach()]), torch.cat([ce, ce, ce]))
+        l_d = (F.softplus(-d[:batch]) + F.softplus(d[batch:2 * batch])
+               + F.softplus(d[2 * batch:])).mean()
+        g = functional_call(disc, detached(disc), (torch.cat([x_f_g, x_p]), torch.cat([ce, ce])))
+        l_g = (F.softplus(-g[:batch]) + F.softplus(-g[batch:])).mean()
+        total = (w_rec * l_rec + w_lkd * l_lkd + w_kl * l_kl
+                 + float(lo.encoder_adversarial) * l_e_adv + l_c_adv
+                 + float(lo.generator_adversarial) * l_g + l_d)
+        total.backward()
+        for o in opts:
+            o.step()
+
+    k = n_gm + 1
+    inputs = dict(x=torch.rand(k, batch, 3, size, size),
+                  c=torch.randint(0, classes, (k, batch)))
+    return Case([enc_s, enc_u, dec, disc, adv, mixture], step, inputs, channels_last,
+                own_update=True)
+
+
 def case_for(config, phase: int) -> dict[str, Case] | None:
     """The PyTorch versions (default layout, channels_last) of a config's step in `phase`, or
     None where there is none."""
     builders = {("vac", 0): _vac, ("introvac", 0): _vac, ("introvac", 1): _introvac_adversarial,
-                ("ccvae", 0): _ccvae, ("csvae", 0): _csvae, ("ifcvaegan", 0): _ifcvaegan}
+                ("ccvae", 0): _ccvae, ("csvae", 0): _csvae, ("ifcvaegan", 0): _ifcvaegan,
+                ("lrlivae", 0): _lrlivae}
     build = builders.get((config.method, phase))
     if build is None:
         return None
