@@ -87,23 +87,25 @@ class ResidualDecoder(nn.Module):
         return torch.sigmoid(self.out(self.last(h)))
 
 
-class ConvEncoder(nn.Module):
-    def __init__(self, image_size: int, channels, top: int, latent_dim: int):
+class CCTrunk(nn.Module):
+    """nets/conv.py's ConvTrunk: conv4x4/2 (pad 1) + ReLU per entry, a VALID conv over the
+    bottom map to `top` + ReLU, flattened; with `heads` dense layers on the features."""
+
+    def __init__(self, image_size: int, channels, top: int, heads=()):
         super().__init__()
         c = (3,) + tuple(channels)
         s = image_size // 2 ** len(channels)
         self.convs = nn.ModuleList([nn.Conv2d(a, b, 4, stride=2, padding=1)
                                     for a, b in zip(c[:-1], c[1:])])
         self.top = nn.Conv2d(c[-1], top, s)
-        self.loc = nn.Linear(top, latent_dim)
-        self.scale = nn.Linear(top, latent_dim)
+        self.heads = nn.ModuleList([nn.Linear(top, d) for d in heads])
 
     def forward(self, x):
         h = x
         for conv in self.convs:
             h = F.relu(conv(h))
         h = F.relu(self.top(h)).flatten(1)
-        return self.loc(h), F.softplus(self.scale(h)) + 1e-3
+        return [head(h) for head in self.heads]
 
 
 class ConvDecoder(nn.Module):
@@ -240,11 +242,12 @@ def _ccvae(config, channels_last: bool) -> Case:
     m = config.model
     size, batch = int(config.data.image_size), int(config.batch_size)
     latent = len(config.data.labels) * int(m.label_dims) + int(m.free_dims)
-    enc = ConvEncoder(size, m.channels, int(m.top), latent)
+    enc = CCTrunk(size, m.channels, int(m.top), (latent, latent))
     dec = ConvDecoder(size, m.channels, int(m.top), latent)
 
     def step(x):
-        loc, scale = enc(x)
+        loc, raw_scale = enc(x)
+        scale = F.softplus(raw_scale) + 1e-3
         z = loc + scale * torch.randn_like(loc)
         xr = dec(z)
         log_lik = (-(x - xr).abs() - 0.6931471805599453).flatten(1).sum(-1)
@@ -472,27 +475,6 @@ def _ifcvaegan(config, channels_last: bool) -> Case:
 
     inputs = dict(x=torch.rand(batch, 3, size, size), y=(torch.rand(batch, k) > 0.5).float())
     return Case([enc, dec, disc, aux], step, inputs, channels_last, own_update=True)
-
-
-class CCTrunk(nn.Module):
-    """nets/conv.py's ConvTrunk: conv4x4/2 (pad 1) + ReLU per entry, a VALID conv over the
-    bottom map to `top` + ReLU, flattened; with `heads` dense layers on the features."""
-
-    def __init__(self, image_size: int, channels, top: int, heads=()):
-        super().__init__()
-        c = (3,) + tuple(channels)
-        s = image_size // 2 ** len(channels)
-        self.convs = nn.ModuleList([nn.Conv2d(a, b, 4, stride=2, padding=1)
-                                    for a, b in zip(c[:-1], c[1:])])
-        self.top = nn.Conv2d(c[-1], top, s)
-        self.heads = nn.ModuleList([nn.Linear(top, d) for d in heads])
-
-    def forward(self, x):
-        h = x
-        for conv in self.convs:
-            h = F.relu(conv(h))
-        h = F.relu(self.top(h)).flatten(1)
-        return [head(h) for head in self.heads]
 
 
 class ProjectionDiscriminator(nn.Module):
