@@ -116,8 +116,11 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None = None) -> N
         raise ConfigError(f"config.batch_size: must be positive, got {config.batch_size}")
     if int(config.num_steps) < 0 or float(config.num_epochs) < 0:
         raise ConfigError("config.num_steps / config.num_epochs: must not be negative")
-    if int(config.num_steps) == 0 and float(config.num_epochs) <= 0:
-        raise ConfigError("config.num_epochs: must be positive when config.num_steps is 0")
+    from latent_jax import compute
+    if (int(config.num_steps) == 0 and float(config.num_epochs) <= 0
+            and compute.budget_of(config) is None):
+        raise ConfigError("config.num_epochs: must be positive when config.num_steps is 0 and "
+                          "no config.budget is given")
     for key in ("log_every_steps",):
         if int(config[key]) <= 0:
             raise ConfigError(f"config.{key}: must be positive, got {config[key]}")

@@ -12,8 +12,10 @@ as many steps as it buys) instead of the same steps; `--seeds=N` runs each confi
 (`config.seed` 0..N-1, names NAME_s<k>), one table row each.
 Each run trains and evaluates with `python -m latent_jax.main --config=CONFIG
 --workdir=OUT/NAME [--config.num_steps=N] [--config.KEY=VALUE ...]` (one after the other, so
-the timings are comparable; a run whose workdir already holds its final checkpoint just resumes
-and re-evaluates). NAME defaults to the config's file name and preset (`csvae_synthetic_glasses`).
+the timings are comparable). A run that finished with the same command (its
+`ablation_timing.json` and report are there) is kept, so an interrupted suite continues where
+it stopped; a run whose workdir holds a checkpoint but no finished record resumes from it.
+NAME defaults to the config's file name and preset (`csvae_synthetic_glasses`).
 Then every run's `eval/latest.json` is read and OUT/results.md gets:
 the overview (method's classifier, judge-scored edits, locality, Wasserstein, reconstruction,
 wall time), per-label classifier accuracy, per-label edit success / preservation / locality,
@@ -202,6 +204,13 @@ def train_one(name: str, config: str, out: str, overrides=()) -> dict:
     if seed:
         cmd.append(f"--config.seed={int(seed.group(1))}")
     cmd += [f"--config.{kv}" for kv in list(overrides) + list(FLAGS.override)]
+    done = workdir / "ablation_timing.json"
+    if done.exists() and (workdir / "eval" / "latest.json").exists():
+        timing = json.loads(done.read_text())
+        if timing.get("command") == " ".join(cmd[1:]):   # finished with this very command
+            print(f"  {name}: finished earlier ({timing.get('wall_seconds', 0):.0f} s); kept",
+                  flush=True)
+            return timing
     env = dict(os.environ,
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     print("$", " ".join(cmd), flush=True)

@@ -143,6 +143,21 @@ def test_budget_and_seeds_reach_every_runs_command(tmp_path, monkeypatch):
     (cmd,) = commands
     assert "--config.num_steps=0" in cmd and "--config.budget.flops=3000000000.0" in cmd
     assert "--config.seed=1" in cmd
+    # A finished run (its record and report are there) is kept when the suite is run again
+    # with the same command, and run again when the command changed.
+    (tmp_path / "vac_synthetic_s1" / "eval").mkdir(parents=True)
+    (tmp_path / "vac_synthetic_s1" / "eval" / "latest.json").write_text("{}")
+    mod.FLAGS(["ablation", f"--out={tmp_path}", "--budget_flops=3e9", "--seeds=2",
+               "--run=configs/vac.py:synthetic"])
+    try:
+        kept = mod.train_one("vac_synthetic_s1", "configs/vac.py:synthetic", str(tmp_path))
+        assert len(commands) == 1 and kept["command"] == " ".join(cmd[1:])
+        mod.train_one("vac_synthetic_s1", "configs/vac.py:synthetic", str(tmp_path),
+                      overrides=("loss.kl=1.0",))
+        assert len(commands) == 2
+    finally:
+        mod.FLAGS.unparse_flags()
+        logging.getLogger("absl").setLevel(level)
 
 
 def test_seeds_are_aggregated_and_curves_drawn_against_flops(tmp_path):

@@ -56,6 +56,20 @@ def test_budget_config_errors_name_the_keys():
         compute.budget_of(c)
 
 
+def test_a_budget_replaces_the_training_length_of_a_config_given_in_steps():
+    """A config that sets its length as num_steps with num_epochs = 0 (the IFcVAEGAN presets)
+    takes a budget in place of num_steps: validation asks for num_epochs only when neither
+    num_steps nor a budget gives the length."""
+    from latent_jax import configlib
+
+    c = tiny.config()
+    c.num_epochs, c.num_steps = 0.0, 0
+    with pytest.raises(ConfigError, match="config.num_epochs"):
+        configlib.validate(c)
+    c.budget.flops = 1e9
+    configlib.validate(c)
+
+
 def _costs(name):
     cfg = tiny_config(name)
     exp = train.Experiment(cfg, "/nonexistent/unused")
