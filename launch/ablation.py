@@ -373,8 +373,8 @@ def pareto(names, reports, out: str, x_key: str, y_key: str):
         v = np.asarray(v)
         mx, my = means[g]
         ax.errorbar(mx, my, xerr=[[mx - v[:, 0].min()], [v[:, 0].max() - mx]],
-                    yerr=[[my - v[:, 1].min()], [v[:, 1].max() - my]], fmt="o",
-                    color=f"C{k % 10}", capsize=2, label=g)
+                    yerr=[[my - v[:, 1].min()], [v[:, 1].max() - my]],
+                    fmt="os^D"[k // 10 % 4], color=f"C{k % 10}", capsize=2, label=g)
     ax.plot([means[g][0] for g in front], [means[g][1] for g in front], "k--", lw=1,
             label="Pareto front")
     ax.set_xlabel(x_key)
