@@ -283,6 +283,28 @@ def seeds_table(names, reports, columns: list[tuple[str, str]]) -> list[str]:
     return _table(["config", "method", "seeds", "FLOPs"] + [c for c, _ in columns], rows)
 
 
+def _pyplot(what: str):
+    """matplotlib's pyplot on the Agg backend, or None (and a line saying `what` is not drawn)
+    when the `plots` extra is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"  matplotlib is not installed (pip install -e '.[plots]'); no {what}")
+        return None
+    return plt
+
+
+def _save_figure(plt, fig, path):
+    """Writes `fig` as a PNG through etils.epath (local or gs://) and closes it."""
+    fig.tight_layout()
+    with path.open("wb") as f:   # matplotlib writes to a file object
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
 def curves(names, out: str, metric: str) -> tuple[str | None, list[str]]:
     """The metric against the compute spent, from every report each run wrote (evaluations at
     fractions of its budget and the final one): a PNG (log FLOPs, one line per config, a band
@@ -303,12 +325,7 @@ def curves(names, out: str, metric: str) -> tuple[str | None, list[str]]:
     if not series:
         return None, []
     rising = []
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        plt = None
+    plt = _pyplot("curve figure")
     if plt is not None:
         fig, ax = plt.subplots(figsize=(7, 4.5))
     for g, runs in series.items():
@@ -323,19 +340,14 @@ def curves(names, out: str, metric: str) -> tuple[str | None, list[str]]:
             if ys.shape[1] > 1:
                 ax.fill_between(x, ys.min(1), ys.max(1), alpha=0.2)
     if plt is None:
-        print("  matplotlib is not installed (pip install -e '.[plots]'); no curve figure")
         return None, rising
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    path = epath.Path(out) / f"curve_{metric.replace('/', '_')}.png"
-    fig.tight_layout()
-    with path.open("wb") as f:   # matplotlib writes to a file object: local or gs://
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
-    return path, rising
+    return _save_figure(plt, fig, epath.Path(out) / f"curve_{metric.replace('/', '_')}.png"), \
+        rising
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
@@ -362,11 +374,8 @@ def pareto(names, reports, out: str, x_key: str, y_key: str):
         return None, [], {}
     means = {g: tuple(np.mean(v, axis=0)) for g, v in groups.items()}
     front = pareto_front(means)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot("Pareto figure")
+    if plt is None:
         return None, front, means
     fig, ax = plt.subplots(figsize=(7, 5))
     for k, (g, v) in enumerate(groups.items()):
@@ -381,12 +390,7 @@ def pareto(names, reports, out: str, x_key: str, y_key: str):
     ax.set_ylabel(y_key)
     ax.legend(fontsize=6, loc="best")
     ax.grid(alpha=0.3)
-    path = epath.Path(out) / "pareto.png"
-    fig.tight_layout()
-    with path.open("wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
-    return path, front, means
+    return _save_figure(plt, fig, epath.Path(out) / "pareto.png"), front, means
 
 
 def collect(runs: list[tuple[str, str]], out: str, columns=()) -> str:

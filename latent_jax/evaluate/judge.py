@@ -637,4 +637,3 @@ def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
                  test_predicted_positive_rate=dict(meta.get("test_predicted_positive_rate", {})),
                  key=key, cache_path=path, train_seconds=meta.get("train_seconds"),
                  loaded_from_cache=loaded)
-
