@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latent_jax import imageio
+from latent_jax.methods.base import jit_once
 
 
 def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, np.ndarray]:
@@ -27,17 +28,18 @@ def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, 
     y = jnp.asarray(labels)
     n, k = x.shape[0], method.num_labels
     names = method.label_names
-    recon = jax.jit(method.reconstruct)(states, x)
-    edit = jax.jit(method.edit, static_argnames=("strength",))
+    recon = jit_once(method, "grid/reconstruct", lambda: jax.jit(method.reconstruct))(states, x)
+    edit = jit_once(method, ("grid/edit", strength), lambda: jax.jit(
+        lambda s, xx, c: method.edit(s, xx, c, strength=strength)))
     rows, row_labels = [np.asarray(x), np.asarray(recon)], ["input", "reconstruction"]
     grids = {"reconstructions": imageio.labelled_grid(rows, row_labels, min_cell=64)}
     for a in range(k):
         for sign in (1.0, -1.0):
             changes = jnp.zeros((n, k)).at[:, a].set(sign)
-            rows.append(np.asarray(edit(states, x, changes, strength=strength)))
+            rows.append(np.asarray(edit(states, x, changes)))
             row_labels.append(("+" if sign > 0 else "-") + names[a])
     grids["edits"] = imageio.labelled_grid(rows, row_labels, min_cell=64)
-    sample = jax.jit(method.sample)
+    sample = jit_once(method, "grid/sample", lambda: jax.jit(method.sample))
     srows, slabels = [], []
     for a in range(k):
         for value in (1.0, 0.0):
@@ -67,7 +69,7 @@ def code_split_grids(method, states, images, n: int = 5, sweep_dims: int = 6,
         return {}
     x = jnp.asarray(images)[:n]
     n = x.shape[0]
-    swap = jax.jit(method.swap)
+    swap = jit_once(method, "grid/swap", lambda: jax.jit(method.swap))
     rows = [np.concatenate([np.ones_like(np.asarray(x[:1])), np.asarray(x)])]
     for i in range(n):
         decoded = swap(states, jnp.repeat(x[i:i + 1], n, axis=0), x)
@@ -76,9 +78,11 @@ def code_split_grids(method, states, images, n: int = 5, sweep_dims: int = 6,
         rows, ["rest from"] + [f"labels from {i + 1}" for i in range(n)],
         ["source"] + [str(j + 1) for j in range(n)], min_cell=64)}
     values = jnp.asarray(sweep_values, jnp.float32)
-    sweep = jax.jit(method.sweep, static_argnums=(2,))
+    # Every row in one call (the dimension is traced): one compilation, not one per row.
+    sweeps = jit_once(method, "grid/sweep", lambda: jax.jit(
+        lambda s, xx, dd, vv: jax.vmap(lambda d: method.sweep(s, xx, d, vv)[0])(dd)))
     dims = range(min(sweep_dims, method.sweep_dims()))
-    srows = [np.asarray(sweep(states, x[:1], d, values)[0]) for d in dims]
+    srows = list(np.asarray(sweeps(states, x[:1], jnp.arange(len(dims)), values))) if dims else []
     if srows:
         out["sweep"] = imageio.labelled_grid(
             srows, [f"rest dim {d}" for d in dims], [f"{float(v):+g}" for v in sweep_values],
@@ -100,7 +104,8 @@ def attribute_grids(method, states, images, n: int = 5) -> dict[str, np.ndarray]
     if method.num_labels >= 2 and method.has("attribute_grid_pair"):
         labels.append((0, 1))
     for label in labels:
-        g = jax.jit(lambda s, xx, label=label: method.attribute_grid(s, xx, label, n))(states, x)
+        g = jit_once(method, ("grid/attribute_grid", label, n), lambda label=label: jax.jit(
+            lambda s, xx: method.attribute_grid(s, xx, label, n)))(states, x)
         name = ("attribute_grid_" + "_".join(method.label_names[l] for l in label)
                 if isinstance(label, tuple) else f"attribute_grid_{method.label_names[label]}")
         out[name] = imageio.make_grid(np.asarray(g.reshape((-1,) + g.shape[2:])),

@@ -151,6 +151,10 @@ def test_declared_capabilities_return_the_expected_shapes(runs, name):
     grids = exp.grids(states)
     assert grids and all(np.asarray(g).ndim == 3 and np.asarray(g).shape[-1] == 3
                          for g in grids.values())
+    # The grids of later evaluations in the run reuse the compiled functions.
+    compiled = lambda: sum(f._cache_size() for f in vars(method)["_evaluation_jit_cache"].values())
+    before = compiled()
+    assert set(exp.grids(states)) == set(grids) and compiled() == before
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -60,6 +60,7 @@ from latent_jax import interrupt
 from latent_jax.evaluate import latent as latent_lib
 from latent_jax.evaluate.judge import Judge, accuracy_table
 from latent_jax.errors import ConfigError
+from latent_jax.methods.base import jit_once
 
 
 # --------------------------------------------------------------------------------- Fréchet
@@ -158,19 +159,8 @@ def _seed_from_key(key: jax.Array) -> int:
     return int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
 
 
-def _jitted(method, key, make):
-    """`make()` (a jitted function) once per method instance and key: kept on the method, so
-    the evaluations of one run (at fractions of a budget, every `eval_every_steps`, the final
-    one) compile each capability once instead of once per evaluation (about 10 of a 17 s
-    evaluation of a 32 px CCVAE were these compilations), and the cache goes with the method."""
-    cache = vars(method).setdefault("_evaluation_jit_cache", {})
-    if key not in cache:
-        cache[key] = make()
-    return cache[key]
-
-
 class Capabilities:
-    """A method's capability functions, each jitted once per method (`_jitted`), applied in
+    """A method's capability functions, each jitted once per method (`base.jit_once`), applied in
     fixed-size batches.
 
     Inputs and outputs are host numpy arrays; the last batch is zero-padded to `batch_size`
@@ -184,13 +174,13 @@ class Capabilities:
         if self.batch_size <= 0:
             raise ConfigError(f"config.eval.batch_size must be positive, got {batch_size}")
         strength = None if edit_strength is None else float(edit_strength)
-        self._reconstruct = _jitted(method, "reconstruct", lambda: jax.jit(method.reconstruct))
-        self._edit = _jitted(method, ("edit", strength), lambda: jax.jit(
+        self._reconstruct = jit_once(method, "reconstruct", lambda: jax.jit(method.reconstruct))
+        self._edit = jit_once(method, ("edit", strength), lambda: jax.jit(
             lambda s, x, c: method.edit(s, x, c, strength)))
-        self._sample = _jitted(method, "sample", lambda: jax.jit(method.sample))
-        self._classify = (_jitted(method, "classify", lambda: jax.jit(method.classify))
+        self._sample = jit_once(method, "sample", lambda: jax.jit(method.sample))
+        self._classify = (jit_once(method, "classify", lambda: jax.jit(method.classify))
                           if method.has("classify") else None)
-        self._label_codes = (_jitted(method, "label_codes", lambda: jax.jit(method.label_codes))
+        self._label_codes = (jit_once(method, "label_codes", lambda: jax.jit(method.label_codes))
                              if method.has("label_codes") else None)
 
     def _batches(self, n: int):
