@@ -249,3 +249,30 @@ def test_collect_writes_everything_to_a_gs_out(gcs_env, tmp_path):
         assert (out / name).exists(), name
     assert "| a | ccvae | 400 | 0.900 |" in (out / "results.md").read_text()
     assert "Pareto front" in (out / "results.md").read_text()
+
+
+def test_runs_share_a_compilation_cache_unless_turned_off(tmp_path, monkeypatch):
+    """Every run gets the same persistent compilation cache (under --out by default), so the
+    seeds of a config load its compiled programs; --compile_cache=none leaves the runs' own
+    environment alone."""
+    import logging
+
+    mod = _driver()
+    envs = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "", "trained 5 steps in 1.0 s"
+
+    monkeypatch.setattr(mod.subprocess, "run", lambda cmd, **kw: envs.append(kw["env"]) or Done())
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    level = logging.getLogger("absl").level
+    for extra, expected in (([], str(tmp_path / "jax_compile_cache")),
+                            ([f"--compile_cache={tmp_path / 'c'}"], str(tmp_path / "c")),
+                            (["--compile_cache=none"], None)):
+        mod.FLAGS(["ablation", f"--out={tmp_path}", "--run=configs/vac.py:synthetic"] + extra)
+        try:
+            mod.train_one(f"vac_{len(envs)}", "configs/vac.py:synthetic", str(tmp_path))
+        finally:
+            mod.FLAGS.unparse_flags()
+            logging.getLogger("absl").setLevel(level)
+        assert envs[-1].get("JAX_COMPILATION_CACHE_DIR") == expected

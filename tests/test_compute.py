@@ -122,3 +122,27 @@ def test_equal_flop_budgets_give_equal_compute_at_different_step_counts(tmp_path
     train.train_and_evaluate(cfg, cut)
     assert _final_row(cut)["compute/flops"] == pytest.approx(rows["vac"]["compute/flops"])
     assert _final_row(cut)["compute/images"] == rows["vac"]["compute/images"]
+
+
+def test_a_step_loaded_from_the_persistent_compilation_cache_costs_what_it_compiled_to():
+    """The ablation driver shares JAX's persistent compilation cache between runs (the tests
+    have one too, tests/conftest.py): a step loaded from it must report the FLOPs and loops
+    that compiling it does, or a budget would buy a different number of steps on a cache
+    hit."""
+    from jax import monitoring
+
+    assert jax.config.jax_compilation_cache_dir
+    hits = []
+    monitoring.register_event_listener(
+        lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
+
+    def f(w, x):
+        return jax.lax.fori_loop(0, 3, lambda i, h: jnp.tanh(h @ w), x).sum()
+
+    args = (jax.ShapeDtypeStruct((24, 24), jnp.float32), jax.ShapeDtypeStruct((5, 24), jnp.float32))
+    compiled = compute.step_cost(jax.jit(f), *args)
+    jax.clear_caches()          # the next compile must come from the disk cache
+    before = len(hits)
+    loaded = compute.step_cost(jax.jit(f), *args)
+    assert len(hits) > before, "the second compilation was not a persistent-cache hit"
+    assert loaded == compiled and compiled.flops > 0 and compiled.has_loops
