@@ -348,7 +348,7 @@ def curves(names, out: str, metric: str) -> tuple[str | None, list[str]]:
     plt = _pyplot("curve figure")
     if plt is not None:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-    for g, runs in series.items():
+    for index, (g, runs) in enumerate(series.items()):
         k = min(len(r) for r in runs)
         x = np.asarray([np.mean([r[i][0] for r in runs]) for i in range(k)])
         ys = np.asarray([[r[i][1] for r in runs] for i in range(k)])
@@ -356,9 +356,13 @@ def curves(names, out: str, metric: str) -> tuple[str | None, list[str]]:
         if k >= 2 and mean[-1] > mean[-2] + 0.01:
             rising.append(g)
         if plt is not None:
-            ax.plot(x, mean, marker="o", label=g)
+            # Colour and marker change every ten configs, as in the Pareto figure, so no two
+            # of up to 40 configs share both.
+            colour = f"C{index % 10}"
+            ax.plot(x, mean, marker="os^D"[index // 10 % 4], color=colour,
+                    linestyle=("-", "--", ":", "-.")[index // 10 % 4], label=g)
             if ys.shape[1] > 1:
-                ax.fill_between(x, ys.min(1), ys.max(1), alpha=0.2)
+                ax.fill_between(x, ys.min(1), ys.max(1), alpha=0.15, color=colour)
     if plt is None:
         return None, rising
     ax.set_xscale("log")
