@@ -12,6 +12,11 @@ Presets (`--config=configs/lrlivae.py:<preset>`):
                         reused for the end-to-end step, L_rec x10 as a per-element mean on
                         every player, L_kl x1 as a per-dimension mean
   synthetic_nogan       the paper's model without the pixel discriminator (a VAE)
+  identities            the FaceScrub analogue: the embedded synthetic_identities at 32x32,
+                        the class the identity (100 identities, sized for a 2-core CPU; the
+                        paper's FaceScrub has 530), otherwise as `synthetic`
+  identities_reference  the same with the reference code's choices (as synthetic_reference)
+  identities_nogan      the same without the pixel discriminator
   toy                   Sec. 4.1's 2-D toy (3 classes, x label relevant, y not), MLPs of
                         32-64-64, 50 epochs, Adam 5e-4 (launch/toy2d.py draws Figure 2)
   tiny                  tests and smoke runs
@@ -29,7 +34,8 @@ from latent_jax import configlib
 # from; the suite then sets the shared task (synthetic faces, 32 px, Eyeglasses).
 LEADERBOARD_PRESET = "synthetic"
 
-PRESETS = ("synthetic", "synthetic_reference", "synthetic_nogan", "toy", "tiny")
+PRESETS = ("synthetic", "synthetic_reference", "synthetic_nogan", "identities",
+           "identities_reference", "identities_nogan", "toy", "tiny")
 
 
 def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
@@ -110,6 +116,11 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
             reference_choices(c)
         if preset == "synthetic_nogan":
             c.model.pixel_discriminator = False
+    elif preset in ("identities", "identities_reference", "identities_nogan"):
+        c = apply_preset(c, preset.replace("identities", "synthetic"))
+        c.data.name = "synthetic_identities"
+        c.data.labels = ("Identity",)
+        c.data.synthetic.num_identities = 100
     elif preset == "toy":
         c.data.name = "toy2d"
         c.data.preprocess = "raw"

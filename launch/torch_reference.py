@@ -512,12 +512,12 @@ def _lrlivae(config, channels_last: bool) -> Case:
 
     from torch.func import functional_call  # pylint: disable=import-outside-toplevel
 
-    from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
+    from latent_jax.data import pipeline as data_lib  # pylint: disable=import-outside-toplevel
 
     m, lo = config.model, config.loss
     size, batch = int(config.data.image_size), int(config.batch_size)
     n_gm, ds, du = int(config.train.n_gm), int(m.z_s_dim), int(m.z_u_dim)
-    classes = math.prod(labels_lib.num_classes(n) for n in config.data.labels)   # joint class
+    classes = math.prod(data_lib.dataset_num_classes(config.data).values())   # joint class
     enc_s = CCTrunk(size, m.channels, int(m.top), (ds,))
     enc_u = CCTrunk(size, m.channels, int(m.top), (du, du))
     dec = ConvDecoder(size, m.channels, int(m.top), ds + du)

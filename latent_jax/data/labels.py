@@ -13,6 +13,9 @@ of the dataset (CelebA's 40 binary attributes, the synthetic faces' subset of th
   a fringe colour, which is how the synthetic faces draw a bald head with gray temples) and an
   example with none (CelebA's unlabelled hair colours, the synthetic faces' red hair, hats)
   gets class 5 rather than being dropped, so that every example keeps a label.
+- `Identity` (categorical; registered by `synthetic_identities`): the record's identity index,
+  with as many classes as the dataset has identities (`num_classes=None`: the count comes from
+  the dataset, through `DataSpec.num_classes`).
 
 A derived label is a function of the attribute dict. The function is vectorised: it gets a
 mapping from attribute name to a numpy bool scalar or array (one entry per example) and
@@ -47,7 +50,9 @@ class DerivedLabel:
       fn: attribute mapping (name -> bool scalar or array) -> label values (bool for binary
         labels, int class index for categorical ones), vectorised over examples.
       kind: `BINARY` or `CATEGORICAL`.
-      num_classes: 2 for binary labels; the number of classes of a categorical label.
+      num_classes: 2 for binary labels; the number of classes of a categorical label; None
+        for a categorical label whose class count the dataset sets (a data set's identities:
+        `num_classes(name, classes)` reads it from `DataSpec.num_classes`).
       description: one line for docs and error messages.
     """
 
@@ -55,7 +60,7 @@ class DerivedLabel:
     constituents: tuple[str, ...]
     fn: Callable[[Mapping[str, Any]], Any]
     kind: str = BINARY
-    num_classes: int = 2
+    num_classes: int | None = 2
     description: str = ""
 
 
@@ -68,7 +73,7 @@ def register_derived_label(
     fn: Callable[[Mapping[str, Any]], Any],
     *,
     kind: str = BINARY,
-    num_classes: int = 2,
+    num_classes: int | None = 2,
     description: str = "",
 ) -> DerivedLabel:
     """Adds a derived label to the registry and returns it."""
@@ -78,9 +83,11 @@ def register_derived_label(
         raise ValueError(f"derived label {name!r}: kind must be {BINARY!r} or {CATEGORICAL!r}")
     if kind == BINARY and num_classes != 2:
         raise ValueError(f"derived label {name!r}: a binary label has num_classes=2")
-    if kind == CATEGORICAL and num_classes < 2:
-        raise ValueError(f"derived label {name!r}: a categorical label needs num_classes >= 2")
-    label = DerivedLabel(name, tuple(constituents), fn, kind, int(num_classes), description)
+    if kind == CATEGORICAL and num_classes is not None and num_classes < 2:
+        raise ValueError(f"derived label {name!r}: a categorical label needs num_classes >= 2 "
+                         f"(or None: set by the dataset)")
+    label = DerivedLabel(name, tuple(constituents), fn, kind,
+                         None if num_classes is None else int(num_classes), description)
     DERIVED_LABELS[name] = label
     return label
 
@@ -134,8 +141,18 @@ def label_kind(label: str) -> str:
     return DERIVED_LABELS[label].kind if label in DERIVED_LABELS else BINARY
 
 
-def num_classes(label: str) -> int:
-    return DERIVED_LABELS[label].num_classes if label in DERIVED_LABELS else 2
+def num_classes(label: str, classes: Mapping[str, int] | None = None) -> int:
+    """A label's class count: `classes[label]` where given (a `DataSpec.num_classes`, which
+    holds the dataset-set counts), else the registry's; 2 for raw attributes."""
+    if classes and label in classes:
+        return int(classes[label])
+    if label not in DERIVED_LABELS:
+        return 2
+    n = DERIVED_LABELS[label].num_classes
+    if n is None:
+        raise ValueError(f"label {label!r}: its number of classes is set by the dataset; pass "
+                         f"the data spec's num_classes")
+    return n
 
 
 def available_labels(attribute_names: Iterable[str]) -> tuple[str, ...]:

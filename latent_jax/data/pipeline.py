@@ -30,6 +30,7 @@ from latent_jax import interrupt
 from latent_jax.data import celeba
 from latent_jax.data import labels as labels_lib
 from latent_jax.data import preprocess as preprocess_lib
+from latent_jax.data import synthetic_identities  # registers its categorical label Identity
 from latent_jax.data import toy2d   # registers its derived label Toy_CLASS at import
 from latent_jax.errors import ConfigError
 
@@ -61,8 +62,11 @@ def default_data_config() -> ml_collections.ConfigDict:
         data_dir=config_dict.placeholder(str),
         # Where CelebA's attribute tables are cached (None: next to the prepared dataset).
         cache_dir=config_dict.placeholder(str),
+        # The embedded data sets' seed and split sizes; num_identities: synthetic_identities'
+        # number of identities (the classes of its label Identity).
         synthetic=ml_collections.ConfigDict(dict(
-            seed=0, num_train=20000, num_validation=2000, num_test=2000)),
+            seed=0, num_train=20000, num_validation=2000, num_test=2000,
+            num_identities=synthetic_identities.DEFAULT_NUM_IDENTITIES)),
         # Semi-supervision (training split only): with `fraction` set, a seeded random share
         # `fraction` of the (subsetted) training examples keeps its labels and the rest has them
         # hidden (zeroed); every training batch then carries `labeled` (bool [B]). Batches are
@@ -85,7 +89,7 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 _TOP_KEYS = tuple(default_data_config().keys())
 _SUBSET_KEYS = ("positives", "ratio")
-_SYNTHETIC_KEYS = ("seed", "num_train", "num_validation", "num_test")
+_SYNTHETIC_KEYS = ("seed", "num_train", "num_validation", "num_test", "num_identities")
 _SEMI_KEYS = ("fraction", "seed")
 
 
@@ -106,6 +110,7 @@ class DataOptions:
     cache_dir: str | None
     synthetic_seed: int
     synthetic_sizes: Mapping[str, int]
+    num_identities: int
     supervised_fraction: float | None
     supervised_seed: int
     validation_from_train: int
@@ -132,6 +137,14 @@ class _DatasetDef:
     # Version of the data's content (a renderer's or generator's); part of the judge's cache
     # key and of the evaluation report, so results on different versions are never mixed.
     version: Callable[[], str] = lambda: ""
+    # Categorical labels whose values are record attributes of their own (int, not part of the
+    # bool attribute table) and whose class count the dataset sets: their names, and
+    # opts -> {name: classes}.
+    categorical_names: tuple[str, ...] = ()
+    categorical: Callable[[DataOptions], Mapping[str, int]] = lambda opts: {}
+    # (opts, split, source) -> {name: int column} for those labels, without reading images.
+    categorical_table: Callable[[DataOptions, str, Any], Mapping[str, np.ndarray]] = (
+        lambda opts, split, source: {})
 
 
 def _example_shape(opts: "DataOptions") -> tuple[int, ...]:
@@ -149,6 +162,12 @@ def _synthetic_open(opts: DataOptions, split: str):
     return _synthetic_module().SyntheticFaces(
         split, image_size=opts.image_size, seed=opts.synthetic_seed,
         num_examples=opts.synthetic_sizes[split])
+
+
+def _identities_open(opts: DataOptions, split: str):
+    return synthetic_identities.SyntheticIdentities(
+        split, image_size=opts.image_size, seed=opts.synthetic_seed,
+        num_examples=opts.synthetic_sizes[split], num_identities=opts.num_identities)
 
 
 def _swiss_roll_open(opts: DataOptions, split: str):
@@ -180,6 +199,21 @@ DATASETS: dict[str, _DatasetDef] = {
         regions=lambda opts, split, i: _synthetic_module().attribute_regions(
             opts.synthetic_seed, split, i, opts.image_size),
         version=lambda: _synthetic_module().VERSION,
+    ),
+    # Lr-LiVAE's FaceScrub analogue: identities fix the face, images vary the nuisance.
+    "synthetic_identities": _DatasetDef(
+        attribute_names=lambda: synthetic_identities.ATTRIBUTES,
+        preprocessing=("resize", "none"),
+        open=_identities_open,
+        table=lambda opts, split, source: np.asarray(source.attributes_table(), bool),
+        image_sizes=lambda: (synthetic_identities.MIN_SIZE, synthetic_identities.MAX_SIZE),
+        regions=lambda opts, split, i: synthetic_identities.attribute_regions(
+            opts.synthetic_seed, split, i, opts.image_size, opts.num_identities),
+        version=lambda: synthetic_identities.VERSION,
+        categorical_names=(synthetic_identities.IDENTITY,),
+        categorical=lambda opts: {synthetic_identities.IDENTITY: opts.num_identities},
+        categorical_table=lambda opts, split, source: {
+            synthetic_identities.IDENTITY: source.identity_table()},
     ),
     "celeb_a": _DatasetDef(
         attribute_names=lambda: celeba.ATTRIBUTE_NAMES,
@@ -283,15 +317,15 @@ def _validate(data_cfg) -> DataOptions:
     if method not in dataset.preprocessing:
         raise ConfigError(f"config.data.preprocess: {method!r} is not available for dataset "
                          f"{name}; use one of: {', '.join(dataset.preprocessing)}")
-    known = labels_lib.available_labels(dataset.attribute_names())
     label_names = _names(data_cfg.get("labels", ()), "config.data.labels")
-    _check_labels(label_names, name, known, "config.data.labels")
 
     subset = data_cfg.get("subset")
     if subset is None or not hasattr(subset, "keys"):
         raise ConfigError("config.data.subset: must be a ConfigDict(positives=..., ratio=...)")
     _check_keys(subset, _SUBSET_KEYS, "config.data.subset")
     positives = _names(subset.get("positives", ()), "config.data.subset.positives")
+    known = _known_labels(name)
+    _check_labels(label_names, name, known, "config.data.labels")
     _check_labels(positives, name, known, "config.data.subset.positives")
     for p in positives:
         if labels_lib.label_kind(p) != labels_lib.BINARY:
@@ -310,6 +344,7 @@ def _validate(data_cfg) -> DataOptions:
     synthetic_seed = _int(synthetic, "seed", "config.data.synthetic.seed", 0)
     sizes = {split: _int(synthetic, f"num_{split}", f"config.data.synthetic.num_{split}", 1)
              for split in SPLITS}
+    num_identities = _int(synthetic, "num_identities", "config.data.synthetic.num_identities", 2)
 
     semi = data_cfg.get("semi_supervised")
     if semi is None or not hasattr(semi, "keys"):
@@ -336,6 +371,7 @@ def _validate(data_cfg) -> DataOptions:
         cache_dir=_optional_str(data_cfg, "cache_dir", "config.data.cache_dir"),
         synthetic_seed=synthetic_seed,
         synthetic_sizes=sizes,
+        num_identities=num_identities,
         supervised_fraction=fraction,
         supervised_seed=supervised_seed,
         validation_from_train=_int(data_cfg, "validation_from_train",
@@ -347,12 +383,25 @@ def _validate(data_cfg) -> DataOptions:
     )
 
 
+def _known_labels(dataset: str) -> tuple[str, ...]:
+    """Labels a dataset can give: raw attributes, derived labels computable from them, and the
+    dataset's own categorical labels."""
+    d = DATASETS[dataset]
+    return labels_lib.available_labels(d.attribute_names()) + tuple(d.categorical_names)
+
+
+def dataset_num_classes(data_cfg) -> dict[str, int]:
+    """Class count of each of `config.data.labels` (2 for binary labels)."""
+    opts = options(data_cfg)
+    classes = DATASETS[opts.name].categorical(opts)
+    return {n: labels_lib.num_classes(n, classes) for n in opts.labels}
+
+
 def _label_names(opts: DataOptions, label_names) -> tuple[str, ...]:
     if label_names is None:
         return opts.labels
     names = _names(label_names, "label_names")
-    known = labels_lib.available_labels(DATASETS[opts.name].attribute_names())
-    _check_labels(names, opts.name, known, "label_names")
+    _check_labels(names, opts.name, _known_labels(opts.name), "label_names")
     return names
 
 
@@ -421,20 +470,24 @@ def label_frequencies(data_cfg, label_names: Sequence[str] | None = None
     dataset = DATASETS[opts.name]
     records = dataset.open(opts, "train")
     table = np.asarray(dataset.table(opts, "train", records), bool)
+    rows = np.arange(len(table))
     base = _holdout_rows(opts, "train", len(records))
     if base is not None:
-        table = table[base]
+        rows = rows[base]
     if opts.positives:
-        table = table[balanced_subset_indices(table, dataset.attribute_names(), opts.positives,
-                                              opts.ratio, opts.subset_seed, "train")]
+        rows = rows[balanced_subset_indices(table[rows], dataset.attribute_names(),
+                                            opts.positives, opts.ratio, opts.subset_seed, "train")]
     if opts.supervised_fraction is not None:
-        table = table[supervised_positions(len(table), opts.supervised_fraction,
-                                           opts.supervised_seed)]
-    columns = labels_lib.table_as_mapping(table, dataset.attribute_names())
+        rows = rows[supervised_positions(len(rows), opts.supervised_fraction,
+                                         opts.supervised_seed)]
+    columns = labels_lib.table_as_mapping(table[rows], dataset.attribute_names())
+    columns.update({name: np.asarray(col)[rows] for name, col in
+                    dataset.categorical_table(opts, "train", records).items()})
+    classes = dataset.categorical(opts)
     out = {}
     for name in names:
         values = labels_lib.label_values(name, columns).astype(np.int64)
-        counts = np.bincount(values, minlength=labels_lib.num_classes(name))
+        counts = np.bincount(values, minlength=labels_lib.num_classes(name, classes))
         out[name] = counts.astype(np.float64) / max(1, counts.sum())
     return out
 
@@ -564,6 +617,9 @@ class DataSpec:
     attribute_names: tuple[str, ...]
     num_examples: Mapping[str, int]
     version: str = ""   # the data's content version where the dataset has one ("" otherwise)
+    # Class count of each of `label_names` (2 for binary labels; a categorical label's count,
+    # which the dataset may set, e.g. synthetic_identities' Identity). Empty: the registry's.
+    num_classes: Mapping[str, int] = dataclasses.field(default_factory=dict)
     # The validated data config this describes: pass it on instead of `config.data`.
     options: DataOptions | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -584,6 +640,7 @@ def get_data_spec(data_cfg) -> DataSpec:
         attribute_names=labels_lib.available_labels(dataset.attribute_names()),
         num_examples=num_examples,
         version=dataset.version(),
+        num_classes=dataset_num_classes(opts),
         options=opts,
     )
 

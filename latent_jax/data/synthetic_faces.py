@@ -965,7 +965,11 @@ def attribute_regions(seed: int, split: str, index: int, size: int,
   seed = _check_seed(seed)
   index = _check_index(index)
   st, p = _face(seed, split_id, index)
-  st = _apply_overrides(st, overrides)
+  return _regions(_apply_overrides(st, overrides), p, size)
+
+
+def _regions(st: dict, p: _Params, size: int) -> dict[str, np.ndarray]:
+  """``attribute_regions`` of the face with latent state ``st`` and parameters ``p``."""
   fr = _Frame(size, p)
   u, v = fr.u, fr.v
   margin = 1.0 / fr.k  # one pixel in face units

@@ -72,7 +72,7 @@ them; the pipeline does not either); categorical prior locations start evenly sp
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -92,11 +92,11 @@ sg = jax.lax.stop_gradient
 class _Layout:
     """Kinds and class counts of the method's labels."""
 
-    def __init__(self, label_names: Sequence[str]):
+    def __init__(self, label_names: Sequence[str], classes: Mapping[str, int] | None = None):
         self.names = tuple(label_names)
         self.categorical = tuple(labels_lib.label_kind(n) == labels_lib.CATEGORICAL
                                  for n in self.names)
-        self.num_classes = tuple(labels_lib.num_classes(n) for n in self.names)
+        self.num_classes = tuple(labels_lib.num_classes(n, classes) for n in self.names)
 
     def __len__(self):
         return len(self.names)
@@ -197,7 +197,7 @@ class CCVAE(_OneModelMethod):
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         super().__init__(config, data_spec, steps_per_epoch)
         m = config.model
-        self.layout = _Layout(self.label_names)
+        self.layout = _Layout(self.label_names, getattr(self.data_spec, "num_classes", None))
         self.label_dims = int(m.label_dims)
         self.free_dims = int(m.free_dims)
         if self.label_dims < 1 or self.free_dims < 0:
@@ -495,7 +495,7 @@ class M2(_OneModelMethod):
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)
         m = config.model
-        self.layout = _Layout(self.label_names)
+        self.layout = _Layout(self.label_names, getattr(self.data_spec, "num_classes", None))
         # Binary labels take one input/logit each, categorical ones C (one-hot / softmax).
         self.widths = tuple(c if cat else 1 for c, cat in
                             zip(self.layout.num_classes, self.layout.categorical))

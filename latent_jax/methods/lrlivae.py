@@ -72,7 +72,7 @@ reference's VGG16-style encoders and 13-layer decoder; see docs/methods.md.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -93,9 +93,9 @@ LOG_2PI = math.log(2.0 * math.pi)
 class JointClasses:
     """The joint class of several labels as one mixed-radix index, and back."""
 
-    def __init__(self, label_names: Sequence[str]):
+    def __init__(self, label_names: Sequence[str], classes: Mapping[str, int] | None = None):
         self.names = tuple(label_names)
-        self.radices = tuple(labels_lib.num_classes(n) for n in self.names)
+        self.radices = tuple(labels_lib.num_classes(n, classes) for n in self.names)
         self.categorical = tuple(labels_lib.label_kind(n) == labels_lib.CATEGORICAL
                                  for n in self.names)
         strides, s = [], 1
@@ -363,7 +363,7 @@ class LrLiVAE(base.Method):
         if not self.label_names:
             raise ConfigError("config.data.labels: lrlivae needs at least one label")
         self.k = self.batches_per_step(config)
-        self.classes = JointClasses(self.label_names)
+        self.classes = JointClasses(self.label_names, getattr(self.data_spec, "num_classes", None))
         C = self.classes.num_classes
         m = config.model
         self.ds, self.du = int(m.z_s_dim), int(m.z_u_dim)
