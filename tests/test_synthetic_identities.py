@@ -131,3 +131,37 @@ def test_methods_size_their_classes_from_the_data_spec():
     c2.data = _config().data
     ccvae = base.get_method(c2, spec, steps_per_epoch=5)
     assert ccvae.layout.num_classes == (K, 2)
+
+
+def test_probes_of_a_trained_run_read_its_saved_config_and_split_its_code(tmp_path):
+    """launch/probes.py on a 2-step lrlivae run: identity probes from z_s and z_u for seen and
+    unseen identities, and a factor R^2 for each nuisance factor, written next to the reports."""
+    import json
+    import sys
+
+    from latent_jax import train
+
+    c = _tiny("lrlivae")
+    c.data = _config().data
+    c.data.labels = ("Identity",)
+    c.update_from_flattened_dict({"num_steps": 2, "evaluate_at_end": False, "grid_size": 0})
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(c, workdir)
+    sys.path.insert(0, os.path.join(REPO, "launch"))
+    try:
+        import probes as probes_script
+    finally:
+        sys.path.pop(0)
+    result = probes_script.run(workdir, num_train=28, num_test=14)
+    assert result["step"] == 2 and result["num_identities"] == K
+    for part in ("seen", "unseen"):
+        r = result[part]
+        assert r["dims"] == {"relevant": c.model.z_s_dim, "irrelevant": c.model.z_u_dim}
+        assert 0 <= r["class_accuracy"]["relevant"] <= 1
+        assert set(r["factor_r2"]) == set(si.NUISANCE_FACTORS)
+    assert result["seen"]["chance"] == pytest.approx(1 / K)
+    # The unseen probe is fitted on the first 7 of 14 test_unseen images: 7 identities.
+    assert result["unseen"]["chance"] == pytest.approx(1 / 7)
+    saved = json.loads((tmp_path / "run" / "eval" / "probes_2.json").read_text())
+    assert saved["seen"]["class_accuracy"] == result["seen"]["class_accuracy"]
+    assert "Unseen identities" in (tmp_path / "run" / "eval" / "probes_2.md").read_text()

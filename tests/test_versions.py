@@ -18,6 +18,7 @@ import pytest
 import make_golden
 from latent_jax.data import synthetic_faces as sf
 from latent_jax.data import synthetic_identities as si
+from latent_jax.evaluate import class_judge as class_judge_lib
 from latent_jax.evaluate import judge as judge_lib
 
 RENDER_CHANGED = (
@@ -133,14 +134,14 @@ RECIPE_FINGERPRINTS = {
 }
 
 
-def recipe_fingerprint() -> str:
+def recipe_fingerprint(module=judge_lib, recipe=JUDGE_RECIPE) -> str:
     """Hash of the recipe's code tokens: comments and blank lines do not count, and the
     result is the same on every supported Python version."""
     skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENCODING,
             tokenize.ENDMARKER}
     h = hashlib.sha256()
-    for name in JUDGE_RECIPE:
-        source = inspect.getsource(getattr(judge_lib, name))
+    for name in recipe:
+        source = inspect.getsource(getattr(module, name))
         tokens = tokenize.generate_tokens(io.StringIO(source).readline)
         text = "".join("\x00>" if t.type == tokenize.INDENT else
                        "\x00<" if t.type == tokenize.DEDENT else t.string
@@ -158,6 +159,25 @@ def test_judge_recipe_matches_judge_version():
         f"reused for a different recipe. If the change is deliberate, bump JUDGE_VERSION and add "
         f"{{{version + 1 if version in RECIPE_FINGERPRINTS else version}: {fingerprint!r}}} to "
         f"RECIPE_FINGERPRINTS in tests/test_versions.py.")
+
+
+# The class judge's recipe: its own training function on top of the judge's (whose changes the
+# test above catches); CLASS_JUDGE_VERSION -> fingerprint.
+CLASS_JUDGE_RECIPE = ("train_class_judge_params", "_cache_attributes")
+CLASS_RECIPE_FINGERPRINTS = {
+    1: "9be7375c514e7d33",
+}
+
+
+def test_class_judge_recipe_matches_its_version():
+    fingerprint = recipe_fingerprint(class_judge_lib, CLASS_JUDGE_RECIPE)
+    version = class_judge_lib.CLASS_JUDGE_VERSION
+    assert CLASS_RECIPE_FINGERPRINTS.get(version) == fingerprint, (
+        f"the class judge's recipe ({', '.join(CLASS_JUDGE_RECIPE)} in "
+        f"latent_jax/evaluate/class_judge.py) is not the one of CLASS_JUDGE_VERSION {version}. "
+        f"If the change is deliberate, bump CLASS_JUDGE_VERSION and add "
+        f"{{{version + 1 if version in CLASS_RECIPE_FINGERPRINTS else version}: "
+        f"{fingerprint!r}}} to CLASS_RECIPE_FINGERPRINTS in tests/test_versions.py.")
 
 
 def test_recipe_fingerprint_ignores_comments_but_not_code(monkeypatch):

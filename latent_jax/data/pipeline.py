@@ -62,11 +62,12 @@ def default_data_config() -> ml_collections.ConfigDict:
         data_dir=config_dict.placeholder(str),
         # Where CelebA's attribute tables are cached (None: next to the prepared dataset).
         cache_dir=config_dict.placeholder(str),
-        # The embedded data sets' seed and split sizes; num_identities: synthetic_identities'
-        # number of identities (the classes of its label Identity).
+        # The embedded data sets' seed and split sizes. An optional key `num_identities` sets
+        # synthetic_identities' number of identities (the classes of its label Identity;
+        # absent: 300); the identities presets add it, so that configs of the other datasets
+        # (their judge cache keys, their checkpoints' configs) stay as they were.
         synthetic=ml_collections.ConfigDict(dict(
-            seed=0, num_train=20000, num_validation=2000, num_test=2000,
-            num_identities=synthetic_identities.DEFAULT_NUM_IDENTITIES)),
+            seed=0, num_train=20000, num_validation=2000, num_test=2000)),
         # Semi-supervision (training split only): with `fraction` set, a seeded random share
         # `fraction` of the (subsetted) training examples keeps its labels and the rest has them
         # hidden (zeroed); every training batch then carries `labeled` (bool [B]). Batches are
@@ -344,7 +345,10 @@ def _validate(data_cfg) -> DataOptions:
     synthetic_seed = _int(synthetic, "seed", "config.data.synthetic.seed", 0)
     sizes = {split: _int(synthetic, f"num_{split}", f"config.data.synthetic.num_{split}", 1)
              for split in SPLITS}
-    num_identities = _int(synthetic, "num_identities", "config.data.synthetic.num_identities", 2)
+    num_identities = synthetic_identities.DEFAULT_NUM_IDENTITIES
+    if synthetic.get("num_identities") is not None:
+        num_identities = _int(synthetic, "num_identities", "config.data.synthetic.num_identities",
+                              2)
 
     semi = data_cfg.get("semi_supervised")
     if semi is None or not hasattr(semi, "keys"):

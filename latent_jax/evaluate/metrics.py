@@ -446,6 +446,36 @@ def class_sample_metrics(caps: Capabilities, judge: Judge, data: EvalSet, num_sa
             "notes": []}
 
 
+def categorical_class_sample_metrics(caps: Capabilities, class_judge, data: EvalSet,
+                                    num_samples: int, rng: jax.Array) -> dict:
+    """Lr-LiVAE's Tables 1-2 for a categorical label (e.g. synthetic_identities' Identity):
+    samples of every class c of `class_judge.label` (the other labels from random test rows),
+    `per_class = max(2, min(num_samples, ceil(1000 / K)))` each, so that a hundred classes cost
+    a thousand samples. The judge score uses the class judge's softmax posterior over the K
+    classes; `class_correct` is the share of samples whose most probable class is the one they
+    were drawn for; the intra-class diversity (Eq. 12) is averaged over the classes."""
+    from latent_jax.evaluate import diversity  # pylint: disable=import-outside-toplevel
+
+    name, k = class_judge.label, int(class_judge.num_classes)
+    l = data.label_names.index(name)
+    per_class = max(2, min(int(num_samples), -(-1000 // k)))
+    np_rng = np.random.default_rng(_seed_from_key(jax.random.fold_in(rng, 0)))
+    y = np.asarray(data.labels[np_rng.integers(0, len(data), k * per_class)], np.float32).copy()
+    target = np.repeat(np.arange(k), per_class)
+    y[:, l] = target
+    x, _ = caps.sample(jax.random.fold_in(rng, 1), y)
+    log_probs = class_judge.log_probs(x)
+    hit = np.argmax(log_probs, axis=1) == target
+    diversity_per_class = [diversity.intra_class_diversity(x[target == c]) for c in range(k)]
+    return {"label": name, "num_classes": k, "per_class": per_class, "n": int(len(x)),
+            "judge_score": diversity.judge_score(np.exp(log_probs)),
+            "class_correct": _frac(hit),
+            "class_correct_per_class": [float(np.mean(hit[target == c])) for c in range(k)],
+            "intra_class_diversity": _nanmean(diversity_per_class),
+            "intra_class_diversity_per_class": diversity_per_class,
+            "class_judge": class_judge.summary()}
+
+
 def conditional_sampling_metrics(caps: Capabilities, judge: Judge, data: EvalSet,
                                  num_samples: int, rng: jax.Array) -> dict:
     """Class-conditional samples for every binary label and value, judged."""
@@ -532,9 +562,12 @@ def latent_metrics(caps: Capabilities, data: EvalSet) -> dict | None:
 def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: int,
                     num_samples: int, rng: jax.Array, edit_strength: float | None = None,
                     constituents=None, log: Callable[[str], None] | None = None,
-                    table1: bool = False, dataset: str = "synthetic_faces") -> dict:
+                    table1: bool = False, dataset: str = "synthetic_faces",
+                    class_judges: Sequence = ()) -> dict:
     """Every metric of the module docstring for one method; a nested dict (see `headline`).
-    `table1`: also Creswell et al.'s Table 1 protocol (`table1_metrics`)."""
+    `table1`: also Creswell et al.'s Table 1 protocol (`table1_metrics`). `class_judges`:
+    K-way judges (`class_judge.ClassJudge`) of categorical labels of the method, each giving
+    `categorical_class_sample_metrics`."""
     say = log or (lambda msg: None)
     if len(data) < 2:
         raise ValueError(f"evaluation needs at least 2 test images, got {len(data)}")
@@ -607,6 +640,18 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
                                                     jax.random.fold_in(rng, 3))
     timing["class_samples"] = time.time() - t
 
+    if class_judges:
+        t = time.time()
+        results["class_samples_categorical"] = {
+            cj.label: categorical_class_sample_metrics(caps, cj, data, num_samples,
+                                                       jax.random.fold_in(rng, 4 + i))
+            for i, cj in enumerate(class_judges)}
+        timing["class_samples_categorical"] = time.time() - t
+        for name, r in results["class_samples_categorical"].items():
+            say(f"eval: {name} samples: judge score {r['judge_score']:.2f} (of {r['num_classes']}"
+                f"), judged correct {r['class_correct']:.3f}, intra-class diversity "
+                f"{r['intra_class_diversity']:.3f}")
+
     t = time.time()
     results["classification"] = classification_metrics(caps, data)
     timing["classification"] = time.time() - t
@@ -655,6 +700,10 @@ def headline(results: Mapping[str, Any]) -> dict[str, float]:
     if "judge_score" in cs:
         out["judge_score"] = cs["judge_score"]
         out["intra_class_diversity"] = cs["intra_class_diversity"]
+    for name, r in (results.get("class_samples_categorical") or {}).items():
+        out[f"judge_score/{name}"] = r["judge_score"]
+        out[f"class_sample_correct/{name}"] = r["class_correct"]
+        out[f"intra_class_diversity/{name}"] = r["intra_class_diversity"]
     for name, v in results.get("inpainting", {}).items():
         out[f"inpaint_mse/{name}"] = v["mse"]
     for s in results.get("table1", {}).get("settings", ()):

@@ -77,6 +77,9 @@ def default_eval_config() -> ml_collections.ConfigDict:
     c.edit_strength = config_dict.placeholder(float)
     c.apply_subset = False
     c.table1 = False           # also Creswell et al.'s Table 1 protocol (binary labels)
+    # K-way class judges of the method's categorical labels (class_judge.py), for the judge
+    # score and correctness of class-conditional samples; trained once per dataset and cached.
+    c.class_judge = True
     j = judge_lib.JUDGE_DEFAULTS
     c.judge = ml_collections.ConfigDict()
     c.judge.steps = j["steps"]
@@ -270,6 +273,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += _table(["class", "n", "intra-class diversity"],
                       [[k, v["n"], v["intra_class_diversity"]] for k, v in cs["classes"].items()])
 
+    for name, r in (res.get("class_samples_categorical") or {}).items():
+        cj = r["class_judge"]
+        out += [f"## Class-conditional samples of {name} (Lr-LiVAE Tables 1-2)", "",
+                f"{r['per_class']} samples of each of the {r['num_classes']} classes, judged by a "
+                f"{r['num_classes']}-way class judge trained on real images (test accuracy "
+                f"{_fmt(cj['test_accuracy'])} on {cj['test_examples']} images). Judge score (the "
+                f"Inception Score's formula with that judge; not an Inception Score): "
+                f"{_fmt(r['judge_score'])} (at most {r['num_classes']}); samples judged to show "
+                f"their class: {_fmt(r['class_correct'])}; intra-class diversity (Eq. 12, mean "
+                f"over the classes): {_fmt(r['intra_class_diversity'])}.", ""]
+
     if res.get("inpainting"):
         out += ["## Inpainting (Lr-LiVAE Sec. 4.5)", "",
                 "The mask's region blanked, the image encoded and decoded, the decode pasted "
@@ -356,6 +370,15 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
     judge = judge_lib.get_or_train_judge(
         data_options, _judge_cfg_without_attributes(judge_cfg),
         attribute_names=attributes or None, progress=log.info)
+    class_judges = []
+    if method.has("sample") and bool(eval_cfg.get("class_judge", True)):
+        from latent_jax.data import labels as labels_lib  # pylint: disable=import-outside-toplevel
+        from latent_jax.evaluate import class_judge as class_judge_lib  # pylint: disable=import-outside-toplevel
+
+        for name in spec.label_names:
+            if labels_lib.label_kind(name) == labels_lib.CATEGORICAL:
+                class_judges.append(class_judge_lib.get_or_train_class_judge(
+                    data_options, name, judge_cfg, progress=log.info))
     t_judge = time.time() - t
     t = time.time()
     data = load_eval_set(data_options, spec, judge.attribute_names, num_examples, batch_size,
@@ -365,7 +388,7 @@ def run_evaluation(method, states, config: ml_collections.ConfigDict, workdir: s
                                           num_samples=num_samples, rng=rng,
                                           edit_strength=strength, log=log.info,
                                           table1=bool(eval_cfg.get("table1", False)),
-                                          dataset=spec.name)
+                                          dataset=spec.name, class_judges=class_judges)
     # The parts before the method's metrics, first in the breakdown: training the judge (on a
     # cold cache, often most of a short run's evaluation) and reading the evaluation set.
     results["timing_seconds"] = {"judge": t_judge, "eval_set": t_data,
