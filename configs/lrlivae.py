@@ -16,6 +16,8 @@ Presets (`--config=configs/lrlivae.py:<preset>`):
                         the class the identity (100 identities, sized for a 2-core CPU; the
                         paper's FaceScrub has 530), otherwise as `synthetic`
   identities_reference  the same with the reference code's choices (as synthetic_reference)
+  identities_hinge      identities with the reference's adversarial loss only (hinge with
+                        spectral normalisation), the paper's weights otherwise
   identities_nogan      the same without the pixel discriminator
   toy                   Sec. 4.1's 2-D toy (3 classes, x label relevant, y not), MLPs of
                         32-64-64, 50 epochs, Adam 5e-4 (launch/toy2d.py draws Figure 2)
@@ -35,7 +37,7 @@ from latent_jax import configlib
 LEADERBOARD_PRESET = "synthetic"
 
 PRESETS = ("synthetic", "synthetic_reference", "synthetic_nogan", "identities",
-           "identities_reference", "identities_nogan", "toy", "tiny")
+           "identities_reference", "identities_hinge", "identities_nogan", "toy", "tiny")
 
 
 def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
@@ -116,8 +118,11 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
             reference_choices(c)
         if preset == "synthetic_nogan":
             c.model.pixel_discriminator = False
-    elif preset in ("identities", "identities_reference", "identities_nogan"):
-        c = apply_preset(c, preset.replace("identities", "synthetic"))
+    elif preset in ("identities", "identities_reference", "identities_hinge", "identities_nogan"):
+        c = apply_preset(c, "synthetic" if preset == "identities_hinge"
+                         else preset.replace("identities", "synthetic"))
+        if preset == "identities_hinge":
+            c.loss.adversarial = "hinge"
         c.data.name = "synthetic_identities"
         c.data.labels = ("Identity",)
         c.data.synthetic.num_identities = 100

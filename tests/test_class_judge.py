@@ -35,10 +35,15 @@ def test_the_class_judge_trains_once_then_loads_from_its_cache(tmp_path):
     lp = first.log_probs(x)
     assert lp.shape == (5, K) and np.allclose(np.exp(lp).sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(again.log_probs(x), lp, atol=1e-6)
-    # Another class count is another judge.
-    c.data.synthetic.num_identities = K + 1
-    other = class_judge_lib.get_or_train_class_judge(c.data, "Identity", judge_cfg)
-    assert other.key != first.key and other.num_classes == K + 1
+    # Another class count is another judge (another cache key).
+    from latent_jax.data import pipeline
+    from latent_jax.evaluate import judge as judge_lib
+
+    spec = pipeline.get_data_spec(c.data)
+    settings = judge_lib.judge_settings({k: v for k, v in judge_cfg.items() if k != "attributes"})
+    keys = {judge_lib.cache_key(c.data, spec, class_judge_lib._cache_attributes("Identity", k),
+                                settings, 0) for k in (K, K + 1)}
+    assert first.key in keys and len(keys) == 2
     with pytest.raises(ValueError, match="not a categorical label"):
         class_judge_lib.get_or_train_class_judge(c.data, "Eyeglasses", judge_cfg)
 
