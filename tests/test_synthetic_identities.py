@@ -60,6 +60,12 @@ def test_splits_share_the_seen_identities_and_test_unseen_holds_new_ones():
     unseen = si.identity_table("test_unseen", 50, K, num_unseen=4)
     assert set(train) == set(test) == set(range(K))
     assert set(unseen) == set(range(K, K + 4))
+    sheet = si.contact_sheet(split="test_unseen", identities=[K + 1], per_identity=3, size=16,
+                             num_identities=K, num_unseen=4)
+    assert sheet.shape == (16, 48, 3)
+    assert np.array_equal(sheet[:, 16:32], si.render(0, "test_unseen", 5, 16, K, 4)[0])
+    with pytest.raises(ValueError, match="has identities"):
+        si.contact_sheet(identities=[K], num_identities=K)
     a = si.render(0, "train", 3, 32, K)
     b = si.render(0, "test", 3, 32, K)
     assert a[1]["Identity"] == b[1]["Identity"] == 3

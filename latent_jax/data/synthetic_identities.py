@@ -311,3 +311,22 @@ def identity_traits(seed: int, identity: int) -> Mapping[str, bool]:
   attr[:, _HAT_DRAW] = 1.0
   labels = _labels_of(attr)
   return {a: bool(np.asarray(labels[a]).reshape(-1)[0]) for a in ATTRIBUTES if a != 'Smiling'}
+
+
+def contact_sheet(seed: int = 0, split: str = 'train', identities=range(5), per_identity: int = 6,
+                  size: int = 64, num_identities: int = DEFAULT_NUM_IDENTITIES,
+                  num_unseen: int = DEFAULT_NUM_UNSEEN) -> np.ndarray:
+  """uint8 [rows * size, per_identity * size, 3]: one row of photographs per identity (of
+  ``test_unseen``: identities ``num_identities ..``)."""
+  k = _check_count(num_identities, 'num_identities')
+  unseen = split == 'test_unseen'
+  first, period = (k, _check_count(num_unseen, 'num_unseen')) if unseen else (0, k)
+  rows = []
+  for identity in identities:
+    if not first <= identity < first + period:
+      raise ValueError(f'synthetic_identities: {split} has identities {first}..'
+                       f'{first + period - 1}, not {identity}')
+    rows.append(np.concatenate(
+        [render(seed, split, identity - first + j * period, size, k, period if unseen
+                else DEFAULT_NUM_UNSEEN)[0] for j in range(per_identity)], axis=1))
+  return np.concatenate(rows, axis=0)
