@@ -88,3 +88,21 @@ def test_categorical_samples_are_scored_per_class_by_the_class_judge():
                                                    jax.random.PRNGKey(0))
     assert bad["class_correct"] == pytest.approx(1 / K)
     assert bad["judge_score"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_joint_class_samples_are_skipped_beyond_sixteen_classes():
+    """Five binary labels are 32 joint classes: no sampling at all, a note instead (CCVAE's 16
+    labels would be 65536 classes of num_samples samples each)."""
+    n, names = 8, tuple(f"a{i}" for i in range(5))
+    data = metrics.EvalSet(images=np.zeros((n, 16, 16, 3), np.float32),
+                           attributes=np.zeros((n, 5)), attribute_names=names,
+                           labels=(np.arange(n)[:, None] >> np.arange(5) & 1).astype(np.float32),
+                           label_names=names)
+
+    def refuse(*a, **k):
+        raise AssertionError("sampled")
+
+    judge = types.SimpleNamespace(attribute_names=names)
+    out = metrics.class_sample_metrics(types.SimpleNamespace(sample=refuse), judge, data, 4,
+                                       jax.random.PRNGKey(0))
+    assert "judge_score" not in out and "32 joint classes" in out["notes"][0]

@@ -412,18 +412,27 @@ def table1_metrics(caps: Capabilities, judge: Judge, data: EvalSet,
     return {"settings": settings, "notes": notes}
 
 
+# Joint classes of binary labels that `class_sample_metrics` samples at most: 4 labels. Their
+# number doubles with every label (CCVAE's 16 labels would be 65536 classes of num_samples).
+MAX_JOINT_CLASSES = 16
+
+
 def class_sample_metrics(caps: Capabilities, judge: Judge, data: EvalSet, num_samples: int,
                          rng: jax.Array) -> dict:
     """Lr-LiVAE's Tables 1-2 for every method that samples: `num_samples` samples of each joint
     class of the binary labels the judge knows (other labels from random test rows), the judge
     score over all of them (`diversity.judge_score`, the Inception Score's formula with the
-    judge's posterior) and the intra-class diversity of each class (Eq. 12)."""
+    judge's posterior) and the intra-class diversity of each class (Eq. 12). Skipped, with a
+    note, when the labels have more than `MAX_JOINT_CLASSES` joint classes."""
     from latent_jax.evaluate import diversity  # pylint: disable=import-outside-toplevel
 
     cols = [l for l, n in enumerate(data.label_names)
             if _is_binary(data.labels[:, l]) and n in judge.attribute_names]
     if not cols:
         return {"notes": ["class samples: no binary label the judge knows; skipped"]}
+    if 2 ** len(cols) > MAX_JOINT_CLASSES:
+        return {"notes": [f"class samples: {len(cols)} binary labels have {2 ** len(cols)} joint "
+                          f"classes, more than {MAX_JOINT_CLASSES}; skipped"]}
     names = [data.label_names[l] for l in cols]
     np_rng = np.random.default_rng(_seed_from_key(jax.random.fold_in(rng, 0)))
     per_class, probs = {}, []
