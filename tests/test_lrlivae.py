@@ -235,6 +235,12 @@ def test_baselines_condition_on_the_joint_class(tmp_path, name):
     # jitted against eager: the ELBO scores are large, so allow for float32 reassociation.
     np.testing.assert_allclose(jax.jit(m.classify)(states, x),
                                lr.per_label_columns(log_post, m.classes), rtol=1e-4, atol=1e-4)
+    if name == "cvae":   # the class posterior is the softmax of every class's ELBO
+        p_e, p_d = states["encoder"].params, states["decoder"].params
+        elbo = np.stack([-np.asarray(m.neg_elbo(p_e, p_d, x, jnp.full((2,), k, jnp.int32))[0])
+                         for k in range(m.classes.num_classes)], axis=-1)
+        np.testing.assert_allclose(log_post, jax.nn.log_softmax(elbo, axis=-1), rtol=1e-4,
+                                   atol=1e-3)
 
 
 def test_the_2d_toy_with_mlps(tmp_path):

@@ -216,11 +216,18 @@ class CVAE(_Conditional):
                 }, metrics
 
     def class_log_posterior(self, states, x):
-        """log p(c|x) from the ELBO of every class at its posterior mean (uniform p(c))."""
+        """log p(c|x) from the ELBO of every class at its posterior mean (uniform p(c)).
+
+        One encoder and decoder pass per class, as a `lax.map` over the classes: one traced
+        body whatever their number (a Python loop unrolled 100 identities into a program of
+        30000 equations that took minutes to compile)."""
         p_e, p_d = states["encoder"].params, states["decoder"].params
-        scores = jnp.stack([-self.neg_elbo(p_e, p_d, x, jnp.full(x.shape[:1], k, jnp.int32))[0]
-                            for k in range(self.classes.num_classes)], axis=-1)
-        return jax.nn.log_softmax(scores, axis=-1)
+
+        def score(k):
+            return -self.neg_elbo(p_e, p_d, x, jnp.full(x.shape[:1], k, jnp.int32))[0]
+
+        scores = jax.lax.map(score, jnp.arange(self.classes.num_classes, dtype=jnp.int32))
+        return jax.nn.log_softmax(jnp.moveaxis(scores, 0, -1), axis=-1)
 
 
 @base.register("cvaegan")
