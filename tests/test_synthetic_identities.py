@@ -171,3 +171,40 @@ def test_probes_of_a_trained_run_read_its_saved_config_and_split_its_code(tmp_pa
     saved = json.loads((tmp_path / "run" / "eval" / "probes_2.json").read_text())
     assert saved["seen"]["class_accuracy"] == result["seen"]["class_accuracy"]
     assert "Unseen identities" in (tmp_path / "run" / "eval" / "probes_2.md").read_text()
+
+
+def test_identities_outside_the_label_set_are_in_training_but_never_labelled():
+    """Sec. 3.6: with num_unlabeled_identities = 3 the training split also shows identities
+    K + U .. K + U + 2 (neither seen labelled nor in test_unseen); no supervised batch holds
+    one, the supervised share f is drawn among the others, and p(y) counts only them."""
+    c = _config(num_train=100, num_unlabeled_identities=3)
+    c.data.labels = ("Identity",)
+    with pytest.raises(ConfigError, match="semi_supervised.fraction"):
+        pipeline.options(c.data)
+    c.data.semi_supervised.fraction = 0.5
+    u = si.DEFAULT_NUM_UNSEEN
+    ids = si.identity_table("train", 100, K, num_outside=3)
+    assert set(ids) == set(range(K)) | {K + u, K + u + 1, K + u + 2}
+    assert not set(ids) & set(si.identity_table("test_unseen", 100, K))
+    src = pipeline.make_source(c.data, "train")
+    assert src[K]["label"][0] == K + u     # the record keeps who it is
+    it = pipeline.make_train_iterator(c.data, global_batch_size=10, seed=0)
+    seen_labelled, unlabelled = set(), 0
+    for _ in range(30):
+        b = next(it)
+        if b["labeled"].all():
+            seen_labelled |= set(np.round(b["label"][:, 0]).astype(int).tolist())
+        else:
+            assert not b["labeled"].any() and np.all(b["label"] == 0)
+            unlabelled += 1
+    assert seen_labelled and max(seen_labelled) < K and unlabelled
+    labelable = int(np.sum(ids < K))
+    freq = pipeline.label_frequencies(c.data)["Identity"]
+    assert freq.shape == (K,) and np.isclose(freq.sum(), 1.0)
+    positions = pipeline._supervised(ids < K, np.arange(100), pipeline.options(c.data))
+    assert len(positions) == round(0.5 * labelable) and np.all(ids[positions] < K)
+    other = configlib.base_config()
+    other.data.synthetic.num_unlabeled_identities = 2
+    other.data.semi_supervised.fraction = 0.5
+    with pytest.raises(ConfigError, match="only synthetic_identities"):
+        pipeline.options(other.data)

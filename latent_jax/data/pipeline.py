@@ -65,7 +65,9 @@ def default_data_config() -> ml_collections.ConfigDict:
         # The embedded data sets' seed and split sizes. An optional key `num_identities` sets
         # synthetic_identities' number of identities (the classes of its label Identity;
         # absent: 300); the identities presets add it, so that configs of the other datasets
-        # (their judge cache keys, their checkpoints' configs) stay as they were.
+        # (their judge cache keys, their checkpoints' configs) stay as they were. Another
+        # optional key, `num_unlabeled_identities` (absent: 0), adds training images of that
+        # many identities outside the label set, never labelled (needs semi_supervised).
         synthetic=ml_collections.ConfigDict(dict(
             seed=0, num_train=20000, num_validation=2000, num_test=2000)),
         # Semi-supervision (training split only): with `fraction` set, a seeded random share
@@ -90,7 +92,8 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 _TOP_KEYS = tuple(default_data_config().keys())
 _SUBSET_KEYS = ("positives", "ratio")
-_SYNTHETIC_KEYS = ("seed", "num_train", "num_validation", "num_test", "num_identities")
+_SYNTHETIC_KEYS = ("seed", "num_train", "num_validation", "num_test", "num_identities",
+                   "num_unlabeled_identities")
 _SEMI_KEYS = ("fraction", "seed")
 
 
@@ -112,6 +115,7 @@ class DataOptions:
     synthetic_seed: int
     synthetic_sizes: Mapping[str, int]
     num_identities: int
+    num_unlabeled_identities: int
     supervised_fraction: float | None
     supervised_seed: int
     validation_from_train: int
@@ -146,6 +150,10 @@ class _DatasetDef:
     # (opts, split, source) -> {name: int column} for those labels, without reading images.
     categorical_table: Callable[[DataOptions, str, Any], Mapping[str, np.ndarray]] = (
         lambda opts, split, source: {})
+    # (opts, split, source) -> bool [n]: records that may be labelled (None: all). The others
+    # (classes outside the label set) are never in the supervised share.
+    labelable: Callable[[DataOptions, str, Any], np.ndarray | None] = (
+        lambda opts, split, source: None)
 
 
 def _example_shape(opts: "DataOptions") -> tuple[int, ...]:
@@ -168,7 +176,8 @@ def _synthetic_open(opts: DataOptions, split: str):
 def _identities_open(opts: DataOptions, split: str):
     return synthetic_identities.SyntheticIdentities(
         split, image_size=opts.image_size, seed=opts.synthetic_seed,
-        num_examples=opts.synthetic_sizes[split], num_identities=opts.num_identities)
+        num_examples=opts.synthetic_sizes[split], num_identities=opts.num_identities,
+        num_outside=opts.num_unlabeled_identities)
 
 
 def _swiss_roll_open(opts: DataOptions, split: str):
@@ -215,6 +224,7 @@ DATASETS: dict[str, _DatasetDef] = {
         categorical=lambda opts: {synthetic_identities.IDENTITY: opts.num_identities},
         categorical_table=lambda opts, split, source: {
             synthetic_identities.IDENTITY: source.identity_table()},
+        labelable=lambda opts, split, source: source.labelable(),
     ),
     "celeb_a": _DatasetDef(
         attribute_names=lambda: celeba.ATTRIBUTE_NAMES,
@@ -349,6 +359,10 @@ def _validate(data_cfg) -> DataOptions:
     if synthetic.get("num_identities") is not None:
         num_identities = _int(synthetic, "num_identities", "config.data.synthetic.num_identities",
                               2)
+    num_unlabeled = 0
+    if synthetic.get("num_unlabeled_identities") is not None:
+        num_unlabeled = _int(synthetic, "num_unlabeled_identities",
+                             "config.data.synthetic.num_unlabeled_identities", 0)
 
     semi = data_cfg.get("semi_supervised")
     if semi is None or not hasattr(semi, "keys"):
@@ -362,6 +376,14 @@ def _validate(data_cfg) -> DataOptions:
                              f"got {fraction!r}")
         fraction = float(fraction)
     supervised_seed = _int(semi, "seed", "config.data.semi_supervised.seed", 0)
+    if num_unlabeled and name != "synthetic_identities":
+        raise ConfigError("config.data.synthetic.num_unlabeled_identities: only "
+                         f"synthetic_identities has identities, not {name}")
+    if num_unlabeled and fraction is None:
+        raise ConfigError("config.data.synthetic.num_unlabeled_identities: images outside the "
+                         "label set are never labelled, so they need a semi-supervised stream: "
+                         "set config.data.semi_supervised.fraction (1.0 labels every other "
+                         "image)")
 
     return DataOptions(
         name=name,
@@ -376,6 +398,7 @@ def _validate(data_cfg) -> DataOptions:
         synthetic_seed=synthetic_seed,
         synthetic_sizes=sizes,
         num_identities=num_identities,
+        num_unlabeled_identities=num_unlabeled,
         supervised_fraction=fraction,
         supervised_seed=supervised_seed,
         validation_from_train=_int(data_cfg, "validation_from_train",
@@ -385,6 +408,16 @@ def _validate(data_cfg) -> DataOptions:
         prefetch=_int(data_cfg, "prefetch", "config.data.prefetch", 0),
         config=data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg),
     )
+
+
+def fully_labelled(data_cfg) -> DataOptions:
+    """The same data with every training example labelled: no semi-supervised stream (whose
+    unsupervised batches carry zeroed labels) and no identities outside the label set. What
+    the judges train on, whatever the method's supervision."""
+    opts = options(data_cfg)
+    if opts.supervised_fraction is None and not opts.num_unlabeled_identities:
+        return opts
+    return dataclasses.replace(opts, supervised_fraction=None, num_unlabeled_identities=0)
 
 
 def _known_labels(dataset: str) -> tuple[str, ...]:
@@ -464,6 +497,22 @@ def supervised_positions(num_examples: int, fraction: float, seed: int) -> np.nd
     return np.sort(rng.permutation(n)[:k]).astype(np.int64)
 
 
+def _supervised(labelable: np.ndarray | None, record_rows: np.ndarray,
+                opts: DataOptions) -> np.ndarray:
+    """Positions (into `record_rows`, the examples' record indices) of the supervised share:
+    `supervised_positions` over the examples that may be labelled (all of them when
+    `labelable` is None; records of classes outside the label set never are)."""
+    record_rows = np.asarray(record_rows, np.int64)
+    if labelable is None:
+        return supervised_positions(len(record_rows), opts.supervised_fraction,
+                                    opts.supervised_seed)
+    candidates = np.flatnonzero(np.asarray(labelable, bool)[record_rows])
+    if len(candidates) == 0:
+        raise ConfigError("config.data.semi_supervised: no training example may be labelled")
+    return candidates[supervised_positions(len(candidates), opts.supervised_fraction,
+                                           opts.supervised_seed)]
+
+
 def label_frequencies(data_cfg, label_names: Sequence[str] | None = None
                       ) -> dict[str, np.ndarray]:
     """Per label, the class frequencies [num_classes] of the *supervised* training examples
@@ -482,8 +531,7 @@ def label_frequencies(data_cfg, label_names: Sequence[str] | None = None
         rows = rows[balanced_subset_indices(table[rows], dataset.attribute_names(),
                                             opts.positives, opts.ratio, opts.subset_seed, "train")]
     if opts.supervised_fraction is not None:
-        rows = rows[supervised_positions(len(rows), opts.supervised_fraction,
-                                         opts.supervised_seed)]
+        rows = rows[_supervised(dataset.labelable(opts, "train", records), rows, opts)]
     columns = labels_lib.table_as_mapping(table[rows], dataset.attribute_names())
     columns.update({name: np.asarray(col)[rows] for name, col in
                     dataset.categorical_table(opts, "train", records).items()})
@@ -519,6 +567,11 @@ class LabeledSource:
     @property
     def label_names(self) -> tuple[str, ...]:
         return self._label_names
+
+    @property
+    def records(self):
+        """The dataset's records (before subset selection)."""
+        return self._records
 
     @property
     def indices(self) -> np.ndarray:
@@ -888,13 +941,15 @@ def make_train_iterator(
                          f"split ({len(source)} examples after subsetting)")
     local_batch = global_batch_size // process_count
     ds = grain.MapDataset.source(source)
+    if opts.supervised_fraction is not None:
+        labelable = DATASETS[opts.name].labelable(opts, "train", source.records)
+        supervised = _supervised(labelable, source.indices, opts)
     if opts.supervised_fraction is None:
         ds = _ProcessShareOfEpochs(ds, global_batch_size=global_batch_size, seed=seed,
                                    process_index=process_index, process_count=process_count)
     else:
         ds = _SemiSupervisedStream(
-            ds, supervised=supervised_positions(len(source), opts.supervised_fraction,
-                                                opts.supervised_seed),
+            ds, supervised=supervised,
             global_batch_size=global_batch_size, seed=seed, process_index=process_index,
             process_count=process_count)
     ds = ds.map(to_float)

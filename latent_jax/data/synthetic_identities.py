@@ -23,7 +23,11 @@ images, up to one). ``test_unseen`` holds images of ``num_unseen`` further ident
 (``K .. K + num_unseen - 1``, default 50) that no other split shows: Lr-LiVAE's Sec. 3.6
 (classes outside the label set) and Figure 6 (swaps between people never seen). The data
 pipeline serves the first three; ``test_unseen`` is read through this module
-(``SyntheticIdentities('test_unseen', ...)``).
+(``SyntheticIdentities('test_unseen', ...)``). ``num_outside = O`` (default 0) adds to the
+training split images of ``O`` more identities (``K + U .. K + U + O - 1``: neither in the
+label set nor in ``test_unseen``) that are never labelled: Sec. 3.6's unlabelled examples of
+classes outside the label set (``config.data.synthetic.num_unlabeled_identities``, with
+semi-supervision).
 
 Labels and factors. Each record's ``attributes`` holds the binary attributes
 (``ATTRIBUTES``: those of ``synthetic_faces`` without ``Wearing_Hat``) and ``Identity``, the
@@ -147,13 +151,21 @@ def _check_count(value, what: str, minimum: int = 1) -> int:
 
 # ------------------------------------------------------------------------------- identities
 def image_identities(split: str, indices, num_identities: int = DEFAULT_NUM_IDENTITIES,
-                     num_unseen: int = DEFAULT_NUM_UNSEEN) -> np.ndarray:
-  """int64 identity of each image index of ``split`` (``i mod K``; unseen: ``K + i mod U``)."""
+                     num_unseen: int = DEFAULT_NUM_UNSEEN, *, num_outside: int = 0) -> np.ndarray:
+  """int64 identity of each image index of ``split``: ``i mod K`` (``test_unseen``:
+  ``K + i mod U``). With ``num_outside = O > 0`` the training split shows ``K + O`` identities,
+  image ``i`` the ``(i mod (K + O))``-th, where those past ``K`` are the identities
+  ``K + U .. K + U + O - 1``: outside the label set, never labelled (Sec. 3.6)."""
   _check_split(split)
   k = _check_count(num_identities, 'num_identities')
+  u = _check_count(num_unseen, 'num_unseen')
+  o = _check_count(num_outside, 'num_outside', 0)
   idx = np.asarray(indices, dtype=np.int64)
   if split == 'test_unseen':
-    return k + idx % _check_count(num_unseen, 'num_unseen')
+    return k + idx % u
+  if split == 'train' and o:
+    j = idx % (k + o)
+    return np.where(j < k, j, j + u)
   return idx % k
 
 
@@ -171,12 +183,13 @@ def _image_draws(seed: int, split_id: int, indices: np.ndarray) -> tuple[np.ndar
   return u[:, :sf._NUM_ATTRIBUTE_DRAWS], u[:, sf._NUM_ATTRIBUTE_DRAWS:]
 
 
-def _combined(seed: int, split: str, indices, num_identities: int, num_unseen: int):
+def _combined(seed: int, split: str, indices, num_identities: int, num_unseen: int,
+              num_outside: int = 0):
   """(identities [n], attribute uniforms [n, 16], parameter uniforms [n, P]) of images."""
   split_id = _check_split(split)
   seed = sf._check_seed(seed)
   idx = np.asarray(indices, dtype=np.int64)
-  ids = image_identities(split, idx, num_identities, num_unseen)
+  ids = image_identities(split, idx, num_identities, num_unseen, num_outside=num_outside)
   id_attr, id_par = _identity_draws(seed, ids)
   im_attr, im_par = _image_draws(seed, split_id, idx)
   attr = id_attr.copy()
@@ -194,37 +207,39 @@ def _labels_of(attr: np.ndarray) -> dict:
 
 def attributes_table(seed: int, split: str, num_examples: int,
                      num_identities: int = DEFAULT_NUM_IDENTITIES,
-                     num_unseen: int = DEFAULT_NUM_UNSEEN) -> np.ndarray:
+                     num_unseen: int = DEFAULT_NUM_UNSEEN, *, num_outside: int = 0) -> np.ndarray:
   """bool [n, len(ATTRIBUTES)]: the binary attributes of images 0..n-1, without rendering."""
   n = _check_count(num_examples, 'num_examples', 0)
-  _, attr, _ = _combined(seed, split, np.arange(n), num_identities, num_unseen)
+  _, attr, _ = _combined(seed, split, np.arange(n), num_identities, num_unseen, num_outside)
   labels = _labels_of(attr)
   return np.stack([np.asarray(labels[a], bool).reshape(n) for a in ATTRIBUTES], axis=-1
                   ).reshape(n, len(ATTRIBUTES))
 
 
 def identity_table(split: str, num_examples: int, num_identities: int = DEFAULT_NUM_IDENTITIES,
-                   num_unseen: int = DEFAULT_NUM_UNSEEN) -> np.ndarray:
+                   num_unseen: int = DEFAULT_NUM_UNSEEN, *, num_outside: int = 0) -> np.ndarray:
   """int64 [n]: the identity of images 0..n-1 of ``split``."""
   n = _check_count(num_examples, 'num_examples', 0)
-  return image_identities(split, np.arange(n), num_identities, num_unseen)
+  return image_identities(split, np.arange(n), num_identities, num_unseen,
+                          num_outside=num_outside)
 
 
 def nuisance_table(seed: int, split: str, num_examples: int,
                    num_identities: int = DEFAULT_NUM_IDENTITIES,
-                   num_unseen: int = DEFAULT_NUM_UNSEEN) -> np.ndarray:
+                   num_unseen: int = DEFAULT_NUM_UNSEEN, *, num_outside: int = 0) -> np.ndarray:
   """float64 [n, len(NUISANCE_FACTORS)]: the per-image factors of images 0..n-1."""
   n = _check_count(num_examples, 'num_examples', 0)
-  _, attr, par = _combined(seed, split, np.arange(n), num_identities, num_unseen)
+  _, attr, par = _combined(seed, split, np.arange(n), num_identities, num_unseen, num_outside)
   smiling = np.asarray(_labels_of(attr)['Smiling'], bool).reshape(n)
   return np.stack([np.asarray(f(par, smiling), np.float64).reshape(n)
                    for f in NUISANCE_FACTORS.values()], axis=-1).reshape(n, len(NUISANCE_FACTORS))
 
 
 # --------------------------------------------------------------------------------- rendering
-def _face(seed: int, split: str, index: int, num_identities: int, num_unseen: int):
+def _face(seed: int, split: str, index: int, num_identities: int, num_unseen: int,
+          num_outside: int = 0):
   ids, attr, par = _combined(seed, split, np.array([sf._check_index(index)]), num_identities,
-                             num_unseen)
+                             num_unseen, num_outside)
   st = {k: (int(v) if k == 'hair' else bool(v))
         for k, v in sf._state_rules(attr[0].tolist()).items()}
   return int(ids[0]), st, sf._Params(par[0])
@@ -239,10 +254,11 @@ def _record_attributes(identity: int, st: dict) -> dict:
 
 def render(seed: int, split: str, index: int, size: int,
            num_identities: int = DEFAULT_NUM_IDENTITIES,
-           num_unseen: int = DEFAULT_NUM_UNSEEN) -> tuple[np.ndarray, dict]:
+           num_unseen: int = DEFAULT_NUM_UNSEEN, *, num_outside: int = 0
+           ) -> tuple[np.ndarray, dict]:
   """Image ``index`` of ``split``: (uint8 [size, size, 3], attributes with ``Identity``)."""
   size = sf._check_size(size)
-  identity, st, p = _face(seed, split, index, num_identities, num_unseen)
+  identity, st, p = _face(seed, split, index, num_identities, num_unseen, num_outside)
   return sf._render(st, p, size), _record_attributes(identity, st)
 
 
@@ -263,13 +279,14 @@ class SyntheticIdentities:
 
   def __init__(self, split: str, image_size: int = 64, seed: int = 0,
                num_examples: int | None = None, num_identities: int = DEFAULT_NUM_IDENTITIES,
-               num_unseen: int = DEFAULT_NUM_UNSEEN):
+               num_unseen: int = DEFAULT_NUM_UNSEEN, num_outside: int = 0):
     _check_split(split)
     self.split = split
     self.image_size = sf._check_size(image_size)
     self.seed = sf._check_seed(seed)
     self.num_identities = _check_count(num_identities, 'num_identities')
     self.num_unseen = _check_count(num_unseen, 'num_unseen')
+    self.num_outside = _check_count(num_outside, 'num_outside', 0)
     n = DEFAULT_SPLIT_SIZES[split] if num_examples is None else num_examples
     self.num_examples = _check_count(n, 'num_examples')
 
@@ -281,27 +298,33 @@ class SyntheticIdentities:
   def __len__(self) -> int:
     return self.num_examples
 
+  def labelable(self) -> np.ndarray:
+    """bool [n]: images whose identity is in the label set (all but the outside identities)."""
+    return self.identity_table() < self.num_identities
+
   def __getitem__(self, index) -> dict:
     index = sf._check_index(index, self.num_examples)
     image, attributes = render(self.seed, self.split, index, self.image_size,
-                               self.num_identities, self.num_unseen)
+                               self.num_identities, self.num_unseen, num_outside=self.num_outside)
     return {'image': image, 'attributes': attributes}
 
   def attributes_table(self) -> np.ndarray:
     return attributes_table(self.seed, self.split, self.num_examples, self.num_identities,
-                            self.num_unseen)
+                            self.num_unseen, num_outside=self.num_outside)
 
   def identity_table(self) -> np.ndarray:
-    return identity_table(self.split, self.num_examples, self.num_identities, self.num_unseen)
+    return identity_table(self.split, self.num_examples, self.num_identities, self.num_unseen,
+                          num_outside=self.num_outside)
 
   def nuisance_table(self) -> np.ndarray:
     return nuisance_table(self.seed, self.split, self.num_examples, self.num_identities,
-                          self.num_unseen)
+                          self.num_unseen, num_outside=self.num_outside)
 
   def __repr__(self) -> str:
     return (f'SyntheticIdentities(split={self.split!r}, image_size={self.image_size}, '
             f'seed={self.seed}, num_examples={self.num_examples}, '
-            f'num_identities={self.num_identities}, num_unseen={self.num_unseen})')
+            f'num_identities={self.num_identities}, num_unseen={self.num_unseen}, '
+            f'num_outside={self.num_outside})')
 
 
 def identity_traits(seed: int, identity: int) -> Mapping[str, bool]:
