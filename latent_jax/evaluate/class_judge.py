@@ -103,6 +103,8 @@ def train_class_judge_params(data_cfg, spec, label: str, num_classes: int,
                                 feature_dim=int(settings["feature_dim"]))
     t0 = time.time()
     names = (label,)
+    # Every training example with its labels, whatever the method's supervision.
+    data_cfg = data_lib.pipeline.fully_labelled(data_cfg)
     iterator = data_lib.make_train_iterator(data_cfg, global_batch_size=batch_size, seed=seed,
                                             label_names=names, apply_subset=False)
     num_train = len(data_lib.make_source(data_cfg, "train", label_names=names,

@@ -1,7 +1,8 @@
 """The judge: an independent attribute classifier that scores every method the same way.
 
 The judge is a small convolutional network trained on the dataset's *real* training images
-(the whole training split, `apply_subset=False`), one logit per attribute, for every attribute
+(the whole training split, `apply_subset=False`, every image with its labels even when the
+method's run is semi-supervised: `pipeline.fully_labelled`), one logit per attribute, for every attribute
 the dataset provides by default (`DataSpec.attribute_names`, derived labels such as FacialHair
 included). It never sees a method's outputs during training, so edit success, preservation and
 conditional-sample correctness measured with it are comparable across methods. Its penultimate
@@ -65,7 +66,10 @@ log = logging.getLogger(__name__)
 #: Bump when the architecture, the training recipe or the cache format changes: old caches are
 #: then simply not found. tests/test_versions.py fingerprints the recipe's code and fails until
 #: a changed recipe has its own version.
-JUDGE_VERSION = 1
+JUDGE_VERSION = 2
+# 2: trained on fully labelled data (`pipeline.fully_labelled`). Version 1 trained on the
+#    run's own stream, so a semi-supervised run's judge saw its unsupervised batches' zeroed
+#    labels (and the cache key, which ignores the supervision, shared it with other runs).
 
 _CACHE_FORMAT = 1
 
@@ -399,6 +403,8 @@ def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings:
     module = JudgeNet(num_outputs=n_attr, width=int(settings["width"]),
                       feature_dim=int(settings["feature_dim"]))
     t0 = time.time()
+    # Every training example with its labels, whatever the method's supervision.
+    data_cfg = data_lib.pipeline.fully_labelled(data_cfg)
     iterator = data_lib.make_train_iterator(data_cfg, global_batch_size=batch_size, seed=seed,
                                             label_names=attribute_names, apply_subset=False)
     num_train = len(data_lib.make_source(data_cfg, "train", label_names=attribute_names,
