@@ -31,7 +31,8 @@ condvae_info on a synthetic subset) with its target / neutral / final columns;
 `LEADERBOARD_PRESET`, on one shared task (`SHARED_TASK`: synthetic faces, 32 px, Eyeglasses):
 give it `--budget_flops` and `--seeds` for a comparison at identical compute;
 `identities` is Lr-LiVAE's Tables 1-2 on synthetic_identities (cvae, cvaegan, lrlivae with the
-log and the hinge loss; 3e12 FLOPs each by default) with judge score, judged-correct rate,
+log and the hinge loss, and lrlivae with 40 unlabelled outside identities; 3e12 FLOPs each by
+default) with judge score, judged-correct rate,
 intra-class diversity, reconstruction and inpainting columns;
 `table1_smiling` / `table1_eyeglasses` are IFcVAEGAN's Table 1 (the naive cVAEGAN and the five
 IFcVAEGAN rows on the synthetic faces at 64x64) with its MSE / Class0 / Class1 columns.
@@ -138,7 +139,8 @@ SUITES = {
     "identities": dict(runs=("cvae=configs/cvae.py:identities",
                              "cvaegan=configs/cvaegan.py:identities",
                              "lrlivae=configs/lrlivae.py:identities",
-                             "lrlivae_hinge=configs/lrlivae.py:identities_hinge"),
+                             "lrlivae_hinge=configs/lrlivae.py:identities_hinge",
+                             "lrlivae_semi=configs/lrlivae.py:identities_semi"),
                        overrides=("eval.num_examples=200",), columns=IDENTITY_COLUMNS,
                        budget_flops=3e12, seeds=1),
     "leaderboard": dict(runs=(), overrides=SHARED_TASK + ("eval.num_examples=500",),
