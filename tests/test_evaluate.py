@@ -730,7 +730,8 @@ def test_an_equal_judge_network_shares_its_jitted_forward_pass():
 
 def test_the_judge_of_a_semi_supervised_run_trains_on_every_label(tmp_path, monkeypatch):
     """A semi-supervised data config's own stream zeroes the labels of its unsupervised batches;
-    the judge reads the same data fully labelled (JUDGE_VERSION 2; version 1 did not)."""
+    the judge reads the same data fully labelled (JUDGE_VERSION 2; version 1 did not). The
+    judge's first batches are recorded, then its training is stopped before anything compiles."""
     cfg = synthetic_cfg()
     cfg.image_size = 16
     cfg.synthetic.num_train = 128
@@ -738,23 +739,28 @@ def test_the_judge_of_a_semi_supervised_run_trains_on_every_label(tmp_path, monk
     seen = []
     original = data_lib.make_train_iterator
 
+    class Enough(Exception):
+        pass
+
     def recording(data_cfg, **kw):
         it = original(data_cfg, **kw)
 
         class Recorder:
             def __next__(self):
-                batch = next(it)
-                seen.append(batch)
-                return batch
+                if len(seen) == 2:
+                    raise Enough()
+                seen.append(next(it))
+                return seen[-1]
 
             def close(self):
                 pass
         return Recorder()
 
     monkeypatch.setattr(data_lib, "make_train_iterator", recording)
-    judge_cfg = dict(_judge_kwargs(tiny_judge_cfg(tmp_path))[1], steps=6, test_examples=32)
-    judge_lib.get_or_train_judge(cfg, judge_cfg, attribute_names=("Eyeglasses", "Male"))
-    assert seen and all("labeled" not in b for b in seen)
+    judge_cfg = dict(_judge_kwargs(tiny_judge_cfg(tmp_path))[1], steps=16)
+    with pytest.raises(Enough):
+        judge_lib.get_or_train_judge(cfg, judge_cfg, attribute_names=("Eyeglasses", "Male"))
+    assert len(seen) == 2 and all("labeled" not in b for b in seen)
     assert np.mean(np.concatenate([b["label"] for b in seen])[:, 1]) > 0.2   # Male is ~42 %
     # The run itself still gets its semi-supervised stream.
     b = next(original(cfg, global_batch_size=8, seed=0))
