@@ -95,7 +95,6 @@ def train_class_judge_params(data_cfg, spec, label: str, num_classes: int,
                              progress: Callable[[str], None] | None = None) -> tuple[Any, dict]:
     """Trains the K-way judge; returns (params, metadata with its test accuracy)."""
     from latent_jax import data as data_lib  # pylint: disable=import-outside-toplevel
-    from latent_jax import logging as lj_logging  # pylint: disable=import-outside-toplevel
 
     say = progress or log.info
     steps, batch_size = int(settings["steps"]), int(settings["batch_size"])
@@ -111,41 +110,18 @@ def train_class_judge_params(data_cfg, spec, label: str, num_classes: int,
                                          apply_subset=False))
     batches = judge_lib._TrainBatches(iterator, num_train, batch_size, steps, spec.image_shape,
                                       float(settings["memory_mb"]), seed)
-    augment = bool(settings["augment"])
-    lr = float(settings["learning_rate"])
-    warmup = max(1, min(100, steps // 10))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1),
-                                                  end_value=lr * 0.02)
-    tx = optax.adam(schedule)
-    init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = module.init(init_rng, jnp.zeros((1,) + tuple(spec.image_shape)))["params"]
-    opt_state = tx.init(params)
 
     def loss_fn(p, x, y):
         logits, _ = module.apply({"params": p}, x)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.mean(ce), jnp.mean(jnp.argmax(logits, -1) == y)
 
-    @jax.jit
-    def train_step(p, o, x, y, step_rng):
-        if augment:
-            x = judge_lib._augment(step_rng, x)
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y)
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o, loss, acc
-
     say(f"class judge: training a {num_classes}-way judge of {label} on {spec.name} "
         f"({spec.image_shape[0]} px) for {steps} steps of {batch_size}")
-    bar = lj_logging.ProgressBar(steps, desc="class judge", enabled=jax.process_index() == 0)
-    for step in range(steps):
-        batch = batches.next()
-        y = np.round(np.asarray(batch["label"])[:, 0]).astype(np.int32)
-        params, opt_state, loss, acc = train_step(params, opt_state, batch["image"], y,
-                                                  jax.random.fold_in(rng, step))
-        bar.update(step + 1, {"loss": loss, "batch_accuracy": acc})
-    bar.close()
-    batches.close()
-    jax.block_until_ready(params)
+    params, _, _ = judge_lib._fit(
+        module, loss_fn, batches,
+        lambda b: np.round(np.asarray(b["label"])[:, 0]).astype(np.int32), settings, seed,
+        spec.image_shape, "class judge")
     train_seconds = time.time() - t0
 
     judge = ClassJudge(label, int(num_classes), module, params, float("nan"), 0)

@@ -390,6 +390,48 @@ def _balanced_weights(labels: np.ndarray, balanced: bool) -> tuple[np.ndarray, n
     return (0.5 / p).astype(np.float32), (0.5 / (1.0 - p)).astype(np.float32)
 
 
+def _fit(module, loss_fn, batches, targets, settings: Mapping[str, Any], seed: int, image_shape,
+         desc: str):
+    """The judges' optimisation: Adam with a warm-up + cosine schedule over `settings['steps']`
+    steps of `batches` (augmented when `settings['augment']`), minimising
+    `loss_fn(params, x, targets(batch)) -> (loss, accuracy)` from `module`'s initialisation with
+    `seed`. Returns (params, last loss, last accuracy); shared by the attribute judge and the
+    class judge (class_judge.py)."""
+    from latent_jax import logging as lj_logging  # pylint: disable=import-outside-toplevel
+
+    steps = int(settings["steps"])
+    augment = bool(settings["augment"])
+    lr = float(settings["learning_rate"])
+    warmup = max(1, min(100, steps // 10))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1),
+                                                  end_value=lr * 0.02)
+    tx = optax.adam(schedule)
+    rng = jax.random.PRNGKey(seed)
+    init_rng, rng = jax.random.split(rng)
+    params = module.init(init_rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))["params"]
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def train_step(p, o, x, y, step_rng):
+        if augment:
+            x = _augment(step_rng, x)
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss, acc
+
+    bar = lj_logging.ProgressBar(steps, desc=desc, enabled=jax.process_index() == 0)
+    loss = acc = float("nan")
+    for step in range(steps):
+        batch = batches.next()
+        params, opt_state, loss, acc = train_step(params, opt_state, batch["image"],
+                                                  targets(batch), jax.random.fold_in(rng, step))
+        bar.update(step + 1, {"loss": loss, "batch_accuracy": acc})
+    bar.close()
+    batches.close()
+    jax.block_until_ready(params)
+    return params, loss, acc
+
+
 def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings: Mapping[str, Any],
                        seed: int, progress: Callable[[str], None] | None = None) -> tuple[Any, dict]:
     """Trains a judge; returns (params, metadata with the test metrics and training time)."""
@@ -419,17 +461,6 @@ def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings:
         raise ValueError("judge: attributes must be binary (0/1); use config.eval.judge "
                          "attributes that are binary")
     w_pos, w_neg = _balanced_weights(labels0, bool(settings["balanced"]))
-    augment = bool(settings["augment"])
-
-    lr = float(settings["learning_rate"])
-    warmup = max(1, min(100, steps // 10))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1),
-                                                  end_value=lr * 0.02)
-    tx = optax.adam(schedule)
-    rng = jax.random.PRNGKey(seed)
-    init_rng, rng = jax.random.split(rng)
-    params = module.init(init_rng, jnp.zeros((1,) + tuple(spec.image_shape), jnp.float32))["params"]
-    opt_state = tx.init(params)
     w_pos_j, w_neg_j = jnp.asarray(w_pos), jnp.asarray(w_neg)
 
     def loss_fn(p, x, y):
@@ -439,27 +470,11 @@ def train_judge_params(data_cfg, spec, attribute_names: Sequence[str], settings:
         acc = jnp.mean((logits > 0) == (y > 0.5))
         return jnp.mean(weights * bce), acc
 
-    @jax.jit
-    def train_step(p, o, x, y, step_rng):
-        if augment:
-            x = _augment(step_rng, x)
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y)
-        updates, o = tx.update(grads, o, p)
-        return optax.apply_updates(p, updates), o, loss, acc
-
     say(f"judge: training on {spec.name} ({spec.image_shape[0]} px) for {steps} steps of "
         f"{batch_size}, {n_attr} attributes")
-    from latent_jax import logging as lj_logging  # pylint: disable=import-outside-toplevel
-    bar = lj_logging.ProgressBar(steps, desc="judge", enabled=jax.process_index() == 0)
     t_train = time.time()
-    for step in range(steps):
-        batch = batches.next()
-        params, opt_state, loss, acc = train_step(params, opt_state, batch["image"],
-                                                  batch["label"], jax.random.fold_in(rng, step))
-        bar.update(step + 1, {"loss": loss, "batch_accuracy": acc})
-    bar.close()
-    batches.close()
-    jax.block_until_ready(params)
+    params, loss, acc = _fit(module, loss_fn, batches, lambda b: b["label"], settings, seed,
+                             spec.image_shape, "judge")
     say(f"judge: {steps} steps in {time.time() - t_train:.1f} s ({batches.describe()}), last "
         f"batch loss {float(loss):.4f}, accuracy {float(acc):.3f}")
     train_seconds = time.time() - t0
