@@ -38,14 +38,17 @@ def share_of_pixels_off(ref: np.ndarray, now: np.ndarray) -> float:
     return float(np.mean(np.abs(ref.astype(np.int16) - now.astype(np.int16)) > MAX_LEVELS))
 
 
-@pytest.fixture(scope="module")
-def golden():
-    path = make_golden.golden_path()
+def load_golden(path: str, dataset: str, version: str) -> dict:
     if not os.path.exists(path):
-        pytest.fail(f"no reference renders for synthetic_faces VERSION {sf.VERSION}: run "
+        pytest.fail(f"no reference renders for {dataset} VERSION {version}: run "
                     f"`python tests/make_golden.py` after bumping the version")
     with np.load(path) as f:
         return dict(f)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_golden(make_golden.golden_path(), "synthetic_faces", sf.VERSION)
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +99,7 @@ IDENTITIES_CHANGED = (
 
 @pytest.fixture(scope="module")
 def identities_golden():
-    path = make_golden.identities_golden_path()
-    if not os.path.exists(path):
-        pytest.fail(f"no reference renders for synthetic_identities VERSION {si.VERSION}: run "
-                    f"`python tests/make_golden.py` after bumping the version")
-    with np.load(path) as f:
-        return dict(f)
+    return load_golden(make_golden.identities_golden_path(), "synthetic_identities", si.VERSION)
 
 
 def test_synthetic_identities_match_their_version(identities_golden):
@@ -151,34 +149,28 @@ def recipe_fingerprint(module=judge_lib, recipe=JUDGE_RECIPE) -> str:
     return h.hexdigest()[:16]
 
 
-def test_judge_recipe_matches_judge_version():
-    fingerprint = recipe_fingerprint()
-    version = judge_lib.JUDGE_VERSION
-    assert RECIPE_FINGERPRINTS.get(version) == fingerprint, (
-        f"the judge's training recipe ({', '.join(JUDGE_RECIPE)} in latent_jax/evaluate/judge.py)"
-        f" is not the one of JUDGE_VERSION {version}: judges cached under that version would be "
-        f"reused for a different recipe. If the change is deliberate, bump JUDGE_VERSION and add "
-        f"{{{version + 1 if version in RECIPE_FINGERPRINTS else version}: {fingerprint!r}}} to "
-        f"RECIPE_FINGERPRINTS in tests/test_versions.py.")
-
-
 # The class judge's recipe: its own training function on top of the judge's (whose changes the
-# test above catches); CLASS_JUDGE_VERSION -> fingerprint.
+# judge's fingerprint catches); CLASS_JUDGE_VERSION -> fingerprint.
 CLASS_JUDGE_RECIPE = ("train_class_judge_params", "_cache_attributes")
 CLASS_RECIPE_FINGERPRINTS = {
     1: "ba4829a1940a8991",
 }
 
 
-def test_class_judge_recipe_matches_its_version():
-    fingerprint = recipe_fingerprint(class_judge_lib, CLASS_JUDGE_RECIPE)
-    version = class_judge_lib.CLASS_JUDGE_VERSION
-    assert CLASS_RECIPE_FINGERPRINTS.get(version) == fingerprint, (
-        f"the class judge's recipe ({', '.join(CLASS_JUDGE_RECIPE)} in "
-        f"latent_jax/evaluate/class_judge.py) is not the one of CLASS_JUDGE_VERSION {version}. "
-        f"If the change is deliberate, bump CLASS_JUDGE_VERSION and add "
-        f"{{{version + 1 if version in CLASS_RECIPE_FINGERPRINTS else version}: "
-        f"{fingerprint!r}}} to CLASS_RECIPE_FINGERPRINTS in tests/test_versions.py.")
+@pytest.mark.parametrize("module,recipe,version_name,fingerprints,table", [
+    (judge_lib, JUDGE_RECIPE, "JUDGE_VERSION", RECIPE_FINGERPRINTS, "RECIPE_FINGERPRINTS"),
+    (class_judge_lib, CLASS_JUDGE_RECIPE, "CLASS_JUDGE_VERSION", CLASS_RECIPE_FINGERPRINTS,
+     "CLASS_RECIPE_FINGERPRINTS"),
+], ids=["judge", "class_judge"])
+def test_judge_recipe_matches_its_version(module, recipe, version_name, fingerprints, table):
+    fingerprint = recipe_fingerprint(module, recipe)
+    version = getattr(module, version_name)
+    assert fingerprints.get(version) == fingerprint, (
+        f"the training recipe ({', '.join(recipe)} in {module.__name__}) is not the one of "
+        f"{version_name} {version}: judges cached under that version would be reused for a "
+        f"different recipe. If the change is deliberate, bump {version_name} and add "
+        f"{{{version + 1 if version in fingerprints else version}: {fingerprint!r}}} to "
+        f"{table} in tests/test_versions.py.")
 
 
 def test_recipe_fingerprint_ignores_comments_but_not_code(monkeypatch):
