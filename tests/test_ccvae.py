@@ -4,7 +4,6 @@ semi-supervised training through the shared trainer."""
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 
 import jax
