@@ -188,6 +188,13 @@ def test_identities_outside_the_label_set_are_in_training_but_never_labelled():
     assert not set(ids) & set(si.identity_table("test_unseen", 100, K))
     src = pipeline.make_source(c.data, "train")
     assert src[K]["label"][0] == K + u     # the record keeps who it is
+    # The attribute regions are those of the image the record shows (an outside identity's).
+    regions = pipeline.attribute_regions(c.data, "train", K + 1)
+    for i in (K - 1, K):
+        expected = si.attribute_regions(0, "train", i, 16, K, num_outside=3)
+        assert all(np.array_equal(regions[a][i], expected[a]) for a in si.ATTRIBUTES)
+    assert not all(np.array_equal(regions[a][K], si.attribute_regions(0, "train", K, 16, K)[a])
+                   for a in si.ATTRIBUTES)
     it = pipeline.make_train_iterator(c.data, global_batch_size=10, seed=0)
     seen_labelled, unlabelled = set(), 0
     for _ in range(30):

@@ -218,7 +218,8 @@ DATASETS: dict[str, _DatasetDef] = {
         table=lambda opts, split, source: np.asarray(source.attributes_table(), bool),
         image_sizes=lambda: (synthetic_identities.MIN_SIZE, synthetic_identities.MAX_SIZE),
         regions=lambda opts, split, i: synthetic_identities.attribute_regions(
-            opts.synthetic_seed, split, i, opts.image_size, opts.num_identities),
+            opts.synthetic_seed, split, i, opts.image_size, opts.num_identities,
+            num_outside=opts.num_unlabeled_identities),
         version=lambda: synthetic_identities.VERSION,
         categorical_names=(synthetic_identities.IDENTITY,),
         categorical=lambda opts: {synthetic_identities.IDENTITY: opts.num_identities},

@@ -264,11 +264,12 @@ def render(seed: int, split: str, index: int, size: int,
 
 def attribute_regions(seed: int, split: str, index: int, size: int,
                       num_identities: int = DEFAULT_NUM_IDENTITIES,
-                      num_unseen: int = DEFAULT_NUM_UNSEEN) -> dict[str, np.ndarray]:
+                      num_unseen: int = DEFAULT_NUM_UNSEEN, *, num_outside: int = 0
+                      ) -> dict[str, np.ndarray]:
   """Per binary attribute, bool [size, size]: where it is (or would be) drawn on this image
   (the ``synthetic_faces`` regions; the inpainting masks of Sec. 4.5 are built from them)."""
   size = sf._check_size(size)
-  _, st, p = _face(seed, split, index, num_identities, num_unseen)
+  _, st, p = _face(seed, split, index, num_identities, num_unseen, num_outside)
   regions = sf._regions(st, p, size)
   return {a: regions[a] for a in ATTRIBUTES}
 
