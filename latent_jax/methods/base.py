@@ -121,6 +121,9 @@ class Method(abc.ABC):
         self.image_shape = tuple(data_spec.image_shape)
         self.label_names = tuple(data_spec.label_names)
         self.num_labels = len(self.label_names)
+        # Class count of each label where the dataset sets it (`DataSpec.num_classes`); the
+        # methods' class layouts read it through `labels.num_classes(name, label_classes)`.
+        self.label_classes = dict(getattr(data_spec, "num_classes", None) or {})
         # Schedules count each player's own optimizer updates: a player updated k times per
         # iteration has k * steps_per_epoch updates per epoch.
         self._txs = {name: optim.make_optimizer(

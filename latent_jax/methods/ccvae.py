@@ -197,7 +197,7 @@ class CCVAE(_OneModelMethod):
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         super().__init__(config, data_spec, steps_per_epoch)
         m = config.model
-        self.layout = _Layout(self.label_names, getattr(self.data_spec, "num_classes", None))
+        self.layout = _Layout(self.label_names, self.label_classes)
         self.label_dims = int(m.label_dims)
         self.free_dims = int(m.free_dims)
         if self.label_dims < 1 or self.free_dims < 0:
@@ -495,7 +495,7 @@ class M2(_OneModelMethod):
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)
         m = config.model
-        self.layout = _Layout(self.label_names, getattr(self.data_spec, "num_classes", None))
+        self.layout = _Layout(self.label_names, self.label_classes)
         # Binary labels take one input/logit each, categorical ones C (one-hot / softmax).
         self.widths = tuple(c if cat else 1 for c, cat in
                             zip(self.layout.num_classes, self.layout.categorical))

@@ -105,7 +105,7 @@ class _Conditional(base.Method):
         super().__init__(config, data_spec, steps_per_epoch)
         if not self.label_names:
             raise ConfigError(f"config.data.labels: {self.name} needs at least one label")
-        self.classes = JointClasses(self.label_names, getattr(self.data_spec, "num_classes", None))
+        self.classes = JointClasses(self.label_names, self.label_classes)
         m = config.model
         self.dz = int(m.z_s_dim) + int(m.z_u_dim)
         channels = tuple(m.channels)

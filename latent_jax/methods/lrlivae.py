@@ -363,7 +363,7 @@ class LrLiVAE(base.Method):
         if not self.label_names:
             raise ConfigError("config.data.labels: lrlivae needs at least one label")
         self.k = self.batches_per_step(config)
-        self.classes = JointClasses(self.label_names, getattr(self.data_spec, "num_classes", None))
+        self.classes = JointClasses(self.label_names, self.label_classes)
         C = self.classes.num_classes
         m = config.model
         self.ds, self.du = int(m.z_s_dim), int(m.z_u_dim)
