@@ -942,15 +942,13 @@ def make_train_iterator(
                          f"split ({len(source)} examples after subsetting)")
     local_batch = global_batch_size // process_count
     ds = grain.MapDataset.source(source)
-    if opts.supervised_fraction is not None:
-        labelable = DATASETS[opts.name].labelable(opts, "train", source.records)
-        supervised = _supervised(labelable, source.indices, opts)
     if opts.supervised_fraction is None:
         ds = _ProcessShareOfEpochs(ds, global_batch_size=global_batch_size, seed=seed,
                                    process_index=process_index, process_count=process_count)
     else:
+        labelable = DATASETS[opts.name].labelable(opts, "train", source.records)
         ds = _SemiSupervisedStream(
-            ds, supervised=supervised,
+            ds, supervised=_supervised(labelable, source.indices, opts),
             global_batch_size=global_batch_size, seed=seed, process_index=process_index,
             process_count=process_count)
     ds = ds.map(to_float)
