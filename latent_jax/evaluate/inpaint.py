@@ -27,13 +27,13 @@ from latent_jax.errors import ConfigError
 # name -> (top, bottom, left, right), fractions of the height / width; the halves are the same
 # for every dataset.
 _HALVES = {"right_half": (0.0, 1.0, 0.5, 1.0), "bottom_half": (0.5, 1.0, 0.0, 1.0)}
+_SYNTHETIC_BOXES = dict(_HALVES, eyes=(0.40, 0.60, 0.23, 0.77), nose_mouth=(0.60, 0.76, 0.34, 0.66))
 BOXES: Mapping[str, Mapping[str, tuple[float, float, float, float]]] = {
-    "synthetic_faces": dict(_HALVES, eyes=(0.40, 0.60, 0.23, 0.77),
-                            nose_mouth=(0.60, 0.76, 0.34, 0.66)),
+    "synthetic_faces": _SYNTHETIC_BOXES,
+    # synthetic_identities paints with the synthetic faces' renderer and its pose ranges.
+    "synthetic_identities": _SYNTHETIC_BOXES,
     "celeb_a": dict(_HALVES, eyes=(0.42, 0.60, 0.27, 0.73), nose_mouth=(0.60, 0.84, 0.33, 0.67)),
 }
-# synthetic_identities paints with the synthetic faces' renderer and its pose ranges.
-BOXES = dict(BOXES, synthetic_identities=BOXES["synthetic_faces"])
 MASK_NAMES = ("right_half", "eyes", "nose_mouth", "bottom_half")
 
 
