@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from typing import Any, Callable, Mapping
 
-from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from latent_jax import interrupt
-from latent_jax import paths
 from latent_jax.evaluate import judge as judge_lib
 
 log = logging.getLogger(__name__)
@@ -158,32 +155,13 @@ def get_or_train_class_judge(data_cfg, label: str, judge_cfg=None, rng_seed: int
     spec = data_lib.get_data_spec(opts)
     names = _cache_attributes(label, num_classes)
     key = judge_lib.cache_key(opts, spec, names, settings, seed)
-    cache_dir = str(settings["cache_dir"] or judge_lib.default_cache_dir())
-    if not paths.is_remote(cache_dir):
-        cache_dir = os.path.expanduser(cache_dir)
-    path = epath.Path(cache_dir) / f"{key}.msgpack"
     module = judge_lib.JudgeNet(num_outputs=int(num_classes), width=int(settings["width"]),
                                 feature_dim=int(settings["feature_dim"]))
-    template = jax.eval_shape(lambda: module.init(
-        jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(spec.image_shape)))["params"])
-    loaded, params, meta = False, None, None
-    if path.exists():
-        try:
-            params, meta = judge_lib.load_judge_cache(path, template, key, [label])
-            loaded = True
-        except Exception as e:  # pylint: disable=broad-except
-            log.warning("class judge: ignoring unusable cache %s (%s: %s); retraining", path,
-                        type(e).__name__, e)
-    if not loaded:
-        params, meta = train_class_judge_params(opts, spec, label, num_classes, settings, seed,
-                                                progress)
-        meta = dict(meta, key=key, attribute_names=[label], num_classes=int(num_classes),
-                    settings={k: v for k, v in settings.items() if k != "cache_dir"}, seed=seed,
-                    dataset=spec.name, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        try:
-            judge_lib.save_judge_cache(path, params, meta)
-        except OSError as e:
-            log.warning("class judge: could not write the cache %s (%s)", path, e)
+    params, meta, loaded, _ = judge_lib.load_or_train(
+        "class judge", settings, key, seed, module, spec.image_shape, [label],
+        lambda: train_class_judge_params(opts, spec, label, num_classes, settings, seed,
+                                         progress),
+        num_classes=int(num_classes), dataset=spec.name)
     return ClassJudge(label, int(num_classes), module, params,
                       float(meta["test_accuracy"][label]), int(meta.get("test_examples", 0)),
                       key=key, train_seconds=meta.get("train_seconds"), loaded_from_cache=loaded)

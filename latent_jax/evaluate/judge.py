@@ -2,9 +2,9 @@
 
 The judge is a small convolutional network trained on the dataset's *real* training images
 (the whole training split, `apply_subset=False`, every image with its labels even when the
-method's run is semi-supervised: `pipeline.fully_labelled`), one logit per attribute, for every attribute
-the dataset provides by default (`DataSpec.attribute_names`, derived labels such as FacialHair
-included). It never sees a method's outputs during training, so edit success, preservation and
+method's run is semi-supervised: `pipeline.fully_labelled`), one logit per attribute, for
+every attribute the dataset provides by default (`DataSpec.attribute_names`, derived labels
+such as FacialHair included). It never sees a method's outputs during training, so edit success, preservation and
 conditional-sample correctness measured with it are comparable across methods. Its penultimate
 features (`Judge.features`) are the embedding of the Fréchet distances in
 `latent_jax.evaluate.metrics` (a Fréchet distance in *judge* feature space, not Inception FID).
@@ -594,6 +594,47 @@ def _binary_attributes(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(n for n in names if labels_lib.label_kind(n) == labels_lib.BINARY)
 
 
+def cache_path(settings: Mapping[str, Any], key: str) -> epath.Path:
+    """Where the judge (or class judge) of `key` is cached: `settings['cache_dir']` or
+    `default_cache_dir()`, `~` expanded for local paths."""
+    cache_dir = str(settings["cache_dir"] or default_cache_dir())
+    if not paths.is_remote(cache_dir):
+        cache_dir = os.path.expanduser(cache_dir)
+    return epath.Path(cache_dir) / f"{key}.msgpack"
+
+
+def load_or_train(what: str, settings: Mapping[str, Any], key: str, seed: int, module,
+                  input_shape, names: Sequence[str], train: Callable[[], tuple[Any, dict]],
+                  **meta_extra) -> tuple[Any, dict, bool, epath.Path]:
+    """(params, metadata, loaded from the cache, cache path) of the judge `module` (taking
+    images of `input_shape`) cached under `key`: read from the cache when a usable file is
+    there, else `train()`ed and written to it (with `meta_extra` in its metadata). An unusable
+    or unwritable cache is reported, not fatal. Shared by the attribute judge and the class
+    judge (class_judge.py)."""
+    path = cache_path(settings, key)
+    template = jax.eval_shape(
+        lambda: module.init(jax.random.PRNGKey(0),
+                            jnp.zeros((1,) + tuple(input_shape), jnp.float32))["params"])
+    if path.exists():
+        try:
+            params, meta = load_judge_cache(path, template, key, names)
+            log.info("%s: loaded %s", what, path)
+            return params, meta, True, path
+        except Exception as e:  # pylint: disable=broad-except
+            log.warning("%s: ignoring unusable cache %s (%s: %s); retraining", what, path,
+                        type(e).__name__, e)
+    params, meta = train()
+    meta = dict(meta, key=key, attribute_names=list(names),
+                settings={k: v for k, v in settings.items() if k != "cache_dir"}, seed=seed,
+                created=time.strftime("%Y-%m-%dT%H:%M:%S"), **meta_extra)
+    try:
+        save_judge_cache(path, params, meta)
+        log.info("%s: cached at %s", what, path)
+    except OSError as e:
+        log.warning("%s: could not write the cache %s (%s)", what, path, e)
+    return params, meta, False, path
+
+
 def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
                        attribute_names: Sequence[str] | None = None,
                        progress: Callable[[str], None] | None = None) -> Judge:
@@ -619,37 +660,12 @@ def get_or_train_judge(data_cfg, judge_cfg=None, rng_seed: int | None = None, *,
         raise ConfigError(f"judge attributes {unknown} are not provided by dataset {spec.name!r}; "
                          f"available: {list(spec.attribute_names)}")
     key = cache_key(data_cfg, spec, names, settings, seed)
-    cache_dir = settings["cache_dir"] or default_cache_dir()
-    cache_dir = str(cache_dir)
-    if not paths.is_remote(cache_dir):
-        cache_dir = os.path.expanduser(cache_dir)
-    path = epath.Path(cache_dir) / f"{key}.msgpack"
-
     module = JudgeNet(num_outputs=len(names), width=int(settings["width"]),
                       feature_dim=int(settings["feature_dim"]))
-    template = jax.eval_shape(
-        lambda: module.init(jax.random.PRNGKey(0),
-                            jnp.zeros((1,) + tuple(spec.image_shape), jnp.float32))["params"])
-    meta, params, loaded = None, None, False
-    if path.exists():
-        try:
-            params, meta = load_judge_cache(path, template, key, names)
-            loaded = True
-            log.info("judge: loaded %s", path)
-        except Exception as e:  # pylint: disable=broad-except
-            log.warning("judge: ignoring unusable cache %s (%s: %s); retraining", path,
-                        type(e).__name__, e)
-    if not loaded:
-        params, meta = train_judge_params(data_cfg, spec, names, settings, seed, progress)
-        meta = dict(meta, key=key, attribute_names=list(names),
-                    settings={k: v for k, v in settings.items() if k != "cache_dir"}, seed=seed,
-                    dataset=spec.name, image_shape=list(spec.image_shape),
-                    created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        try:
-            save_judge_cache(path, params, meta)
-            log.info("judge: cached at %s", path)
-        except OSError as e:
-            log.warning("judge: could not write the cache %s (%s)", path, e)
+    params, meta, loaded, path = load_or_train(
+        "judge", settings, key, seed, module, spec.image_shape, names,
+        lambda: train_judge_params(data_cfg, spec, names, settings, seed, progress),
+        dataset=spec.name, image_shape=list(spec.image_shape))
 
     return Judge(attribute_names=names, module=module, params=params,
                  test_accuracy=dict(meta["test_accuracy"]),
