@@ -219,7 +219,7 @@ class Experiment:
             raise errors.IncompatibleCheckpointError(
                 f"--workdir: the checkpoint at step {step} in {self.checkpoint_dir} was written "
                 f"with another config (checkpoint -> this run): {shown}. Run with the "
-                f"checkpoint's config ({self.workdir / 'config.json'}) or use a new --workdir")
+                f"checkpoint's config ({self.workdir / CONFIG_FILE}) or use a new --workdir")
         for line in safe:
             logging.info("config changed since the checkpoint at step %d (safe): %s", step, line)
 
@@ -293,6 +293,9 @@ class Experiment:
         return self._step_fns[phase]
 
 
+CONFIG_FILE = "config.json"   # the run's config, in its workdir
+
+
 def _config_json(config) -> str:
     return config.to_json_best_effort(sort_keys=True)
 
@@ -346,7 +349,7 @@ def _train(exp: Experiment) -> dict:
     n_devices = int(exp.mesh.devices.size)
     if jax.process_index() == 0:
         # Written only once the checkpoint (if any) restored with a compatible config.
-        (exp.workdir / "config.json").write_text(config_json)
+        (exp.workdir / CONFIG_FILE).write_text(config_json)
         lj_logging.drop_rows_after(exp.workdir / "metrics.jsonl", start_step)
     log_every = int(config.log_every_steps)
     ckpt_every = int(config.checkpoint.every_steps)
@@ -511,6 +514,15 @@ def _evaluate(exp: Experiment, states: dict, step: int, writer, spent) -> dict:
     writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()
                                 if isinstance(v, (int, float))})
     return result
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in `workdir` trained with (`CONFIG_FILE`, written when it started)."""
+    path = epath.Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise errors.NoCheckpointError(f"--workdir: no {CONFIG_FILE} in {workdir}; train first "
+                                       "(--mode=train)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def load_for_inference(config: ml_collections.ConfigDict, workdir: str):

@@ -12,7 +12,6 @@ inside each mask on those images.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -30,8 +29,6 @@ def main(argv=None) -> int:
 
     import jax
     import jax.numpy as jnp
-    import ml_collections
-    from etils import epath
     from PIL import Image
 
     from latent_jax import imageio, train
@@ -40,7 +37,7 @@ def main(argv=None) -> int:
 
     runs, data_cfg = [], None
     for wd in args.workdir:
-        config = ml_collections.ConfigDict(json.loads((epath.Path(wd) / "config.json").read_text()))
+        config = train.saved_config(wd)
         if data_cfg is not None and config.data.to_dict() != data_cfg.to_dict():
             raise SystemExit(f"--workdir: {wd} was trained on other data than {args.workdir[0]}")
         data_cfg = config.data

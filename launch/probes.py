@@ -50,7 +50,6 @@ def encode(method, states, x: np.ndarray, batch: int = 250) -> np.ndarray:
 
 
 def run(workdir: str, num_train: int, num_test: int) -> dict:
-    import ml_collections
     from etils import epath
 
     from latent_jax import train
@@ -59,7 +58,7 @@ def run(workdir: str, num_train: int, num_test: int) -> dict:
     from latent_jax.methods import base
 
     wd = epath.Path(workdir)
-    config = ml_collections.ConfigDict(json.loads((wd / "config.json").read_text()))
+    config = train.saved_config(workdir)
     if config.data.name != "synthetic_identities":
         raise SystemExit(f"--workdir: the run trained on {config.data.name}; the probes need "
                          f"synthetic_identities (its identities and nuisance factors)")
