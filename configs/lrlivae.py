@@ -22,6 +22,13 @@ Presets (`--config=configs/lrlivae.py:<preset>`):
   identities_semi       identities plus the training images of 40 identities outside the label
                         set, never labelled (Sec. 3.6 / 4.4; the paper's 200 CASIA identities
                         next to FaceScrub's 530), through the semi-supervised stream
+  celeba_identities     CelebA at 64x64 (centre square crop), the class the identity: the 530
+                        most frequent persons (FaceScrub's count), each person's images split
+                        80/10/10 into train/validation/test (dataset celeb_a_identities; CelebA's
+                        official partition puts each person in one split only); the family's
+                        paper-sized networks (z_s = z_u = 512)
+  celeba_hair           CelebA at 64x64 on its official partition, the class the 6-way
+                        Hair_MULTI label built from its hair attributes
   toy                   Sec. 4.1's 2-D toy (3 classes, x label relevant, y not), MLPs of
                         32-64-64, 50 epochs, Adam 5e-4 (launch/toy2d.py draws Figure 2)
   tiny                  tests and smoke runs
@@ -41,7 +48,7 @@ LEADERBOARD_PRESET = "synthetic"
 
 PRESETS = ("synthetic", "synthetic_reference", "synthetic_nogan", "identities",
            "identities_reference", "identities_hinge", "identities_nogan", "identities_semi",
-           "toy", "tiny")
+           "celeba_identities", "celeba_hair", "toy", "tiny")
 
 
 def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
@@ -136,6 +143,17 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
             # labelable images); the 40 outside identities' images are the unsupervised batches.
             c.data.synthetic.num_unlabeled_identities = 40
             c.data.semi_supervised.fraction = 1.0
+    elif preset in ("celeba_identities", "celeba_hair"):
+        c.data.image_size = 64
+        c.data.preprocess = "center_crop"
+        if preset == "celeba_identities":
+            c.data.name = "celeb_a_identities"
+            c.data.labels = ("Identity",)
+            c.data.identities = ml_collections.ConfigDict(dict(
+                num_identities=530, validation_fraction=0.1, test_fraction=0.1, seed=0))
+        else:
+            c.data.name = "celeb_a"
+            c.data.labels = ("Hair_MULTI",)
     elif preset == "toy":
         c.data.name = "toy2d"
         c.data.preprocess = "raw"

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -425,9 +426,144 @@ def test_prepared_dataset_attribute_cache_and_subset(prepared_celeba, tmp_path):
     celeba.clear_memory_cache()
     cfg.cache_dir = str(tmp_path / "cache")
     assert len(data.make_source(cfg, "train")) == 2 * n_pos
-    assert sorted(os.listdir(tmp_path / "cache")) == [
-        f"celeb_a-{celeba.builder_version()}-{celeba.CACHE_PREFIX}train.npy"]
+    # The pass over the records that reads the attributes fills the identity column too.
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted(
+        f"celeb_a-{celeba.builder_version()}-{prefix}train.npy"
+        for prefix in (celeba.CACHE_PREFIX, celeba.IDENTITY_CACHE_PREFIX))
     it = data.make_train_iterator(cfg, global_batch_size=4, seed=0)
     batch = next(it)
     assert batch["image"].shape == (4, 32, 32, 3)
     assert batch["label"][:, 0].sum() >= 1   # balanced: half the subset wears glasses
+
+
+# ---------------------------------------------------------------------------------------------
+# celeb_a_identities: the most frequent persons, split inside each person.
+
+def identities_config(data_dir, num_identities=2, **overrides):
+    c = celeba_config(name="celeb_a_identities", data_dir=str(data_dir), labels=("Identity",),
+                      image_size=16, preprocess="resize")
+    c.identities = ml_collections.ConfigDict(dict(num_identities=num_identities))
+    c.update_from_flattened_dict(overrides)
+    return c
+
+
+def test_identity_split_rows_takes_the_most_frequent_persons_and_splits_each():
+    rng = np.random.default_rng(0)
+    # Person p has 3 + p images (p = 0..29), scattered over the official splits; person 100 has
+    # as many as person 29 and loses the tie (larger number).
+    people = np.concatenate([np.full(3 + p, p) for p in range(30)] + [np.full(32, 100)])
+    rng.shuffle(people)
+    columns = {"train": people[:300], "validation": people[300:400], "test": people[400:]}
+    split = celeba.identity_split_rows(columns, 5, validation_fraction=0.1, test_fraction=0.2,
+                                       seed=3)
+    chosen = [29, 100, 28, 27, 26]   # 32 (29 before 100), 32, 31, 30, 29 images
+    seen = []
+    for name, (codes, rows, classes) in split.items():
+        persons = np.array([columns[celeba.SPLITS[c]][r] for c, r in zip(codes, rows)])
+        np.testing.assert_array_equal(persons, np.asarray(chosen)[classes])
+        # Official order inside each split.
+        order = codes * 10_000 + rows
+        assert np.all(np.diff(order) > 0)
+        seen += list(order)
+        for k, person in enumerate(chosen):
+            n = int((people == person).sum())
+            expect = {"test": max(1, round(0.2 * n)), "validation": max(1, round(0.1 * n))}
+            expect["train"] = n - expect["test"] - expect["validation"]
+            assert int((classes == k).sum()) == expect[name]
+    assert len(seen) == len(set(seen)) == sum(int((people == p).sum()) for p in chosen)
+    again = celeba.identity_split_rows(columns, 5, validation_fraction=0.1, test_fraction=0.2,
+                                       seed=3)
+    other = celeba.identity_split_rows(columns, 5, validation_fraction=0.1, test_fraction=0.2,
+                                       seed=4)
+    for name in celeba.SPLITS:
+        for a, b in zip(split[name], again[name]):
+            np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(split[s][1], other[s][1]) for s in celeba.SPLITS)
+    with pytest.raises(ValueError, match="31 identities; 40 were asked for"):
+        celeba.identity_split_rows(columns, 40, validation_fraction=0.1, test_fraction=0.1,
+                                   seed=0)
+    columns["test"] = np.concatenate([columns["test"], [7777, 7778, 7778]])
+    with pytest.raises(ValueError, match="2 with fewer than 3 images"):
+        celeba.identity_split_rows(columns, 33, validation_fraction=0.1, test_fraction=0.1,
+                                   seed=0)
+
+
+def test_prepared_dataset_identity_classes_split_inside_each_person(prepared_celeba):
+    """The fake release's persons: image i is person i % 3 + 1 (6, 5 and 5 images, spread over
+    the official splits). The two most frequent are person 1 (class 0) and person 2 (class 1,
+    before person 3 on the tie); each keeps one test and one validation image."""
+    celeba.clear_memory_cache()
+    cfg = identities_config(prepared_celeba)
+    spec = data.get_data_spec(cfg)
+    assert dict(spec.num_examples) == {"train": 4 + 3, "validation": 2, "test": 2}
+    assert dict(spec.num_classes) == {"Identity": 2}
+    assert spec.version == f"identity-split-{celeba.IDENTITY_SPLIT_VERSION}"
+    images = {}
+    for split in celeba.SPLITS:
+        src = data.make_source(cfg, split)
+        images[split] = []
+        for k in range(len(src)):
+            i = identity_of(src[k]["image"])
+            images[split].append(i)
+            assert src[k]["label"].tolist() == [float(i % 3)]   # person 1 -> 0, 2 -> 1
+        assert sorted({i % 3 for i in images[split]}) == [0, 1]   # both persons in every split
+    everything = sorted(sum(images.values(), []))
+    assert everything == [i for i in range(16) if i % 3 != 2]
+    # The identity column is cached next to the prepared dataset, like the attributes.
+    vdir = prepared_celeba / "celeb_a" / celeba.builder_version()
+    for split in celeba.SPLITS:
+        cached = np.load(vdir / f"{celeba.IDENTITY_CACHE_PREFIX}{split}.npy")
+        records = celeba.open_split(split, str(prepared_celeba))
+        np.testing.assert_array_equal(
+            cached, [identity_of(records[k]["image"]) % 3 + 1 for k in range(len(records))])
+    # Subsetting and the attribute table follow the view's rows.
+    table = data.make_source(cfg, "train").records.attributes_table()
+    for k, i in enumerate(images["train"]):
+        a = fake_attributes(i)
+        np.testing.assert_array_equal(table[k], [a[n] for n in celeba.ATTRIBUTE_NAMES])
+    # A trained batch carries the class index.
+    batch = next(data.make_train_iterator(cfg, global_batch_size=4, seed=0))
+    assert batch["label"].shape == (4, 1) and set(np.unique(batch["label"])) <= {0.0, 1.0}
+
+
+def test_identity_options_are_validated(prepared_celeba):
+    with pytest.raises(ValueError, match="config.data.identities: only celeb_a_identities"):
+        data.get_data_spec(_with_identities(celeba_config(data_dir=str(prepared_celeba))))
+    with pytest.raises(ValueError, match="config.data.identities.test_fraction: must be in"):
+        data.get_data_spec(identities_config(prepared_celeba, **{"identities.test_fraction": 0.7}))
+    with pytest.raises(ValueError, match="config.data.identities.num_identities: must be an int"):
+        data.get_data_spec(identities_config(prepared_celeba, num_identities=1))
+    with pytest.raises(ValueError, match="3 identities; 4 were asked for"):
+        data.get_data_spec(identities_config(prepared_celeba, num_identities=4))
+
+
+def _with_identities(cfg):
+    cfg.identities = ml_collections.ConfigDict(dict(num_identities=2))
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["lrlivae", "cvae"])
+def test_lrlivae_trains_on_celeba_identities(prepared_celeba, tmp_path, name):
+    """The identity preset's data through the trainer: the class count comes from the data."""
+    import jax
+
+    from latent_jax import configlib, train
+
+    cfg = configlib.sibling_config(os.path.join(REPO, "configs", f"{name}.py"),
+                                   f"{name}.py").get_config("tiny")
+    preset = configlib.sibling_config(os.path.join(REPO, "configs", "lrlivae.py"),
+                                      "lrlivae.py").get_config("celeba_identities")
+    assert preset.data.name == "celeb_a_identities" and preset.data.image_size == 64
+    assert preset.data.identities.num_identities == 530
+    cfg.data.name = "celeb_a_identities"
+    cfg.data.data_dir = str(prepared_celeba)
+    cfg.data.preprocess = "center_crop"
+    cfg.data.labels = ("Identity",)
+    cfg.data.identities = ml_collections.ConfigDict(dict(num_identities=2))
+    cfg.batch_size = 4
+    exp = train.Experiment(cfg, str(tmp_path / "run"))
+    assert exp.method.label_classes == {"Identity": 2}
+    states = exp.init_states()
+    it = train.data_lib.make_train_iterator(exp.data, global_batch_size=4, seed=0)
+    new, metrics, _ = exp.step_fn(0)(states, exp.next_batch(it), jax.random.PRNGKey(0))
+    assert metrics and all(np.isfinite(float(v)) for v in metrics.values())

@@ -1,7 +1,7 @@
 """CelebA through tfds' `celeb_a` builder, read as an ArrayRecord data source (no TensorFlow).
 
 Records (tfds `celeb_a` 2.1.0): `image` uint8 (218, 178, 3), `attributes` a dict of 40 bools,
-`landmarks`, `identity`. Splits `train` / `validation` / `test` are CelebA's official
+`landmarks`, `identity` (a dict with the person's number, `Identity_No`). Splits `train` / `validation` / `test` are CelebA's official
 partition (162,770 / 19,867 / 19,962 images).
 
 tfds cannot download CelebA reliably (Google Drive's download quota, tensorflow/datasets
@@ -19,15 +19,17 @@ right after preparing the dataset.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import uuid
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from latent_jax import paths
+from latent_jax.data import labels as labels_lib
 
 NAME = "celeb_a"
 SPLITS = ("train", "validation", "test")
@@ -56,6 +58,7 @@ MANUAL_FILES: tuple[str, ...] = (
 )
 
 CACHE_PREFIX = "latent_jax-attributes-"
+IDENTITY_CACHE_PREFIX = "latent_jax-identity-"
 
 
 class DatasetNotPreparedError(RuntimeError):
@@ -166,9 +169,30 @@ def open_split(split: str, data_dir: str | None = None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Attribute table (for subset balancing), cached on disk.
+# Per-record tables (attributes for subset balancing, identities for the identity splits),
+# cached on disk.
 
-_TABLES: dict[tuple[str, str, int], np.ndarray] = {}
+@dataclasses.dataclass(frozen=True)
+class _TableKind:
+    """One per-record table: its cache file prefix, dtype, columns (None: one value a record)
+    and how one record's row is read."""
+
+    prefix: str
+    dtype: Any
+    columns: int | None
+    read: Callable[[Mapping[str, Any]], Any]
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        return (n,) if self.columns is None else (n, self.columns)
+
+
+_ATTRIBUTES = _TableKind(CACHE_PREFIX, np.bool_, len(ATTRIBUTE_NAMES),
+                         lambda r: [bool(r["attributes"][name]) for name in ATTRIBUTE_NAMES])
+_IDENTITIES = _TableKind(IDENTITY_CACHE_PREFIX, np.int64, None,
+                         lambda r: int(r["identity"]["Identity_No"]))
+_KINDS = (_ATTRIBUTES, _IDENTITIES)
+
+_TABLES: dict[tuple[str, str, str, int], np.ndarray] = {}
 _TABLES_LOCK = threading.Lock()
 
 
@@ -184,7 +208,7 @@ def _has_record_files(source, split: str) -> bool:
         return False
 
 
-def _cache_path(source, split: str, cache_dir: str | None, has_records: bool):
+def _cache_path(kind: _TableKind, source, split: str, cache_dir: str | None, has_records: bool):
     """Where the table of `split` is cached, or None when it should not be written to disk.
 
     Without `cache_dir`, the cache lives next to the prepared ArrayRecord files; a source
@@ -192,7 +216,7 @@ def _cache_path(source, split: str, cache_dir: str | None, has_records: bool):
     """
     from etils import epath
 
-    file_name = f"{CACHE_PREFIX}{split}.npy"
+    file_name = f"{kind.prefix}{split}.npy"
     if cache_dir:
         return epath.Path(cache_dir) / f"{NAME}-{builder_version()}-{file_name}"
     if not has_records:
@@ -200,15 +224,15 @@ def _cache_path(source, split: str, cache_dir: str | None, has_records: bool):
     return epath.Path(str(source.dataset_info.data_dir)) / file_name
 
 
-def _read_table(path, n: int) -> np.ndarray | None:
+def _read_table(kind: _TableKind, path, n: int) -> np.ndarray | None:
     try:
         with path.open("rb") as f:
             table = np.load(f, allow_pickle=False)
     except (OSError, ValueError):
         return None
-    if table.dtype != np.bool_ or table.shape != (n, len(ATTRIBUTE_NAMES)):
-        logging.warning("ignoring attribute cache %s of shape %s (expected (%d, %d))",
-                        path, table.shape, n, len(ATTRIBUTE_NAMES))
+    if table.dtype != kind.dtype or table.shape != kind.shape(n):
+        logging.warning("ignoring cached table %s of shape %s and dtype %s (expected %s, %s)",
+                        path, table.shape, table.dtype, kind.shape(n), np.dtype(kind.dtype))
         return None
     return table
 
@@ -221,7 +245,7 @@ def _write_table(path, table: np.ndarray) -> None:
             np.save(f, table, allow_pickle=False)
         tmp.replace(path)
     except OSError as e:
-        logging.warning("could not cache the CelebA attribute table at %s (%s); set "
+        logging.warning("could not cache the CelebA table at %s (%s); set "
                         "config.data.cache_dir to a writable directory to cache it", path, e)
         try:
             tmp.unlink(missing_ok=True)
@@ -229,9 +253,9 @@ def _write_table(path, table: np.ndarray) -> None:
             pass
 
 
-def compute_attribute_table(split: str, data_dir: str | None, num_records: int, *,
-                            skip_images: bool = True) -> np.ndarray:
-    """Reads every record's attributes: bool `[num_records, 40]` in `ATTRIBUTE_NAMES` order.
+def _compute_tables(kinds: Sequence[_TableKind], split: str, data_dir: str | None,
+                    num_records: int, *, skip_images: bool = True) -> list[np.ndarray]:
+    """Reads every record once and fills each of `kinds`' tables.
 
     With `skip_images` the JPEGs are not decoded (about twice as fast); tfds' mock data
     sources cannot skip decoding without TensorFlow, so mocked sources pass False.
@@ -248,41 +272,175 @@ def compute_attribute_table(split: str, data_dir: str | None, num_records: int, 
             source = None
     if source is None:
         source = _data_source(split, data_dir)
-    table = np.empty((num_records, len(ATTRIBUTE_NAMES)), np.bool_)
+    tables = [np.empty(kind.shape(num_records), kind.dtype) for kind in kinds]
     for i in range(num_records):
-        attrs = source[i]["attributes"]
-        table[i] = [bool(attrs[name]) for name in ATTRIBUTE_NAMES]
+        record = source[i]
+        for kind, table in zip(kinds, tables):
+            table[i] = kind.read(record)
         if i and i % 20000 == 0:
-            logging.info("CelebA %s: read the attributes of %d / %d records", split, i,
-                         num_records)
+            logging.info("CelebA %s: read %d / %d records", split, i, num_records)
+    return tables
+
+
+def _table(kind: _TableKind, split: str, data_dir: str | None, source,
+           cache_dir: str | None) -> np.ndarray:
+    """`kind`'s table of a split, from memory, from its cache, or read once from the records.
+    A read fills every table kind whose cache is missing in the same pass over the records."""
+    source = source if source is not None else open_split(split, data_dir)
+    n = len(source)
+    has_records = _has_record_files(source, split)
+    paths_ = {k: _cache_path(k, source, split, cache_dir, has_records) for k in _KINDS}
+
+    def key(k):
+        p = paths_[k]
+        return (k.prefix, str(p) if p is not None else f"memory:{resolve_data_dir(data_dir)}",
+                split, n)
+
+    with _TABLES_LOCK:
+        if key(kind) in _TABLES:
+            return _TABLES[key(kind)]
+    path = paths_[kind]
+    table = _read_table(kind, path, n) if path is not None and path.exists() else None
+    if table is None:
+        with _TABLES_LOCK:
+            in_memory = {k.prefix for k in _KINDS if key(k) in _TABLES}
+        missing = [k for k in _KINDS if k is kind or (
+            k.prefix not in in_memory and (paths_[k] is None or not paths_[k].exists()))]
+        logging.info("CelebA %s: reading %s of %d records (once; cached%s)", split,
+                     " and ".join(k.prefix.split("-")[1] for k in missing), n,
+                     f" in {path.parent}" if path is not None else " in memory only")
+        computed = _compute_tables(missing, split, data_dir, n, skip_images=has_records)
+        for k, t in zip(missing, computed):
+            t.setflags(write=False)
+            if paths_[k] is not None:
+                _write_table(paths_[k], t)
+            with _TABLES_LOCK:
+                _TABLES[key(k)] = t
+        return computed[missing.index(kind)]
+    table.setflags(write=False)
+    with _TABLES_LOCK:
+        _TABLES[key(kind)] = table
     return table
 
 
 def attribute_table(split: str, data_dir: str | None = None, *, source=None,
                     cache_dir: str | None = None) -> np.ndarray:
     """Bool `[len(split), 40]` attribute table of a split, from the cache or computed once."""
-    source = source if source is not None else open_split(split, data_dir)
-    n = len(source)
-    has_records = _has_record_files(source, split)
-    path = _cache_path(source, split, cache_dir, has_records)
-    key = (str(path) if path is not None else f"memory:{resolve_data_dir(data_dir)}", split, n)
-    with _TABLES_LOCK:
-        if key in _TABLES:
-            return _TABLES[key]
-    table = _read_table(path, n) if path is not None and path.exists() else None
-    if table is None:
-        logging.info("CelebA %s: reading the attributes of %d records (once; cached%s)", split,
-                     n, f" in {path}" if path is not None else " in memory only")
-        table = compute_attribute_table(split, data_dir, n, skip_images=has_records)
-        if path is not None:
-            _write_table(path, table)
-    table.setflags(write=False)
-    with _TABLES_LOCK:
-        _TABLES[key] = table
-    return table
+    return _table(_ATTRIBUTES, split, data_dir, source, cache_dir)
+
+
+def identity_column(split: str, data_dir: str | None = None, *, source=None,
+                    cache_dir: str | None = None) -> np.ndarray:
+    """int64 `[len(split)]`: every record's `identity` (CelebA's person id), from the cache or
+    computed once (in the same pass as the attribute table when that is missing too)."""
+    return _table(_IDENTITIES, split, data_dir, source, cache_dir)
 
 
 def clear_memory_cache() -> None:
     """Forgets the attribute tables held in memory (the files on disk stay)."""
     with _TABLES_LOCK:
         _TABLES.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# The N most frequent identities, split inside each identity (Lr-LiVAE's identity classes).
+
+IDENTITY = labels_lib.IDENTITY
+# Version of the rule below (which identities, which image goes to which split): part of the
+# judge's cache key and of every report, so results on other splits are never mixed.
+IDENTITY_SPLIT_VERSION = "1"
+
+
+def identity_split_rows(identities: Mapping[str, np.ndarray], num_identities: int, *,
+                        validation_fraction: float, test_fraction: float, seed: int
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per split, `(official split index into SPLITS, row in that split, class)` of its images.
+
+    CelebA's official partition puts each person in one split only, so it cannot test the
+    classification of identities seen in training. Here every image of the three official
+    splits counts: the `num_identities` persons with the most images (ties: the smaller
+    identity number first) are the classes, class 0 the most frequent. Each person's images,
+    in official order, are permuted by a generator seeded with `(seed, identity)`; the first
+    `max(1, round(test_fraction * n))` go to 'test', the next `max(1, round(validation_fraction
+    * n))` to 'validation', the rest (at least one) to 'train'. Rows are sorted in official
+    order within each split. Pure numpy: the same columns always give the same split.
+    """
+    num_identities = int(num_identities)
+    codes = np.concatenate([np.full(len(identities[s]), k, np.int64)
+                            for k, s in enumerate(SPLITS)])
+    rows = np.concatenate([np.arange(len(identities[s]), dtype=np.int64) for s in SPLITS])
+    ids = np.concatenate([np.asarray(identities[s], np.int64) for s in SPLITS])
+    persons, counts = np.unique(ids, return_counts=True)
+    if num_identities > len(persons):
+        raise ValueError(f"CelebA has {len(persons)} identities; {num_identities} were asked for")
+    chosen = persons[np.lexsort((persons, -counts))][:num_identities]
+    need = 3
+    few = counts[np.searchsorted(persons, chosen)] < need
+    if few.any():
+        raise ValueError(f"the {num_identities} most frequent CelebA identities include "
+                         f"{int(few.sum())} with fewer than {need} images, too few to split "
+                         "into train, validation and test; ask for fewer identities")
+    out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for cls, person in enumerate(chosen):
+        mine = np.flatnonzero(ids == person)   # official order
+        n = len(mine)
+        n_test = max(1, int(round(test_fraction * n)))
+        n_val = max(1, int(round(validation_fraction * n)))
+        if n_test + n_val >= n:
+            n_test, n_val = 1, 1
+        order = np.random.default_rng([int(seed), int(person)]).permutation(mine)
+        parts = {"test": order[:n_test], "validation": order[n_test:n_test + n_val],
+                 "train": order[n_test + n_val:]}
+        for split, idx in parts.items():
+            out[split].append(np.stack([idx, np.full(len(idx), cls)], axis=-1))
+    result = {}
+    for split in SPLITS:
+        pairs = np.concatenate(out[split]) if out[split] else np.zeros((0, 2), np.int64)
+        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+        result[split] = (codes[pairs[:, 0]], rows[pairs[:, 0]], pairs[:, 1].astype(np.int64))
+    return result
+
+
+class IdentityRecords:
+    """Random access to one split of CelebA's `num_identities` most frequent persons, split
+    inside each person (`identity_split_rows`): `src[i] = {'image': uint8 [218, 178, 3],
+    'attributes': {40 attributes: bool, 'Identity': class}}`. Picklable (grain workers)."""
+
+    def __init__(self, split: str, data_dir: str | None = None, *, num_identities: int,
+                 validation_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                 cache_dir: str | None = None):
+        if split not in SPLITS:
+            raise ValueError(f"CelebA has splits {SPLITS}, not {split!r}")
+        self._sources = {s: open_split(s, data_dir) for s in SPLITS}
+        columns = {s: identity_column(s, data_dir, source=src, cache_dir=cache_dir)
+                   for s, src in self._sources.items()}
+        self._codes, self._rows, self._classes = identity_split_rows(
+            columns, num_identities, validation_fraction=validation_fraction,
+            test_fraction=test_fraction, seed=seed)[split]
+        self._data_dir, self._cache_dir = data_dir, cache_dir
+        self.split = split
+        self.num_identities = int(num_identities)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index) -> dict:
+        index = int(index)
+        record = self._sources[SPLITS[self._codes[index]]][int(self._rows[index])]
+        attributes = dict(record["attributes"])
+        attributes[IDENTITY] = int(self._classes[index])
+        return {"image": record["image"], "attributes": attributes}
+
+    def identity_table(self) -> np.ndarray:
+        """int64 [n]: each image's class (0 = the most frequent person)."""
+        return self._classes
+
+    def attributes_table(self) -> np.ndarray:
+        """bool [n, 40]: each image's attributes, in `ATTRIBUTE_NAMES` order."""
+        tables = [attribute_table(s, self._data_dir, source=self._sources[s],
+                                  cache_dir=self._cache_dir) for s in SPLITS]
+        out = np.empty((len(self), len(ATTRIBUTE_NAMES)), np.bool_)
+        for k, table in enumerate(tables):
+            mine = self._codes == k
+            out[mine] = table[self._rows[mine]]
+        return out

@@ -13,9 +13,10 @@ of the dataset (CelebA's 40 binary attributes, the synthetic faces' subset of th
   a fringe colour, which is how the synthetic faces draw a bald head with gray temples) and an
   example with none (CelebA's unlabelled hair colours, the synthetic faces' red hair, hats)
   gets class 5 rather than being dropped, so that every example keeps a label.
-- `Identity` (categorical; registered by `synthetic_identities`): the record's identity index,
-  with as many classes as the dataset has identities (`num_classes=None`: the count comes from
-  the dataset, through `DataSpec.num_classes`).
+- `Identity` (categorical): the record's identity class, with as many classes as the dataset
+  has identities (`num_classes=None`: the count comes from the dataset, through
+  `DataSpec.num_classes`); datasets with identities (synthetic_identities, celeb_a_identities)
+  put it in each record's attributes and list it among their categorical labels.
 
 A derived label is a function of the attribute dict. The function is vectorised: it gets a
 mapping from attribute name to a numpy bool scalar or array (one entry per example) and
@@ -123,6 +124,13 @@ register_derived_label(
     num_classes=len(HAIR_MULTI_CLASSES) + 1,
     description="0 Bald, 1 Black, 2 Blond, 3 Brown, 4 Gray, 5 none (first true attribute wins; "
                 "CCVAE report's multi-class hair label)")
+
+
+IDENTITY = "Identity"
+register_derived_label(
+    IDENTITY, (IDENTITY,), lambda a: np.asarray(a[IDENTITY], np.int64), kind=CATEGORICAL,
+    num_classes=None,
+    description="the identity class of a dataset with identities (its number of identities)")
 
 
 def is_derived(label: str) -> bool:

@@ -43,8 +43,10 @@ SPLITS = ("train", "validation", "test")
 def default_data_config() -> ml_collections.ConfigDict:
     """`config.data` with every field the data pipeline reads, at its default."""
     return ml_collections.ConfigDict(dict(
-        # 'synthetic_faces' (embedded, procedurally rendered) or 'celeb_a' (tfds, prepared with
-        # launch/prepare_celeba).
+        # 'synthetic_faces' (embedded, procedurally rendered), 'celeb_a' (tfds, prepared with
+        # launch/prepare_celeba; the official partition) or 'celeb_a_identities' (the same
+        # files: the most frequent persons, split inside each person; the optional key
+        # `identities` sets how), 'synthetic_identities', 'swiss_roll', 'toy2d'.
         name="synthetic_faces",
         # Final square image size.
         image_size=64,
@@ -90,7 +92,12 @@ def default_data_config() -> ml_collections.ConfigDict:
     ))
 
 
-_TOP_KEYS = tuple(default_data_config().keys())
+# celeb_a_identities' optional `config.data.identities` (absent: these values), an optional
+# key so that the other datasets' configs (their judge cache keys, their checkpoints' configs)
+# stay as they were: the number of persons (FaceScrub's 530 by default, Lr-LiVAE's dataset),
+# each person's share of validation and test images, and the seed of the split.
+IDENTITY_DEFAULTS = dict(num_identities=530, validation_fraction=0.1, test_fraction=0.1, seed=0)
+_TOP_KEYS = tuple(default_data_config().keys()) + ("identities",)
 _SUBSET_KEYS = ("positives", "ratio")
 _SYNTHETIC_KEYS = ("seed", "num_train", "num_validation", "num_test", "num_identities",
                    "num_unlabeled_identities")
@@ -116,6 +123,8 @@ class DataOptions:
     synthetic_sizes: Mapping[str, int]
     num_identities: int
     num_unlabeled_identities: int
+    # celeb_a_identities: (validation_fraction, test_fraction, seed) of the split per person.
+    identity_split: tuple[float, float, int]
     supervised_fraction: float | None
     supervised_seed: int
     validation_from_train: int
@@ -199,6 +208,13 @@ def _celeba_table(opts: DataOptions, split: str, source) -> np.ndarray:
     return celeba.attribute_table(split, opts.data_dir, source=source, cache_dir=opts.cache_dir)
 
 
+def _celeba_identities_open(opts: DataOptions, split: str):
+    val, test, seed = opts.identity_split
+    return celeba.IdentityRecords(split, opts.data_dir, num_identities=opts.num_identities,
+                                  validation_fraction=val, test_fraction=test, seed=seed,
+                                  cache_dir=opts.cache_dir)
+
+
 DATASETS: dict[str, _DatasetDef] = {
     "synthetic_faces": _DatasetDef(
         attribute_names=lambda: tuple(_synthetic_module().ATTRIBUTES),
@@ -232,6 +248,17 @@ DATASETS: dict[str, _DatasetDef] = {
         preprocessing=("introvac_crop", "center_crop", "resize"),
         open=_celeba_open,
         table=_celeba_table,
+    ),
+    # Lr-LiVAE's identity classes on CelebA: the most frequent persons, split inside each.
+    "celeb_a_identities": _DatasetDef(
+        attribute_names=lambda: celeba.ATTRIBUTE_NAMES,
+        preprocessing=("introvac_crop", "center_crop", "resize"),
+        open=_celeba_identities_open,
+        table=lambda opts, split, source: source.attributes_table(),
+        version=lambda: f"identity-split-{celeba.IDENTITY_SPLIT_VERSION}",
+        categorical_names=(celeba.IDENTITY,),
+        categorical=lambda opts: {celeba.IDENTITY: opts.num_identities},
+        categorical_table=lambda opts, split, source: {celeba.IDENTITY: source.identity_table()},
     ),
     # CSVAE's toy (paper 001, Sec. 5.1): 3-D points, label x_gt_10; sizes from config.data.synthetic.
     "swiss_roll": _DatasetDef(
@@ -365,6 +392,33 @@ def _validate(data_cfg) -> DataOptions:
         num_unlabeled = _int(synthetic, "num_unlabeled_identities",
                              "config.data.synthetic.num_unlabeled_identities", 0)
 
+    identity_split = (IDENTITY_DEFAULTS["validation_fraction"],
+                      IDENTITY_DEFAULTS["test_fraction"], IDENTITY_DEFAULTS["seed"])
+    identities = data_cfg.get("identities")
+    if identities is not None:
+        if name != "celeb_a_identities":
+            raise ConfigError(f"config.data.identities: only celeb_a_identities reads it, not "
+                             f"{name} (synthetic_identities: config.data.synthetic."
+                             "num_identities)")
+        if not hasattr(identities, "keys"):
+            raise ConfigError("config.data.identities: must be a ConfigDict with keys "
+                             f"{', '.join(IDENTITY_DEFAULTS)}")
+        _check_keys(identities, tuple(IDENTITY_DEFAULTS), "config.data.identities")
+    if name == "celeb_a_identities":
+        ident = dict(IDENTITY_DEFAULTS, **(identities.to_dict() if identities is not None
+                                           and hasattr(identities, "to_dict")
+                                           else dict(identities or {})))
+        num_identities = _int(ident, "num_identities", "config.data.identities.num_identities", 2)
+        fractions = []
+        for key in ("validation_fraction", "test_fraction"):
+            f = ident[key]
+            if (not isinstance(f, (int, float, np.number)) or isinstance(f, bool)
+                    or not 0.0 < float(f) < 0.5):
+                raise ConfigError(f"config.data.identities.{key}: must be in (0, 0.5), got {f!r}")
+            fractions.append(float(f))
+        identity_split = (fractions[0], fractions[1],
+                          _int(ident, "seed", "config.data.identities.seed", 0))
+
     semi = data_cfg.get("semi_supervised")
     if semi is None or not hasattr(semi, "keys"):
         raise ConfigError("config.data.semi_supervised: must be a ConfigDict(fraction=..., seed=...)")
@@ -400,6 +454,7 @@ def _validate(data_cfg) -> DataOptions:
         synthetic_sizes=sizes,
         num_identities=num_identities,
         num_unlabeled_identities=num_unlabeled,
+        identity_split=identity_split,
         supervised_fraction=fraction,
         supervised_seed=supervised_seed,
         validation_from_train=_int(data_cfg, "validation_from_train",

@@ -55,20 +55,12 @@ from latent_jax.data import synthetic_faces as sf
 VERSION = '1.0.0'
 
 ATTRIBUTES = tuple(a for a in sf.ATTRIBUTES if a != 'Wearing_Hat')
-IDENTITY = 'Identity'
+IDENTITY = labels_lib.IDENTITY   # the categorical label, one class per identity
 SPLITS = ('train', 'validation', 'test', 'test_unseen')
 DEFAULT_SPLIT_SIZES = {'train': 20000, 'validation': 2000, 'test': 2000, 'test_unseen': 2000}
 DEFAULT_NUM_IDENTITIES = 300
 DEFAULT_NUM_UNSEEN = 50
 MIN_SIZE, MAX_SIZE = sf.MIN_SIZE, sf.MAX_SIZE
-
-# The categorical label (registered at import, so that grain workers, which re-import modules,
-# know it too). Its class count is the dataset's num_identities.
-if IDENTITY not in labels_lib.DERIVED_LABELS:
-  labels_lib.register_derived_label(
-      IDENTITY, (IDENTITY,), lambda a: np.asarray(a[IDENTITY], np.int64),
-      kind=labels_lib.CATEGORICAL, num_classes=None,
-      description='the identity index of synthetic_identities (num_identities classes)')
 
 # Hash domains (the ``split`` argument of the shared counter-based hash). synthetic_faces uses
 # 0 (its noise bank) and 1..3 (its splits); these never meet them.

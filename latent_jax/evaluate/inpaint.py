@@ -9,7 +9,7 @@ code; here they are fixed boxes in coordinates relative to the (square) model in
   nose-and-mouth box reaching up to the eyes' lower edge;
 - celeb_a (centre square crop of the aligned images): boxes around the mean positions of the
   aligned landmarks (eyes at about 0.51 of the height, 0.39 / 0.61 of the width; nose 0.65;
-  mouth corners 0.75 at 0.41 / 0.59), approximate;
+  mouth corners 0.75 at 0.41 / 0.59), approximate; celeb_a_identities (the same images) too;
 - synthetic_identities: the synthetic faces' boxes (the same renderer and pose ranges).
 A mask can also be a PNG (white = missing), resized to the model's size.
 """
@@ -28,11 +28,14 @@ from latent_jax.errors import ConfigError
 # for every dataset.
 _HALVES = {"right_half": (0.0, 1.0, 0.5, 1.0), "bottom_half": (0.5, 1.0, 0.0, 1.0)}
 _SYNTHETIC_BOXES = dict(_HALVES, eyes=(0.40, 0.60, 0.23, 0.77), nose_mouth=(0.60, 0.76, 0.34, 0.66))
+_CELEBA_BOXES = dict(_HALVES, eyes=(0.42, 0.60, 0.27, 0.73), nose_mouth=(0.60, 0.84, 0.33, 0.67))
 BOXES: Mapping[str, Mapping[str, tuple[float, float, float, float]]] = {
     "synthetic_faces": _SYNTHETIC_BOXES,
     # synthetic_identities paints with the synthetic faces' renderer and its pose ranges.
     "synthetic_identities": _SYNTHETIC_BOXES,
-    "celeb_a": dict(_HALVES, eyes=(0.42, 0.60, 0.27, 0.73), nose_mouth=(0.60, 0.84, 0.33, 0.67)),
+    "celeb_a": _CELEBA_BOXES,
+    # the same aligned images, another split
+    "celeb_a_identities": _CELEBA_BOXES,
 }
 MASK_NAMES = ("right_half", "eyes", "nose_mouth", "bottom_half")
 
