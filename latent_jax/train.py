@@ -536,6 +536,21 @@ def load_for_inference(config: ml_collections.ConfigDict, workdir: str):
     return exp, states, step
 
 
+def load_runs_on_shared_data(workdirs):
+    """`([(config, experiment, states, step)], data config)` for several trained runs, each from
+    its saved config and newest checkpoint, refused (`ConfigError`) unless every run trained on
+    the same data: what the figures that put runs side by side need."""
+    runs, data_cfg = [], None
+    for wd in workdirs:
+        config = saved_config(wd)
+        if data_cfg is not None and config.data.to_dict() != data_cfg.to_dict():
+            raise errors.ConfigError(f"--workdir: {wd} was trained on other data than "
+                                     f"{workdirs[0]}")
+        data_cfg = config.data
+        runs.append((config, *load_for_inference(config, wd)))
+    return runs, data_cfg
+
+
 def evaluate_only(config, workdir) -> dict:
     exp, states, step = load_for_inference(config, workdir)
     writer = lj_logging.MetricWriter(exp.workdir)

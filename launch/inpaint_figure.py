@@ -35,14 +35,9 @@ def main(argv=None) -> int:
     from latent_jax.data import pipeline
     from latent_jax.evaluate import inpaint
 
-    runs, data_cfg = [], None
-    for wd in args.workdir:
-        config = train.saved_config(wd)
-        if data_cfg is not None and config.data.to_dict() != data_cfg.to_dict():
-            raise SystemExit(f"--workdir: {wd} was trained on other data than {args.workdir[0]}")
-        data_cfg = config.data
-        exp, states, step = train.load_for_inference(config, wd)
-        runs.append((f"{config.method} ({step} steps)", jax.jit(exp.method.reconstruct), states))
+    loaded, data_cfg = train.load_runs_on_shared_data(args.workdir)
+    runs = [(f"{config.method} ({step} steps)", jax.jit(exp.method.reconstruct), states)
+            for config, exp, states, step in loaded]
     x = np.concatenate([np.asarray(b["image"])[np.asarray(b["mask"], bool)] for b in
                         pipeline.iterate_eval_batches(data_cfg, "test", args.num_images,
                                                       max_examples=args.num_images)])

@@ -154,3 +154,44 @@ def test_table1_protocol_per_source_class():
     assert by_source[1]["class0"] == by_source[1]["class1"] == 1.0
     np.testing.assert_allclose(by_source[1]["mse"], 0.01, rtol=1e-5)
     np.testing.assert_allclose(by_source[0]["mse"], 0.04, rtol=1e-5)
+
+
+def test_edit_and_inpaint_figures_of_trained_runs(tmp_path):
+    """launch/edit_figure.py (Figures 2-3) and launch/inpaint_figure.py on a 2-step run: one
+    row of inputs, then per run its reconstructions and its decodes with the label at 0 and at
+    1; runs trained on other data are refused before anything is restored."""
+    import json
+    import shutil
+    import sys
+
+    from PIL import Image
+
+    from latent_jax import errors
+
+    c = config(num_steps=2, evaluate_at_end=False, grid_size=0)
+    c.checkpoint.every_steps = 2
+    run = tmp_path / "ifc"
+    train.train_and_evaluate(c, str(run))
+    sys.path.insert(0, os.path.join(tiny.REPO, "launch"))
+    try:
+        import edit_figure
+        import inpaint_figure
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "figs" / "edit.png"
+    assert edit_figure.main([f"--workdir={run}", f"--workdir={run}", f"--out={out}",
+                             "--num_images=2"]) == 0
+    grid = np.asarray(Image.open(out))
+    size = int(c.data.image_size)
+    # Cells are upscaled to >= 64 px: 1 + 2 runs x 3 rows, 2 + 2 columns.
+    cell = size * -(-64 // size)
+    assert grid.shape[0] >= 7 * cell and grid.shape[1] >= 4 * cell
+    assert inpaint_figure.main([f"--workdir={run}", f"--out={tmp_path / 'inp.png'}",
+                                "--num_images=2"]) == 0
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    saved = json.loads((other / train.CONFIG_FILE).read_text())
+    saved["data"]["image_size"] = size * 2
+    (other / train.CONFIG_FILE).write_text(json.dumps(saved))
+    with pytest.raises(errors.ConfigError, match="trained on other data"):
+        edit_figure.main([f"--workdir={run}", f"--workdir={other}", f"--out={out}"])
