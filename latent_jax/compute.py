@@ -43,7 +43,11 @@ class StepCost:
 def step_cost(jitted, *abstract_args) -> StepCost:
     """The cost of one call of `jitted` on arguments of these shapes (`jax.ShapeDtypeStruct`s
     or arrays)."""
-    compiled = jitted.lower(*abstract_args).compile()
+    return compiled_cost(jitted.lower(*abstract_args).compile())
+
+
+def compiled_cost(compiled) -> StepCost:
+    """The cost of one call of a compiled program (`jitted.lower(...).compile()`)."""
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):   # older JAX: one dict per computation
         analysis = analysis[0] if analysis else {}

@@ -69,6 +69,11 @@ flags.DEFINE_string("run_dir", None, "A trained workdir of the first --config: t
                     "against its training time.")
 flags.DEFINE_integer("cli_rounds", 3, "With --run_dir: calls per CLI mode (the median is "
                      "reported).")
+flags.DEFINE_bool("profile", False, "After timing each phase, profile --steps steps of it "
+                  "(jax.profiler) and print where the time goes: summed time per kind of XLA "
+                  "operation (convolution, dot, elementwise, layout) and pass (forward, "
+                  "backward, update), and the costliest operations with their shapes; with "
+                  "--compare=torch, PyTorch's operators for the same step (torch.profiler).")
 flags.DEFINE_string("workdir", "/tmp/latent_jax_benchmark", "Scratch workdir (nothing written).")
 FLAGS = flags.FLAGS
 
@@ -125,19 +130,23 @@ class JaxCase:
         self.phases = sorted({m.phase(0)} | {m.phase(b) for b in m.phase_boundaries()})
         self.states = self.exp.init_states()
         self.images_per_step = int(self.config.batch_size) * self.exp.batches_per_step
-        self.compile_s, self.cost = {}, {}
+        self.compile_s, self.cost, self.hlo = {}, {}, {}
 
     def prepare(self, phase: int):
-        """Compiles the phase's step (cost analysis, one step): `compile_s`, `cost`."""
+        """Compiles the phase's step (cost analysis, one step): `compile_s`, `cost`, `hlo`
+        (the optimised program's text, for --profile)."""
         fn = self.exp.step_fn(phase)
         t = time.perf_counter()
-        cost = compute_lib.step_cost(fn, compute_lib.abstract(self.states),
-                                     compute_lib.abstract(self.batches[0]),
-                                     jax.ShapeDtypeStruct(self.exp.base_key.shape,
-                                                          self.exp.base_key.dtype))
+        compiled = fn.lower(compute_lib.abstract(self.states),
+                            compute_lib.abstract(self.batches[0]),
+                            jax.ShapeDtypeStruct(self.exp.base_key.shape,
+                                                 self.exp.base_key.dtype)).compile()
+        cost = compute_lib.compiled_cost(compiled)
         self.states, metrics, _ = fn(self.states, self.batches[0], self.exp.base_key)
         jax.block_until_ready(metrics)
         self.compile_s[phase], self.cost[phase] = time.perf_counter() - t, cost
+        if FLAGS.profile:
+            self.hlo[phase] = compiled.as_text()
 
     def round(self, phase: int, steps: int) -> float:
         fn = self.exp.step_fn(phase)
@@ -168,6 +177,7 @@ def run_configs():
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     variants = [False, True] if FLAGS.also_plain_xla else [False]
+    profiles = []
     for spec in FLAGS.config:
         cases = []
         for variant in variants:
@@ -202,6 +212,43 @@ def run_configs():
                         row += (" " + " | ".join(f"{t:.3f}" for t in ts)
                                 + f" | {s / min(ts):.2f}x |")
                 print(row, flush=True)
+            if FLAGS.profile:
+                profiles.append(_profile(cases[0], phase, statistics.median(times[cases[0][0]]),
+                                         refs, {n: statistics.median(torch_t[n]) for n in refs}))
+    for text in profiles:
+        print(text, flush=True)
+
+
+def _profile(labelled_case, phase: int, step_seconds: float, refs, torch_seconds) -> str:
+    """--profile: where one phase's step time goes (latent_jax.profiling), and PyTorch's
+    operator time by the same categories for the faster of its layouts."""
+    from latent_jax import profiling  # pylint: disable=import-outside-toplevel
+
+    label, case = labelled_case
+    times = profiling.op_times(lambda: case.round(phase, 1), case.hlo[phase], FLAGS.steps)
+    text = f"\n### {label}, phase {phase}: where the step's time goes\n\n"
+    text += profiling.summary(times, step_seconds)
+    if refs:
+        fastest = min(refs, key=lambda n: torch_seconds[n])
+        by_kind = refs[fastest].profile(FLAGS.steps)
+        ours: dict[str, float] = {}
+        for t in times:
+            if t.category == "convolution":
+                key = f"convolution, {t.direction or 'backward'}"
+            elif t.direction == "update" and t.category != "dot":
+                key = "update"
+            else:
+                key = t.category
+            ours[key] = ours.get(key, 0.0) + t.seconds
+        text += (f"\nNext to PyTorch ({fastest}), each operation's time summed per step by "
+                 "kind (PyTorch runs its operators one after another; XLA may run independent "
+                 "ones at the same time, so its sum can exceed the step's wall time):\n\n"
+                 "| kind | latent_jax ms | PyTorch ms | ratio |\n|---|---|---|---|\n")
+        for key in sorted(set(ours) | set(by_kind), key=lambda k: -ours.get(k, 0.0)):
+            a, b = 1e3 * ours.get(key, 0.0), 1e3 * by_kind.get(key, 0.0)
+            ratio = f"{a / b:.2f}x" if b > 0 else "-"
+            text += f"| {key} | {a:.1f} | {b:.1f} | {ratio} |\n"
+    return text
 
 
 INTROVAE_64 = [  # (map, C_in, C_out, kernel) of IntroVAC's nets at 64x64, channels 32..512

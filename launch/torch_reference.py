@@ -160,6 +160,39 @@ class Case:
             self.opt.step()
         return (time.perf_counter() - t) / steps
 
+    def profile(self, steps: int) -> dict[str, float]:
+        """Seconds per step by kind of operator (self time, torch.profiler), in the categories
+        of latent_jax.profiling: convolution (forward, backward), dot, update (the optimizer),
+        elementwise/reduce and layout."""
+        from torch import profiler  # pylint: disable=import-outside-toplevel
+
+        with profiler.profile(activities=[profiler.ProfilerActivity.CPU]) as prof:
+            self.round(steps)
+        out: dict[str, float] = {}
+        for event in prof.key_averages():
+            key = operator_category(event.key)
+            if key is not None:
+                out[key] = out.get(key, 0.0) + event.self_cpu_time_total * 1e-6 / steps
+        return out
+
+
+def operator_category(name: str) -> str | None:
+    """latent_jax.profiling's category (and pass) of a PyTorch operator; None for the
+    profiler's own and Python's records."""
+    n = name.lower()
+    if not n.startswith(("aten::", "mkldnn", "optimizer", "autograd::")):
+        return "update" if "optimizer" in n else None
+    if "conv" in n:
+        return "convolution, backward" if "backward" in n else "convolution, forward"
+    if any(k in n for k in ("::mm", "addmm", "bmm", "matmul", "linear", "::dot")):
+        return "dot"
+    if "_foreach" in n or "adam" in n or "optimizer" in n:
+        return "update"
+    if any(k in n for k in ("copy", "transpose", "permute", "contiguous", "view", "reshape",
+                            "cat", "pad", "slice", "expand", "as_strided", "empty", "zero")):
+        return "layout"
+    return "elementwise/reduce"
+
 
 def _vac(config, channels_last: bool) -> Case:
     m = config.model
