@@ -1,7 +1,7 @@
 """Training-step speed per method and phase, side by side with what it is compared to.
 
     python launch/benchmark.py --config=configs/introvac.py:synthetic [--config=...] \\
-        [--steps=10] [--rounds=3] [--conv_shapes] [--compare=torch]
+        [--steps=10] [--rounds=3] [--conv_shapes] [--compare=torch] [--profile]
     python launch/benchmark.py --config=configs/introvac.py:synthetic --run_dir=DIR
 
 Per config: the input pipeline's time per batch (batches are fetched before timing the steps).
@@ -10,6 +10,13 @@ Per config and phase: compile time, seconds per step (median over `--rounds` rou
 latent_jax.compute), achieved GFLOP/s and its share of a matmul peak measured on the same
 device in the same run (a 2048x2048 matmul in the step's compute dtype). `--config.KEY=VALUE`
 flags apply to every config (e.g. `--config.model.compute_dtype=bfloat16`).
+
+`--profile` then traces `--steps` steps of each phase with JAX's profiler and prints where
+the time goes (latent_jax.profiling): each XLA operation's time, summed by kind (convolution,
+dot, elementwise/reduce, layout) and pass (forward, backward, optimizer update), and the
+costliest operations with their shapes and the network layer they belong to; with
+`--compare=torch` also PyTorch's operator time for the same step, by the same kinds
+(torch.profiler, the faster of its two layouts).
 
 `--conv_shapes` times each convolution shape of the IntroVAE-style nets at 64x64 (batch 64)
 forward and forward+backward, as XLA's convolution and as the im2col matmul that
