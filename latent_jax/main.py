@@ -30,6 +30,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 from ml_collections import config_flags
 
 from latent_jax import errors
@@ -81,7 +82,6 @@ def parse_attribute_changes(items, label_names) -> dict[str, float]:
 
 
 def _expand_images(patterns) -> list[str]:
-    from etils import epath
 
     files = []
     for p in patterns:
@@ -111,7 +111,6 @@ def _output_dir(kind: str, workdir: str):
     never overwrites an earlier one's outputs; checked before anything is loaded."""
     import time
 
-    from etils import epath
 
     from latent_jax import configlib
 
@@ -177,7 +176,7 @@ def run_edit(config, workdir):
     out, recon = (np.asarray(a) for a in both(states, jnp.asarray(x), jnp.asarray(c)))
     tag = "_".join(("add" if v > 0 else "remove") + "_" + k for k, v in changes.items())
     label = " ".join(("+" if v > 0 else "-") + k for k, v in changes.items())
-    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    stems = [epath.Path(f).stem for f in files]
     for i, (f, img, (_, crop)) in enumerate(zip(files, out, loaded)):
         # The index keeps a/face.png and b/face.jpg apart.
         base = f"{i:03d}_{stems[i]}_{tag}"
@@ -197,7 +196,7 @@ def run_edit(config, workdir):
         print(f"  ... and {len(files) - 10} more (all in the log)")
     extra = ", *_in_frame.png (pasted back)" if FLAGS.paste_back else ""
     print(f"wrote to {out_dir}: NNN_<name>_{tag}.png (model resolution), *_large.png "
-          f"(upscaled){extra}, and {len(grids)} labelled grid page(s) {os.path.basename(grids[0])}"
+          f"(upscaled){extra}, and {len(grids)} labelled grid page(s) {epath.Path(grids[0]).name}"
           + ("..." if len(grids) > 1 else ""))
 
 
@@ -264,7 +263,7 @@ def run_inpaint(config, workdir):
     corrupted, filled = inpaint_lib.inpaint(
         lambda im: np.asarray(recon(states, jnp.asarray(im))), x, m)
     tag = "inpaint_" + ("mask" if is_file else FLAGS.mask)
-    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    stems = [epath.Path(f).stem for f in files]
     for i, img in enumerate(filled):
         imageio.save_png(out_dir / f"{i:03d}_{stems[i]}_{tag}.png", img)
         imageio.save_png(out_dir / f"{i:03d}_{stems[i]}_{tag}_large.png",
@@ -323,7 +322,7 @@ def run_walk(config, workdir):
                                      [f"{b} {j / (steps - 1):.2f}" for j in range(steps)])
         written.append(imageio.save_png(out_dir / f"walk_{a}__{b}.png", grid))
     print(f"wrote {len(written)} latent walk grid(s) of the checkpoint of step {step} to "
-          f"{out_dir}: {', '.join(os.path.basename(w) for w in written)}")
+          f"{out_dir}: {', '.join(epath.Path(w).name for w in written)}")
 
 
 def _override_keys(argv) -> list[str]:
@@ -474,7 +473,7 @@ def main(argv):
                                             if isinstance(v, float)})
         elif FLAGS.mode == "evaluate":
             result = train.evaluate_only(config, workdir)
-            print(f"wrote the evaluation report to {os.path.join(workdir, 'eval')} "
+            print(f"wrote the evaluation report to {epath.Path(workdir) / 'eval'} "
                   "(report_<step>.json / .md, latest.json); headline: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in result.items()
                               if isinstance(v, float) and "/" not in k))

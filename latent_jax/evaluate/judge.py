@@ -154,8 +154,9 @@ def judge_settings(judge_cfg) -> dict[str, Any]:
 
 def default_cache_dir() -> str:
     """`$LATENT_JAX_CACHE/judges`, with `LATENT_JAX_CACHE` defaulting to ~/.cache/latent_jax."""
-    root = os.environ.get("LATENT_JAX_CACHE") or os.path.join("~", ".cache", "latent_jax")
-    return os.path.join(os.path.expanduser(root), "judges")
+    root = os.environ.get("LATENT_JAX_CACHE") or "~/.cache/latent_jax"
+    return str(paths.resolve(root if paths.is_remote(root) else epath.Path(root).expanduser())
+               / "judges")
 
 
 def _jsonable(value):
@@ -598,9 +599,8 @@ def cache_path(settings: Mapping[str, Any], key: str) -> epath.Path:
     """Where the judge (or class judge) of `key` is cached: `settings['cache_dir']` or
     `default_cache_dir()`, `~` expanded for local paths."""
     cache_dir = str(settings["cache_dir"] or default_cache_dir())
-    if not paths.is_remote(cache_dir):
-        cache_dir = os.path.expanduser(cache_dir)
-    return epath.Path(cache_dir) / f"{key}.msgpack"
+    path = epath.Path(cache_dir)
+    return (path if paths.is_remote(cache_dir) else path.expanduser()) / f"{key}.msgpack"
 
 
 def load_or_train(what: str, settings: Mapping[str, Any], key: str, seed: int, module,
