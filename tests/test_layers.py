@@ -62,7 +62,16 @@ def test_the_switch_is_by_output_pixels_and_stride():
     conv = layers.Conv(3, (3, 3), padding=1, matmul_max_pixels=16)
     assert _uses_xla_conv(conv, x)                     # 64 pixels
     assert not _uses_xla_conv(conv, x[:, :4, :4])      # 16
-    assert not _uses_xla_conv(layers.Conv(3, (4, 4), strides=2, padding=1), x)
+    assert not _uses_xla_conv(layers.Conv(3, (4, 4), strides=2, padding=1), x)   # 16 pixels
+    # Strided convolutions on larger maps: XLA's, unless their patch is at most
+    # strided_max_patch values (4 x 4 x 8 = 128 here).
+    big = jnp.ones((1, 16, 16, 8))
+    strided = layers.Conv(3, (4, 4), strides=2, padding=1)
+    assert _uses_xla_conv(strided, big)
+    with layers.override(strided_max_patch=128):
+        assert not _uses_xla_conv(strided, big)
+    with layers.override(strided_max_patch=127):
+        assert _uses_xla_conv(strided, big)
     # Stride 1 on a large map, the image stem too: XLA's.
     assert _uses_xla_conv(layers.Conv(3, (5, 5), padding=2), x[..., :3])
     default = layers.Conv(3, (3, 3), padding=1)   # the module default, which plain_xla sets
