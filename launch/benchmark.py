@@ -18,6 +18,10 @@ costliest operations with their shapes and the network layer they belong to; wit
 `--compare=torch` also PyTorch's operator time for the same step, by the same kinds
 (torch.profiler, the faster of its two layouts).
 
+`--also_plain_xla` and `--also_layers=KEY=VALUE,...` time each config a second (third) time in
+the same run, rounds alternating: with XLA's convolutions everywhere (flax's layers), or with
+other `nets.layers` thresholds (`layers.override`'s keywords).
+
 `--conv_shapes` times each convolution shape of the IntroVAE-style nets at 64x64 (batch 64)
 forward and forward+backward, as XLA's convolution and as the im2col matmul that
 `latent_jax.nets.layers.Conv` uses on small maps.
@@ -67,6 +71,9 @@ flags.DEFINE_integer("rounds", 3, "Rounds per phase (the median is reported).")
 flags.DEFINE_bool("conv_shapes", False, "Time the IntroVAE convolution shapes, conv vs im2col.")
 flags.DEFINE_integer("conv_batch", 64, "Batch of --conv_shapes.")
 flags.DEFINE_enum("compare", None, ["torch"], "Also time the PyTorch version of each case.")
+flags.DEFINE_list("also_layers", [], "Also run each config with these nets.layers thresholds "
+                  "(KEY=VALUE of layers.override, e.g. strided_max_patch=100000: im2col for "
+                  "every strided convolution), in the same run, rounds alternating.")
 flags.DEFINE_bool("also_plain_xla", False, "Also run each config with XLA's convolutions "
                   "everywhere (nets.layers.plain_xla: what flax's layers compute), in the same "
                   "run, rounds alternating.")
@@ -183,16 +190,23 @@ def run_configs():
                                if torch_ref else ""))
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    variants = [False, True] if FLAGS.also_plain_xla else [False]
+    # (label suffix, context manager factory) per variant of nets.layers' choices.
+    variants = [("", contextlib.nullcontext)]
+    if FLAGS.also_plain_xla:
+        variants.append((", XLA convolutions", layers.plain_xla))
+    if FLAGS.also_layers:
+        kwargs = {k: int(v) for k, _, v in (kv.partition("=") for kv in FLAGS.also_layers)}
+        variants.append((", " + ", ".join(FLAGS.also_layers),
+                         lambda: layers.override(**kwargs)))
     profiles = []
     for spec in FLAGS.config:
         cases = []
-        for variant in variants:
-            with layers.plain_xla() if variant else contextlib.nullcontext():
+        for suffix, context in variants:
+            with context():
                 case = JaxCase(spec)
                 for phase in case.phases:
                     case.prepare(phase)   # traced (and compiled) inside the block
-            label = f"{spec}, XLA convolutions" if variant else spec
+            label = spec + suffix
             cases.append((label, case))
         print(f"{spec}: batch {case.config.batch_size}, image {case.exp.spec.image_shape}, "
               f"input pipeline {case.data_ms:.1f} ms/batch (not in the step times)")
