@@ -114,22 +114,6 @@ def _heavy_inside(op: HloOp, computations: Mapping[str, list[HloOp]], depth: int
     return None
 
 
-def _dims(shape: str) -> list[int]:
-    m = re.search(r"\[([\d,]*)\]", shape)
-    return [int(d) for d in m.group(1).split(",") if d] if m else []
-
-
-def _window_spans_input(conv: HloOp, operand_shapes: Sequence[str]) -> bool:
-    """Whether a convolution's window is as large as its input's spatial map (the shape of the
-    weight gradient: the output gradient slides over the input)."""
-    m = re.search(r"size=([\dx]+)", conv.window)
-    if not m or not operand_shapes:
-        return False
-    size = [int(d) for d in m.group(1).split("x")]
-    dims = _dims(operand_shapes[0])
-    return max(size) > 1 and any(dims[i:i + len(size)] == size for i in range(len(dims)))
-
-
 def _only_layout(op: HloOp, computations: Mapping[str, list[HloOp]]) -> bool:
     if op.opcode in _LAYOUT:
         return True
@@ -166,12 +150,11 @@ def describe(name: str, ops: Mapping[str, HloOp],
             detail += f" ({heavy.window})"
         label = heavy.op_name or op.op_name
         direction = _direction(label)
-        if not direction and heavy.opcode == "convolution" and _window_spans_input(
-                heavy, operand_shapes):
-            # XLA's weight gradient of a convolution (its window is the input map) carries no
-            # name stack.
-            direction = "backward"
-            label = label or "weight gradient"
+        if not direction and heavy.opcode == "convolution":
+            # XLA rewrites a convolution's weight gradient (a convolution whose window is the
+            # output gradient's map) into an operation without JAX's name stack; the forward
+            # convolutions keep theirs.
+            return heavy.opcode, "backward", detail, "(rewritten by XLA: a weight gradient)"
         return heavy.opcode, direction, detail, _source(label)
     inner = computations.get(op.calls or "", [])
     label = op.op_name or next((s.op_name for s in inner if s.op_name), "")

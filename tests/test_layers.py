@@ -72,6 +72,9 @@ def test_the_switch_is_by_output_pixels_and_stride():
         assert not _uses_xla_conv(strided, big)
     with layers.override(strided_max_patch=127):
         assert _uses_xla_conv(strided, big)
+    # By default: the 4x4 stem on an RGB image (48 values) by im2col, wider patches XLA's.
+    assert not _uses_xla_conv(strided, big[..., :3])
+    assert _uses_xla_conv(layers.Conv(3, (5, 5), strides=2, padding=2), big[..., :3])
     # Stride 1 on a large map, the image stem too: XLA's.
     assert _uses_xla_conv(layers.Conv(3, (5, 5), padding=2), x[..., :3])
     default = layers.Conv(3, (3, 3), padding=1)   # the module default, which plain_xla sets

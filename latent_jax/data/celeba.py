@@ -177,6 +177,7 @@ class _TableKind:
     """One per-record table: its cache file prefix, dtype, columns (None: one value a record)
     and how one record's row is read."""
 
+    name: str
     prefix: str
     dtype: Any
     columns: int | None
@@ -186,9 +187,9 @@ class _TableKind:
         return (n,) if self.columns is None else (n, self.columns)
 
 
-_ATTRIBUTES = _TableKind(CACHE_PREFIX, np.bool_, len(ATTRIBUTE_NAMES),
+_ATTRIBUTES = _TableKind("attributes", CACHE_PREFIX, np.bool_, len(ATTRIBUTE_NAMES),
                          lambda r: [bool(r["attributes"][name]) for name in ATTRIBUTE_NAMES])
-_IDENTITIES = _TableKind(IDENTITY_CACHE_PREFIX, np.int64, None,
+_IDENTITIES = _TableKind("identities", IDENTITY_CACHE_PREFIX, np.int64, None,
                          lambda r: int(r["identity"]["Identity_No"]))
 _KINDS = (_ATTRIBUTES, _IDENTITIES)
 
@@ -307,7 +308,7 @@ def _table(kind: _TableKind, split: str, data_dir: str | None, source,
         missing = [k for k in _KINDS if k is kind or (
             k.prefix not in in_memory and (paths_[k] is None or not paths_[k].exists()))]
         logging.info("CelebA %s: reading %s of %d records (once; cached%s)", split,
-                     " and ".join(k.prefix.split("-")[1] for k in missing), n,
+                     " and ".join(k.name for k in missing), n,
                      f" in {path.parent}" if path is not None else " in memory only")
         computed = _compute_tables(missing, split, data_dir, n, skip_images=has_records)
         for k, t in zip(missing, computed):

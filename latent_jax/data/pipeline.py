@@ -405,9 +405,9 @@ def _validate(data_cfg) -> DataOptions:
                              f"{', '.join(IDENTITY_DEFAULTS)}")
         _check_keys(identities, tuple(IDENTITY_DEFAULTS), "config.data.identities")
     if name == "celeb_a_identities":
-        ident = dict(IDENTITY_DEFAULTS, **(identities.to_dict() if identities is not None
-                                           and hasattr(identities, "to_dict")
-                                           else dict(identities or {})))
+        ident = dict(IDENTITY_DEFAULTS)
+        if identities is not None:
+            ident.update({key: identities[key] for key in identities.keys()})
         num_identities = _int(ident, "num_identities", "config.data.identities.num_identities", 2)
         fractions = []
         for key in ("validation_fraction", "test_fraction"):

@@ -7,8 +7,9 @@ XLA:CPU runs some convolution shapes far below the machine's matmul speed (launc
   backward at batch 64, where PyTorch takes a few ms). On an output map of at most
   `matmul_max_pixels` pixels, `Conv` gathers the kernel's shifted windows of the padded input
   side by side (im2col: [B, Ho, Wo, kh * kw * C_in]) and multiplies them by the kernel reshaped
-  to [kh * kw * C_in, C_out]. Strided convolutions on larger maps took that path too until it
-  measured slower than XLA's (DEFAULT_STRIDED_MAX_PATCH says where; `override` brings it back).
+  to [kh * kw * C_in, C_out]. Strided convolutions on larger maps take that path only when an
+  output pixel's patch is small (DEFAULT_STRIDED_MAX_PATCH: the 4x4 stems on RGB images); on
+  the others XLA's measured as fast or faster.
   Other convolutions use `lax.conv_general_dilated` as flax does. (im2col for the 5x5
   stem on the image, 152 -> 84 ms alone, was tried and dropped: IntroVAC's introspective step,
   which differentiates re-encodings down to their pixels, went from 5.4 to 6.2 s; on a 64x64
@@ -47,16 +48,17 @@ DEFAULT_MATMUL_MAX_PIXELS = 16
 # im2col matrices are large and the matmuls narrow), so those stay XLA's.
 DEFAULT_PHASE_MIN_FEATURES = 16
 # Strided convolutions on larger maps are computed by im2col when one output pixel's patch
-# (kh * kw * C_in) has at most this many values: never, by default. With jax 0.10.2 on the
-# 2-core CPU XLA's strided convolutions measured as fast or faster forward+backward (batch 128,
-# 32x32x16, 5x5 stride 2: 103 ms against 131 by im2col; 4x4 stride 2 on 32x32x32 at batch 200:
-# 183 against 320), and im2col's concatenation of strided windows was the costliest operation
-# of IFcVAEGAN's step (its discriminator's: 380 of 1170 ms; launch/benchmark.py --profile).
-# Whole steps with im2col for every strided convolution and without (same run, alternating,
-# another job on the machine):
-# IFcVAEGAN 0.96 -> 0.75 s, CSVAE 0.33 -> 0.30, Lr-LiVAE 0.64 -> 0.60, CCVAE (32 px) 0.096 ->
-# 0.079, CCVAE at 64x64 batch 200 1.23 -> 1.25 (within the noise); docs/results.md ("Speed").
-DEFAULT_STRIDED_MAX_PATCH = 0
+# (kh * kw * C_in) has at most this many values: the 4x4 stems on 3-channel images (48), not the
+# 5x5 ones (75) nor the deeper layers (512 and more). Measured with jax 0.10.2 on the 2-core
+# CPU, forward+backward of the layer alone (another job on the machine): at batch 200, 64x64x3 -> 32x32x32 with a 4x4 kernel,
+# 144 ms as XLA's convolution and 112 by im2col; but a 5x5 on 64x64x3 at batch 192 116 against
+# 158, and a 4x4 on 32x32x32 at batch 200 183 against 320. im2col's concatenation of strided
+# windows was the costliest operation of IFcVAEGAN's step (its discriminator's 5x5 layers: 380
+# of 1170 ms; launch/benchmark.py --profile). Whole steps, alone on the machine, im2col for
+# every strided convolution against none (--also_layers, same run): IFcVAEGAN 0.595 / 0.519 s,
+# CSVAE 0.200 / 0.201, Lr-LiVAE 0.326 / 0.334, CCVAE (32 px) 0.064 / 0.061, CCVAE at 64x64
+# batch 200 0.655 / 0.730 (docs/results.md, "Speed").
+DEFAULT_STRIDED_MAX_PATCH = 64
 _settings = {"matmul_max_pixels": DEFAULT_MATMUL_MAX_PIXELS,
              "phase_min_features": DEFAULT_PHASE_MIN_FEATURES,
              "strided_max_patch": DEFAULT_STRIDED_MAX_PATCH}
@@ -142,8 +144,8 @@ class Conv(nn.Module):
         wo = (x.shape[2] + sum(pads[1]) - ks[1]) // strides[1] + 1
         limit = (_settings["matmul_max_pixels"] if self.matmul_max_pixels is None
                  else self.matmul_max_pixels)
-        # im2col on small output maps (and strided convolutions with small patches, none by
-        # default), where it measured faster forward+backward (module docstring).
+        # im2col on small output maps and for strided convolutions with small patches, where
+        # it measured faster forward+backward (module docstring).
         patch = ks[0] * ks[1] * x.shape[-1]
         if ho * wo <= limit or (limit > 0 and max(strides) > 1
                                 and patch <= _settings["strided_max_patch"]):
