@@ -70,10 +70,12 @@ def _tiny_preset(config_file):
     return command
 
 
-# IntroVAC (one batch per step, two phases) and Lr-LiVAE (n_gm + 1 batches per step, five or
-# six players, spectral-norm state with the hinge loss).
+# IntroVAC (one batch per step, two phases), Lr-LiVAE (n_gm + 1 batches per step, five or
+# six players, spectral-norm state with the hinge loss) and IFcVAEGAN (four players with
+# RMSprop, the discriminator's with its own momentum, BatchNorm statistics in the decoder).
 @pytest.mark.parametrize("command,total", [
-    (_main, 40), (_tiny_preset("lrlivae.py"), 14)], ids=["introvac", "lrlivae"])
+    (_main, 40), (_tiny_preset("lrlivae.py"), 14), (_tiny_preset("ifcvaegan.py"), 14)],
+    ids=["introvac", "lrlivae", "ifcvaegan"])
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, command, total):
     ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
     flags = {"checkpoint.every_steps": 3, "num_steps": total}
