@@ -59,7 +59,8 @@ class OpTime:
 
     name: str
     category: str        # convolution, dot, elementwise/reduce, layout, other
-    direction: str       # forward, backward, update (optimizer), or '' when unknown
+    direction: str       # forward, backward, update (the optimizer, and any work outside the
+                         # differentiated functions), or '' when unknown
     detail: str          # shapes (and window) of the heavy operation
     source: str          # JAX's name stack, shortened
     seconds: float
