@@ -45,6 +45,7 @@ shapes of the given config. PyTorch uses as many threads as JAX's CPU client (al
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import statistics
 import sys
@@ -195,7 +196,12 @@ def run_configs():
     if FLAGS.also_plain_xla:
         variants.append((", XLA convolutions", layers.plain_xla))
     if FLAGS.also_layers:
-        kwargs = {k: int(v) for k, _, v in (kv.partition("=") for kv in FLAGS.also_layers)}
+        kwargs = {k: v for k, _, v in (kv.partition("=") for kv in FLAGS.also_layers)}
+        known = tuple(inspect.signature(layers.override).parameters)
+        if any(k not in known or not v.isdigit() for k, v in kwargs.items()):
+            raise app.UsageError(f"--also_layers: KEY=INTEGER with KEY one of {', '.join(known)}; "
+                                 f"got {','.join(FLAGS.also_layers)}")
+        kwargs = {k: int(v) for k, v in kwargs.items()}
         variants.append((", " + ", ".join(FLAGS.also_layers),
                          lambda: layers.override(**kwargs)))
     profiles = []
@@ -266,7 +272,7 @@ def _profile(labelled_case, phase: int, step_seconds: float, refs, torch_seconds
                  "ones at the same time, so its sum can exceed the step's wall time):\n\n"
                  "| kind | latent_jax ms | PyTorch ms | ratio |\n|---|---|---|---|\n")
         # latent_jax computes the convolutions on small maps as im2col matmuls (nets.layers),
-        # which the profile counts as dots: the last row adds both kinds up.
+        # which the profile counts as dots: one row adds both kinds up, the last one every kind.
         def heavy(by_key):
             return sum(v for k, v in by_key.items() if k.startswith(("convolution", "dot")))
 
