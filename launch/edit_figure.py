@@ -34,7 +34,6 @@ def main(argv=None) -> int:
     import jax
     import jax.numpy as jnp
     from etils import epath
-    from PIL import Image
 
     from latent_jax import imageio, train
     from latent_jax.data import pipeline
@@ -72,13 +71,10 @@ def main(argv=None) -> int:
             changes = np.zeros((len(x), len(names)), np.float32)
             changes[:, col] = change
             rows.append(np.asarray(edit(states, jnp.asarray(x), jnp.asarray(changes))))
-            row_labels.append(f"{run} {label}=0" if value == 0 else f"{run} {label}=1")
+            row_labels.append(f"{run} {label}={value}")
         print(f"{run}: {config.method}, {step} steps")
-    grid = imageio.labelled_grid(rows, row_labels, column_labels, min_cell=64)
-    out = epath.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("wb") as f:
-        Image.fromarray(grid).save(f, format="PNG")
+    out = imageio.save_png(args.out, imageio.labelled_grid(rows, row_labels, column_labels,
+                                                           min_cell=64))
     print(f"wrote {out}")
     return 0
 

@@ -29,7 +29,6 @@ def main(argv=None) -> int:
 
     import jax
     import jax.numpy as jnp
-    from PIL import Image
 
     from latent_jax import imageio, train
     from latent_jax.data import pipeline
@@ -55,9 +54,8 @@ def main(argv=None) -> int:
             labels.append(f"{label.split(' ')[0]}")
             print(f"{name}: {label} MSE inside the mask "
                   f"{float(np.mean(np.square(filled - x)[:, m])):.4f}")
-    grid = imageio.labelled_grid(rows, labels, min_cell=64)
-    Image.fromarray(grid).save(args.out)
-    print(f"wrote {args.out}")
+    out = imageio.save_png(args.out, imageio.labelled_grid(rows, labels, min_cell=64))
+    print(f"wrote {out}")
     return 0
 
 
