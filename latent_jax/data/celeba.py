@@ -1,7 +1,8 @@
 """CelebA through tfds' `celeb_a` builder, read as an ArrayRecord data source (no TensorFlow).
 
 Records (tfds `celeb_a` 2.1.0): `image` uint8 (218, 178, 3), `attributes` a dict of 40 bools,
-`landmarks`, `identity` (a dict with the person's number, `Identity_No`). Splits `train` / `validation` / `test` are CelebA's official
+`landmarks`, `identity` (a dict with the person's number, `Identity_No`). Splits `train` /
+`validation` / `test` are CelebA's official
 partition (162,770 / 19,867 / 19,962 images).
 
 tfds cannot download CelebA reliably (Google Drive's download quota, tensorflow/datasets
