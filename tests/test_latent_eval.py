@@ -41,6 +41,14 @@ def test_edit_locality_hand_example():
     assert out["n_changed"] == 2
     same = latent_lib.edit_locality(ref, ref, region)   # no change: undefined, not zero
     assert np.isnan(same["locality"]) and same["n_changed"] == 0
+    # Float rounding of a no-op edit is no change (it scored a locality of noise before).
+    noise = ref + np.where(np.arange(16).reshape(1, 4, 4, 1) % 5 == 0, 1e-6, 0.0)
+    rounded = latent_lib.edit_locality(noise, ref, region)
+    assert np.isnan(rounded["locality"]) and rounded["n_changed"] == 0
+    faint = edited.copy()
+    faint[0, 3, 3, 2] = 0.001                     # below half an 8-bit level: ignored
+    np.testing.assert_allclose(latent_lib.edit_locality(faint, ref, region)["locality"],
+                               (0.75 + 1.0) / 2)
 
 
 def test_locality_reaches_every_methods_edits_through_evaluate_method():

@@ -10,7 +10,10 @@ drawn with numpy and PIL (no plotting library).
 - `edit_locality(edited, reference, region)`: the share of an edit's pixel change
   (|edited - reference| summed over channels) that falls inside the edited attribute's region,
   per image, next to the share of the image the region covers (what a change spread evenly over
-  the image would score).
+  the image would score). Only visible change counts: a pixel value that moves by less than
+  half an 8-bit level (`INVISIBLE`) is no change, and an image without visible change is left
+  out (an edit that changes nothing has no locality; before this threshold, float rounding in
+  a no-op edit's pixels scored a locality made of noise, which differed between device counts).
 - `bar_chart_png`, `histograms_png`: the figures.
 """
 
@@ -66,12 +69,16 @@ def latent_code_metrics(codes: np.ndarray, labels: np.ndarray, names: Sequence[s
     return out
 
 
+INVISIBLE = 0.5 / 255     # half an 8-bit level, images in [0, 1]
+
+
 def edit_locality(edited: np.ndarray, reference: np.ndarray, region: np.ndarray) -> dict:
-    """edited, reference: [N, H, W, C]; region: bool [N, H, W]."""
-    change = np.abs(np.asarray(edited, np.float64) - np.asarray(reference, np.float64)).sum(-1)
+    """edited, reference: [N, H, W, C] in [0, 1]; region: bool [N, H, W]."""
+    diff = np.abs(np.asarray(edited, np.float64) - np.asarray(reference, np.float64))
+    change = np.where(diff >= INVISIBLE, diff, 0.0).sum(-1)
     total = change.sum(axis=(1, 2))
     inside = (change * region).sum(axis=(1, 2))
-    ok = total > 1e-8
+    ok = total > 0
     share = np.asarray(region, np.float64).mean(axis=(1, 2))
     loc = float(np.mean(inside[ok] / total[ok])) if ok.any() else float("nan")
     area = float(np.mean(share)) if share.size else float("nan")
