@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -65,6 +66,32 @@ def test_lock_left_by_a_killed_job_is_taken_over(tmp_path):
         json.dumps({"host": "gone", "pid": 1, "started": 0}))
     with workdir_lib.WorkdirLock(workdir) as lock:
         assert str(os.getpid()) in lock.path.read_text()
+
+
+def test_an_object_store_lock_has_a_lease_that_a_hard_killed_job_lets_expire(tmp_path):
+    """The marker lock of gs:// workdirs (here forced on a local path): renewed while held,
+    refused while fresh, taken over once its holder stopped renewing for a lease."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    lease = 0.9
+    holder = workdir_lib.WorkdirLock(workdir, lease_seconds=lease, marker=True).acquire()
+    first = json.loads(holder.path.read_text())["heartbeat"]
+    time.sleep(lease)
+    assert json.loads(holder.path.read_text())["heartbeat"] > first   # renewed
+    with pytest.raises(errors.WorkdirLockedError, match="renewed .* s ago.*expires"):
+        workdir_lib.WorkdirLock(workdir, lease_seconds=lease, marker=True).acquire()
+    holder._stop.set()                 # a hard kill: the renewals stop, the marker stays
+    holder._renewer.join()
+    assert holder.path.exists()
+    time.sleep(lease + 0.2)
+    newcomer = workdir_lib.WorkdirLock(workdir, lease_seconds=lease, marker=True).acquire()
+    assert json.loads(newcomer.path.read_text())["pid"] == os.getpid()
+    newcomer.release()
+    assert not newcomer.path.exists()
+    # A marker written without a heartbeat (an older version) expires from its start time.
+    (workdir / workdir_lib.LOCK_NAME).write_text(
+        json.dumps({"host": "gone", "pid": 1, "started": time.time() - 2 * lease}))
+    workdir_lib.WorkdirLock(workdir, lease_seconds=lease, marker=True).acquire().release()
 
 
 def test_cli_refuses_a_locked_workdir_in_one_line(tmp_path):
