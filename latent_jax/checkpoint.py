@@ -14,6 +14,12 @@ stops with `NoRestorableCheckpointError` instead of starting over. Before the st
 config is handed to a check (`check_config`), so a checkpoint of another config is refused as
 such rather than with an Orbax shape message.
 
+With several processes (`latent_jax.multihost`) every process writes its part of a save, but
+each reads a checkpoint on its own (`Checkpointer(reader=True)`: no barrier that a failed read
+on one process would leave the others waiting at), and `restore_newest(agree=True)` makes them
+agree: they try the steps of process 0's listing, newest first, and take the first step that
+restored on every process; only then does process 0 move the unreadable ones aside.
+
 Every path goes through `etils.epath`, so the workdir may be a `gs://` URL.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging as logging_std
+import sys
 import time
 from typing import Any, Callable
 
@@ -29,6 +36,7 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from latent_jax import multihost
 from latent_jax.errors import UserError
 
 
@@ -52,15 +60,52 @@ class _AbandonedReads(logging_std.Filter):
 logging_std.getLogger("asyncio").addFilter(_AbandonedReads())
 
 
+def _is_abandoned_read_callback(exc_type, exc, tb) -> bool:
+    """TensorStore's completion callback of a read that Orbax abandoned when a checkpoint did
+    not restore: it posts to the restore's event loop, closed by then, and the RuntimeError is
+    printed with a traceback (dozens per unreadable checkpoint)."""
+    if exc_type is not RuntimeError or "Event loop is closed" not in str(exc):
+        return False
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return "call_soon_threadsafe" in frames
+
+
+_previous_excepthook = sys.excepthook
+
+
+def _excepthook(exc_type, exc, tb):
+    if _is_abandoned_read_callback(exc_type, exc, tb):
+        return
+    _previous_excepthook(exc_type, exc, tb)
+
+
+sys.excepthook = _excepthook
+
+
 class Checkpointer:
     def __init__(self, directory, *, max_to_keep: int = 3, asynchronous: bool = True,
-                 create: bool = True):
+                 create: bool = True, reader: bool = False):
+        """`reader`: a manager for reading only, of this process alone (with several processes,
+        Orbax's own barriers would otherwise tie every read to every process)."""
         self.directory = epath.Path(directory)
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
-            create=create,
-            enable_async_checkpointing=asynchronous,
-        )
+        if reader:
+            me = jax.process_index()
+            options = ocp.CheckpointManagerOptions(
+                create=False, save_interval_steps=0, max_to_keep=None,
+                enable_async_checkpointing=False,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    primary_host=me, active_processes={me},
+                    barrier_sync_key_prefix=f"latent_jax_reader_{me}")
+                if jax.process_count() > 1 else ocp.options.MultiprocessingOptions())
+        else:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep,
+                create=create,
+                enable_async_checkpointing=asynchronous,
+            )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "data", "config"))
 
@@ -108,7 +153,7 @@ class Checkpointer:
     def restore_newest(self, target: Any,
                        check_config: Callable[[dict, int], None] | None = None,
                        check_restored: Callable[[int, Any, dict], None] | None = None,
-                       move_unreadable: bool = True):
+                       move_unreadable: bool = True, agree: bool = False):
         """(step, state, data_state) of the newest checkpoint that restores, or None when the
         directory holds none.
 
@@ -120,25 +165,53 @@ class Checkpointer:
         moved aside so that the run can save those steps again. When no checkpoint restores at
         all, nothing is moved and `NoRestorableCheckpointError` says why: that is more likely
         a code or config change than corruption of every step, and starting over would
-        discard the run."""
+        discard the run.
+
+        With `agree` every process of the job calls this together: the steps are process 0's
+        listing, a step counts as restorable only if it restored on every process (the reason
+        names the process where it did not), and every process returns the same step."""
+        def outcome(tag, error):
+            if not agree:
+                return error
+            errors = multihost.gather(f"restore-{tag}", error)
+            bad = [(p, e) for p, e in enumerate(errors) if e is not None]
+            if not bad:
+                return None
+            p, e = bad[0]
+            return e if len(errors) == 1 else f"{e} on process {p}"
+
+        steps = self.all_steps()
+        if agree:
+            steps = multihost.broadcast("restore-steps", steps)
         failures = []
-        for step in reversed(self.all_steps()):
+        for step in reversed(steps):
+            saved, error = None, None
             try:
                 saved = self.restore_config(step)
             except Exception as e:  # noqa: BLE001 - any failure to read means "unreadable"
-                failures.append((step, f"its config does not read ({_short(e)})"))
+                error = f"its config does not read ({_short(e)})"
+            error = outcome(f"{step}-config", error)
+            if error is not None:
+                failures.append((step, error))
                 continue
             if check_config is not None:
                 check_config(saved, step)
+            found, error = None, None
             try:
                 found = self.restore(target, step)
                 if check_restored is not None:
                     check_restored(*found)
             except Exception as e:  # noqa: BLE001
-                failures.append((step, f"it does not restore ({_short(e)})"))
+                error = f"it does not restore ({_short(e)})"
+            error = outcome(f"{step}-state", error)
+            if error is not None:
+                failures.append((step, error))
                 continue
             for bad, why in failures:
                 self._skip(bad, why, move_unreadable)
+            if failures and agree:
+                multihost.barrier("restore-moved-aside")   # then every process lists anew
+                self._manager.reload()
             return found
         if failures:
             reasons = "; ".join(f"step {s}: {why}" for s, why in failures)

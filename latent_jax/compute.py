@@ -9,7 +9,10 @@
   checks every registered method).
 - `Compute`: cumulative FLOPs, images and device-seconds (the wall time of the logging
   intervals times the number of devices), logged as `compute/*` and saved with every
-  checkpoint (restored on resume).
+  checkpoint (restored on resume). FLOPs are the whole step's on the global batch, the same on
+  any mesh (`train.Experiment.step_cost`: XLA reports one device's share of a partitioned
+  program), so a FLOP budget buys the same steps on 1 device, on 8, or on several hosts;
+  device-seconds are what the mesh occupied, and do grow with it.
 - `steps_for_budget`: `config.budget.flops | images | steps` -> a step count, phase by phase
   (IntroVAC's cheaper pre-training phase costs what it costs), with a sentence saying what was
   chosen and why. Schedules and phase boundaries given in epochs stay absolute (epochs of data),
@@ -144,8 +147,7 @@ def steps_for_budget(kind: str, amount: float, *, phase_of: Callable[[int], int]
                    f" ({spent:.4g} FLOPs)")
 
 
-def abstract(tree):
-    """`jax.ShapeDtypeStruct`s (with shardings) of a tree of arrays."""
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
-                                                       sharding=getattr(a, "sharding", None)),
-                        tree)
+def abstract(tree, sharding=None):
+    """`jax.ShapeDtypeStruct`s of a tree of arrays, with their shardings or with `sharding`."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+        a.shape, a.dtype, sharding=sharding or getattr(a, "sharding", None)), tree)

@@ -69,6 +69,10 @@ def base_config() -> ml_collections.ConfigDict:
         coordinator_address="",
         num_processes=1,
         process_id=0,
+        # This process's devices, e.g. (0,1,2,3,4,5,6,7) for one process per 8-GPU node
+        # under SLURM, whose auto-detection otherwise gives each process GPU SLURM_LOCALID
+        # only; () lets jax.distributed decide.
+        local_device_ids=(),
         num_devices=0,           # 0: every device
     ))
     return c

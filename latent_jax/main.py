@@ -462,36 +462,61 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config, workdir = FLAGS.config, FLAGS.workdir
+    from latent_jax import multihost
+
+    # First of all, so that a failure on any process from here on reaches every process.
+    try:
+        multihost.initialize(config)
+    except Exception as e:  # noqa: BLE001 - the coordinator's refusal or time-out
+        print(f"error: --config.parallel: jax.distributed.initialize failed: "
+              f"{' '.join(str(e).split())[:400]}", file=sys.stderr)
+        sys.exit(1)
+    multihost.watch_for_failures()
     from latent_jax import train
     from latent_jax.data.celeba import DatasetNotPreparedError
 
     try:
         if FLAGS.mode == "train":
             result = train.train_and_evaluate(config, workdir)
-            if result:
+            if result and jax_process_index() == 0:
                 print("final evaluation:", {k: round(v, 4) for k, v in result.items()
                                             if isinstance(v, float)})
         elif FLAGS.mode == "evaluate":
-            result = train.evaluate_only(config, workdir)
-            print(f"wrote the evaluation report to {epath.Path(workdir) / 'eval'} "
-                  "(report_<step>.json / .md, latest.json); headline: "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in result.items()
-                              if isinstance(v, float) and "/" not in k))
-        elif FLAGS.mode == "edit":
-            run_edit(config, workdir)
-        elif FLAGS.mode == "sample":
-            run_sample(config, workdir)
-        elif FLAGS.mode == "inpaint":
-            run_inpaint(config, workdir)
+            result = multihost.on_process_0("evaluate",
+                                            lambda: train.evaluate_only(config, workdir))
+            if jax_process_index() == 0:
+                print(f"wrote the evaluation report to {epath.Path(workdir) / 'eval'} "
+                      "(report_<step>.json / .md, latest.json); headline: "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in result.items()
+                                  if isinstance(v, float) and "/" not in k))
         else:
-            run_walk(config, workdir)
+            # Host work that writes files: process 0's alone in a job of several processes.
+            run = {"edit": run_edit, "sample": run_sample, "inpaint": run_inpaint,
+                   "walk": run_walk}[FLAGS.mode]
+            multihost.on_process_0(FLAGS.mode, lambda: run(config, workdir))
     except train.Preempted as e:
         logging.warning("%s", e)
         print(str(e), file=sys.stderr)
         return 0
     except (errors.UserError, DatasetNotPreparedError, train.NonFiniteLossError) as e:
+        multihost.report_failure(str(e))
         print(f"error: {e}", file=sys.stderr)
+        multihost.exit_after_failure(1)
         sys.exit(1)
+    except Exception as e:
+        # A bug or a library failure: the traceback here, one line for the other processes.
+        multihost.report_failure(f"{type(e).__name__}: {e}")
+        import traceback
+
+        traceback.print_exc()
+        multihost.exit_after_failure(1)
+        raise
+
+
+def jax_process_index() -> int:
+    import jax
+
+    return jax.process_index()
 
 
 if __name__ == "__main__":

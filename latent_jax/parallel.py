@@ -1,4 +1,4 @@
-"""Device mesh, shardings and multi-host start-up.
+"""Device mesh and shardings (multi-host start-up and agreement: `latent_jax.multihost`).
 
 One mesh axis, `data`, over every device of every host. Parameters and optimizer states are
 replicated; batches are sharded along their leading axis. One `jax.jit` step; XLA inserts the
@@ -17,27 +17,62 @@ from latent_jax.errors import ConfigError
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed(config) -> None:
-    """Starts jax.distributed when the config asks for it (never on a plain single host).
-
-    `config.parallel.distributed`: False (default), True (auto-detected cluster: TPU pods,
-    SLURM, ...), or explicit `coordinator_address`/`num_processes`/`process_id`.
-    """
-    par = config.parallel
-    if not par.distributed:
-        return
-    kwargs = {}
-    if par.get("coordinator_address"):
-        kwargs = dict(coordinator_address=par.coordinator_address,
-                      num_processes=int(par.num_processes), process_id=int(par.process_id))
-    jax.distributed.initialize(**kwargs)
-
-
-def make_mesh(num_devices: int | None = None) -> Mesh:
-    devices = jax.devices()
+def make_mesh(num_devices: int | None = None, local: bool = False) -> Mesh:
+    """The `data` mesh over every device of every process (the first `num_devices` if given),
+    or with `local` over this process's devices only (host work: evaluation, figures)."""
+    devices = jax.local_devices() if local else jax.devices()
     if num_devices:
         devices = devices[:num_devices]
     return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def local_part(mesh: Mesh) -> Mesh:
+    """The mesh of this process's devices of `mesh` (`mesh` itself with one process)."""
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    if len(local) == mesh.devices.size:
+        return mesh
+    return Mesh(np.asarray(local), (DATA_AXIS,))
+
+
+def to_local(tree, local_mesh: Mesh):
+    """Replicated global arrays -> the same values replicated over `local_mesh` (this process's
+    devices), without copying: what host work computes on, so that it needs no other process.
+    Arrays that are already this process's are returned as they are."""
+    sharding = replicated(local_mesh)
+
+    def one(a):
+        if not isinstance(a, jax.Array) or a.is_fully_addressable:
+            return a
+        if not a.is_fully_replicated:
+            raise ValueError(f"to_local: an array sharded as {a.sharding} is not replicated")
+        shards = {s.device: s.data for s in a.addressable_shards}
+        return jax.make_array_from_single_device_arrays(
+            a.shape, sharding, [shards[d] for d in local_mesh.devices.flat])
+
+    return jax.tree.map(one, tree)
+
+
+def to_global(tree, mesh: Mesh):
+    """Arrays replicated over this process's devices of `mesh` -> global arrays replicated
+    over `mesh` (every process passes its own copy of the same values; nothing is sent)."""
+    local = local_part(mesh)
+    if local is mesh:
+        return tree
+    sharding = replicated(mesh)
+
+    def one(a):
+        shards = {s.device: s.data for s in a.addressable_shards}
+        return jax.make_array_from_single_device_arrays(
+            a.shape, sharding, [shards[d] for d in local.devices.flat])
+
+    return jax.tree.map(one, tree)
+
+
+def replicate_host_value(value, mesh: Mesh) -> jax.Array:
+    """A host value that every process holds (the step, the base key) as an array replicated
+    over `mesh`: Orbax saves only global arrays when there are several processes."""
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, replicated(mesh), lambda index: value[index])
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -65,6 +100,7 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh, key: str = "config
     if global_batch_size % n:
         raise ConfigError(f"{key}: global batch {global_batch_size} is not divisible by the "
                          f"{n} devices of the mesh")
-    if global_batch_size % jax.process_count():
+    processes = len({d.process_index for d in mesh.devices.flat})
+    if global_batch_size % processes:
         raise ConfigError(f"{key}: global batch {global_batch_size} is not divisible by the "
-                         f"{jax.process_count()} processes")
+                         f"{processes} processes")

@@ -6,6 +6,11 @@ global array sharded along the mesh's `data` axis; the method's `train_step` for
 `fold_in(PRNGKey(seed), step)`, so results do not depend on the number of devices or on
 restarts. Checkpoints every `checkpoint.every_steps`, at the end and on SIGTERM/preemption;
 a run whose workdir holds a checkpoint resumes from it, data iterator included.
+
+With several processes (`latent_jax.multihost`) every process runs the steps and the saves;
+they restore the same agreed step; a stop (SIGTERM or Ctrl-C on any process) is agreed through
+JAX's preemption sync point, so every process saves the same step and exits 0; evaluations,
+grids and reports are process 0's, on its own devices, while the others wait for it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import contextlib
 import dataclasses
 import errno
 import json
+import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -32,6 +39,7 @@ from latent_jax import configlib
 from latent_jax.data import pipeline as data_lib
 from latent_jax import logging as lj_logging
 from latent_jax import methods
+from latent_jax import multihost
 from latent_jax import parallel
 from latent_jax import paths
 from latent_jax import visualize
@@ -55,16 +63,34 @@ _Interrupted = interrupt.Interrupted   # the name the trainer's handlers use
 class _SignalFlag:
     """On SIGTERM or SIGINT (Ctrl-C), sets a flag that the loop checks after each step (so a
     step is never cut in half); inside `immediate()` (evaluations, which can take minutes) the
-    evaluation's next batch or progress-bar update raises `_Interrupted` instead."""
+    evaluation's next batch or progress-bar update raises `_Interrupted` instead.
+
+    With several processes a signal is one process's, but the stop must be every process's at
+    one step: SIGTERM is left to JAX's preemption notifier (installed by
+    `jax.distributed.initialize`, which tells the coordination service; the loop's
+    `reached_preemption(step)` is then true on every process at the same step), and SIGINT is
+    passed on to it as a SIGTERM. Evaluations then run to their end (they are process 0's
+    alone) and the stop comes at the next step."""
 
     def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
         self.triggered = False
         self.signal_name = ""
         self._previous = {}
+        self._multiprocess = multihost.is_multiprocess()
         interrupt.clear()
         if threading.current_thread() is threading.main_thread():
             for s in signals:
-                self._previous[s] = signal.signal(s, self._handle)
+                if self._multiprocess and s == signal.SIGTERM:
+                    continue
+                self._previous[s] = signal.signal(
+                    s, self._pass_on if self._multiprocess else self._handle)
+
+    @staticmethod
+    def _pass_on(signum, frame):
+        del frame
+        logging.warning("received %s: asking every process to stop at the next agreed step",
+                        signal.Signals(signum).name)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _handle(self, signum, frame):
         del frame
@@ -84,6 +110,9 @@ class _SignalFlag:
     def immediate(self):
         if self.triggered:
             raise _Interrupted(self.signal_name)
+        if self._multiprocess:   # see the class doc
+            yield
+            return
         with interrupt.armed():
             yield
 
@@ -114,12 +143,16 @@ def non_finite_leaves(tree) -> list[str]:
 class Experiment:
     """Everything a run needs: spec, method, mesh, states; shared by train/evaluate/edit/sample."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, local: bool = False):
+        """`local`: this process's devices only (inference and host work, which need no other
+        process); otherwise every device of every process (training). `jax.distributed` is
+        started by the launch (`multihost.initialize`), never here."""
         configlib.validate(config, workdir)
-        parallel.maybe_initialize_distributed(config)
         self.config = config
         self.workdir = paths.resolve(workdir)
-        self.mesh = parallel.make_mesh(int(config.parallel.num_devices) or None)
+        self.local = bool(local)
+        self.mesh = parallel.make_mesh(int(config.parallel.num_devices) or None, local=local)
+        self.local_mesh = parallel.local_part(self.mesh)
         parallel.check_batch_divisible(int(config.batch_size), self.mesh)
         self.data = data_lib.options(config.data)   # validated once, passed on as is
         self.spec = data_lib.get_data_spec(self.data)
@@ -166,13 +199,17 @@ class Experiment:
         return self._preview
 
     def grids(self, states) -> dict:
-        """Image grids of the preview batch; none when `config.grid_size` is 0 (e.g. data that
-        are not images)."""
+        """Image grids of the preview batch, computed on this process's devices; none when
+        `config.grid_size` is 0 (e.g. data that are not images)."""
         if int(self.config.grid_size) <= 0:
             return {}
         b = self.preview_batch()
-        return visualize.make_grids(self.method, states, b["image"], b["label"],
-                                    jax.random.fold_in(self.base_key, 0x6E1D))
+        return visualize.make_grids(self.method, self.local_states(states), b["image"],
+                                    b["label"], jax.random.fold_in(self.base_key, 0x6E1D))
+
+    def local_states(self, states) -> dict:
+        """The (replicated) states on this process's devices: what host work computes with."""
+        return parallel.to_local(states, self.local_mesh)
 
     # ------------------------------------------------------------------ state
     def _init_key(self):
@@ -182,17 +219,20 @@ class Experiment:
         init = jax.jit(self.method.init, out_shardings=self._replicated)
         return init(self._init_key())
 
-    def abstract_states(self) -> dict:
-        """Shapes, dtypes and shardings of the states, without compiling `init`."""
+    def abstract_states(self, mesh=None) -> dict:
+        """Shapes, dtypes and shardings (replicated over `mesh`, default the run's) of the
+        states, without compiling `init`."""
+        sharding = parallel.replicated(mesh or self.mesh)
         shapes = jax.eval_shape(self.method.init, self._init_key())
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                           sharding=self._replicated), shapes)
+                                                           sharding=sharding), shapes)
 
     def make_workdir(self):
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
             if not paths.is_remote(self.workdir):
-                probe = self.workdir / ".write_test"
+                # One probe per process: on a shared disk every process checks at once.
+                probe = self.workdir / f".write_test-{socket.gethostname()}-{os.getpid()}"
                 probe.write_text("ok")
                 probe.unlink()
         except OSError as e:
@@ -202,10 +242,11 @@ class Experiment:
     def checkpoint_dir(self) -> epath.Path:
         return self.workdir / "checkpoints"
 
-    def checkpointer(self, create: bool = True) -> ckpt_lib.Checkpointer:
+    def checkpointer(self, create: bool = True, reader: bool = False) -> ckpt_lib.Checkpointer:
         c = self.config.checkpoint
         return ckpt_lib.Checkpointer(self.checkpoint_dir, max_to_keep=int(c.max_to_keep),
-                                     asynchronous=bool(c.asynchronous), create=create)
+                                     asynchronous=bool(c.asynchronous), create=create,
+                                     reader=reader)
 
     def check_checkpoint_config(self, saved: dict, step: int) -> None:
         """Refuses a checkpoint written with a config that this run cannot continue; logs the
@@ -227,15 +268,24 @@ class Experiment:
         """(step, states, data_state) of the newest checkpoint that restores, restored into
         abstract shapes (no compilation), or (0, None, {}) when there is none. With a
         `data_iterator`, a checkpoint counts as restorable only if the iterator accepts its
-        data state (it is then left at that position)."""
-        if not ckpt_lib.has_checkpoint(self.checkpoint_dir):
+        data state (it is then left at that position).
+
+        Each process reads onto its own devices; in a run over several processes (not
+        `local`) they agree on the step (`Checkpointer.restore_newest(agree=True)`) and the
+        states become global arrays without any transfer."""
+        agree = not self.local and multihost.is_multiprocess()
+        present = ckpt_lib.has_checkpoint(self.checkpoint_dir)
+        if agree:
+            present = multihost.broadcast("has-checkpoint", present)
+        if not present:
             return 0, None, {}
-        mngr = self.checkpointer(create=False)
+        mngr = self.checkpointer(create=False, reader=True)
+        local = parallel.replicated(self.local_mesh)
         try:
-            target = {"players": self.abstract_states(),
-                      "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=self._replicated),
+            target = {"players": self.abstract_states(self.local_mesh),
+                      "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=local),
                       "rng": jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype,
-                                                  sharding=self._replicated)}
+                                                  sharding=local)}
             def set_data_state(step, restored, data_state):
                 del step, restored
                 if data_iterator is not None and data_state:
@@ -243,14 +293,14 @@ class Experiment:
 
             found = mngr.restore_newest(target, check_config=self.check_checkpoint_config,
                                         check_restored=set_data_state,
-                                        move_unreadable=jax.process_index() == 0)
+                                        move_unreadable=jax.process_index() == 0, agree=agree)
         finally:
             mngr.close()
         if found is None:
             return 0, None, {}
         step, restored, data_state = found
         self.restored_compute = compute_lib.Compute.from_dict((data_state or {}).get("compute"))
-        return int(step), restored["players"], data_state
+        return int(step), parallel.to_global(restored["players"], self.mesh), data_state
 
     def plan(self, states, batch, start_step: int = 0) -> dict[int, compute_lib.StepCost]:
         """The cost of every phase the run can reach from `start_step` (XLA's cost analysis of
@@ -262,9 +312,7 @@ class Experiment:
         else:                     # a budget is spent from step 0: every phase's cost
             bounds, first = list(self.method.phase_boundaries()), 0
         phases = sorted({self.method.phase(first)} | {self.method.phase(b) for b in bounds})
-        rng = jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype)
-        costs = {p: compute_lib.step_cost(self.step_fn(p), compute_lib.abstract(states),
-                                          compute_lib.abstract(batch), rng) for p in phases}
+        costs = {p: self.step_cost(p, states, batch) for p in phases}
         if self.budget is not None:
             kind, amount = self.budget
             if kind == "flops" and any(c.has_loops for c in costs.values()):
@@ -279,16 +327,36 @@ class Experiment:
                 raise ConfigError(f"config.budget.{kind}: {self.budget_note}")
         return costs
 
+    def step_cost(self, phase: int, states, batch) -> compute_lib.StepCost:
+        """The cost of one step of `phase` on the whole global batch, the same on any mesh.
+
+        XLA's cost analysis of a program partitioned over N devices is one device's share, and
+        not a fixed fraction of the whole (work the partitioner leaves replicated is counted on
+        every device), so on a mesh of several devices the step is costed as one device would
+        run it: a second compilation of the same step, for cost analysis only. On one device
+        it is the compilation training uses."""
+        rng = jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype)
+        if self.mesh.devices.size == 1:
+            return compute_lib.step_cost(self.step_fn(phase), compute_lib.abstract(states),
+                                         compute_lib.abstract(batch), rng)
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        on_one = lambda tree: compute_lib.abstract(tree, sharding=one)  # noqa: E731
+        return compute_lib.step_cost(jax.jit(self._step_body(phase)), on_one(states),
+                                     on_one(batch), on_one(rng))
+
+    def _step_body(self, phase: int):
+        def step(states, batch, rng):
+            new_states, metrics = self.method.train_step(states, batch, rng, phase)
+            return new_states, metrics, _all_finite(metrics)
+
+        return step
+
     def step_fn(self, phase: int):
         """The jitted train step of one phase, with a finiteness flag (one per phase, so that
         `plan`'s compilation is the one training uses)."""
         if phase not in self._step_fns:
-            def step(states, batch, rng):
-                new_states, metrics = self.method.train_step(states, batch, rng, phase)
-                return new_states, metrics, _all_finite(metrics)
-
             self._step_fns[phase] = jax.jit(
-                step, donate_argnums=(0,),
+                self._step_body(phase), donate_argnums=(0,),
                 out_shardings=(self._replicated, self._replicated, self._replicated))
         return self._step_fns[phase]
 
@@ -367,25 +435,34 @@ def _train(exp: Experiment) -> dict:
     bar = lj_logging.ProgressBar(total, initial_step=start_step, desc=method.name or config.method,
                                  every_steps=log_every, enabled=jax.process_index() == 0)
     flag = _SignalFlag()
+    is_writer = jax.process_index() == 0
     state_finite = jax.jit(_all_finite)
     finite_so_far = jnp.array(True)
     last_metrics: dict = {}
     step = start_step
     eval_result: dict = {}
 
+    def kept() -> str:
+        last = mngr.latest_step()
+        if last is None:
+            return f"No checkpoint was saved before (none in {mngr.directory})"
+        return f"The last good checkpoint (step {last}) is kept in {mngr.directory}"
+
     def save(at_step: int, force: bool = False):
         if not bool(jax.device_get(finite_so_far)):
             raise NonFiniteLossError(
-                f"non-finite loss or gradient before step {at_step}; not saving. The last good "
-                f"checkpoint (step {mngr.latest_step()}) is kept in {mngr.directory}")
+                f"non-finite loss or gradient before step {at_step}; not saving. {kept()}")
         if not bool(jax.device_get(state_finite(states))):
             bad = non_finite_leaves(states)
             raise NonFiniteLossError(
                 f"non-finite parameters or optimizer state at step {at_step} ({len(bad)} "
-                f"leaves, e.g. {', '.join(bad[:3])}); not saving. The last good checkpoint "
-                f"(step {mngr.latest_step()}) is kept in {mngr.directory}")
-        mngr.save(at_step, {"players": states, "step": jnp.asarray(at_step, jnp.int32),
-                            "rng": exp.base_key},
+                f"leaves, e.g. {', '.join(bad[:3])}); not saving. {kept()}")
+        # Every saved leaf a global array: Orbax refuses process-local ones with several
+        # processes.
+        mngr.save(at_step, {"players": states,
+                            "step": parallel.replicate_host_value(np.int32(at_step), exp.mesh),
+                            "rng": parallel.replicate_host_value(jax.device_get(exp.base_key),
+                                                                 exp.mesh)},
                   {"iterator": _data_state_to_json(it.get_state()),
                    "compute": spent.as_dict()}, config_json, force=force)
 
@@ -417,8 +494,7 @@ def _train(exp: Experiment) -> dict:
                     bad = sorted(k for k, v in host_metrics.items() if not np.isfinite(v))
                     raise NonFiniteLossError(
                         f"non-finite values at step {step} ({', '.join(bad) or 'earlier step'}); "
-                        f"training stopped. The last good checkpoint (step {mngr.latest_step()}) "
-                        f"is kept in {mngr.directory}")
+                        f"training stopped. {kept()}")
                 host_metrics["train/phase"] = float(phase)
                 host_metrics["train/epoch"] = step / exp.steps_per_epoch
                 now = time.time()
@@ -435,11 +511,12 @@ def _train(exp: Experiment) -> dict:
             if flag.triggered or mngr.reached_preemption(step):
                 save(step, force=True)
                 mngr.wait()
-                why = flag.signal_name or "a preemption notice"
+                why = flag.signal_name or ("a stop agreed by every process (SIGTERM or Ctrl-C "
+                                           "on one of them, or a preemption notice)")
                 raise Preempted(f"stopped at step {step} on {why}; checkpoint saved")
             if step % ckpt_every == 0 and step < total:
                 save(step)
-            if grid_every and step % grid_every == 0 and step < total:
+            if grid_every and step % grid_every == 0 and step < total and is_writer:
                 writer.write_images(step, exp.grids(states))
             if ((eval_every and step % eval_every == 0) or step in eval_steps) and step < total:
                 try:
@@ -457,7 +534,8 @@ def _train(exp: Experiment) -> dict:
         logging.info("trained %d steps in %.1f s", step - start_step, time.time() - t_start)
         try:
             with flag.immediate():
-                writer.write_images(step, exp.grids(states))
+                if is_writer:
+                    writer.write_images(step, exp.grids(states))
                 if config.evaluate_at_end:
                     eval_result = _evaluate(exp, states, step, writer, spent)
         except _Interrupted as e:
@@ -506,14 +584,21 @@ def _last_complete(mngr: ckpt_lib.Checkpointer):
 
 
 def _evaluate(exp: Experiment, states: dict, step: int, writer, spent) -> dict:
+    """The evaluation report of `states`: process 0's work, on its own devices (it trains and
+    caches the judge once for the workdir and writes the report); every process returns the
+    headline."""
     from latent_jax.evaluate import report
 
-    result = report.run_evaluation(exp.method, states, exp.config, exp.workdir, step,
-                                   jax.random.fold_in(exp.base_key, 0xE7A1 + step),
-                                   data_options=exp.data, compute=spent.as_dict())
-    writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()
-                                if isinstance(v, (int, float))})
-    return result
+    def run():
+        result = report.run_evaluation(exp.method, exp.local_states(states), exp.config,
+                                       exp.workdir, step,
+                                       jax.random.fold_in(exp.base_key, 0xE7A1 + step),
+                                       data_options=exp.data, compute=spent.as_dict())
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()
+                                    if isinstance(v, (int, float))})
+        return result
+
+    return multihost.on_process_0(f"evaluation-{step}", run)
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
@@ -527,8 +612,9 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
 
 def load_for_inference(config: ml_collections.ConfigDict, workdir: str):
     """(experiment, states, step) from the workdir's newest checkpoint that restores, without
-    compiling `init` and without writing anything."""
-    exp = Experiment(config, workdir)
+    compiling `init` and without writing anything, on this process's devices alone (in a job
+    of several processes, process 0 does the inference: `multihost.on_process_0`)."""
+    exp = Experiment(config, workdir, local=True)
     if not ckpt_lib.has_checkpoint(exp.checkpoint_dir):
         raise errors.NoCheckpointError(f"--workdir: no checkpoint under {exp.checkpoint_dir}; "
                                        "train first (--mode=train)")
