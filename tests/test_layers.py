@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from latent_jax import methods
 from latent_jax.nets import layers
 
 CASES = [  # (map, C_in, C_out, kernel, strides, padding, bias)
@@ -115,3 +118,37 @@ def test_conv_transpose_takes_the_phase_path_only_where_it_is_faster():
     assert _uses_xla_conv(layers.ConvTranspose(16, (4, 4), padding="VALID"), x)
     with layers.plain_xla():
         assert _uses_xla_conv(layers.ConvTranspose(16, (4, 4), strides=(2, 2)), x)
+
+
+# ------------------------------------------------------------------- lowering per platform
+def _exported_ops(method_name: str, platform: str, plain: bool = False) -> dict:
+    """Op counts of the StableHLO of one training step of `method_name` (its tiny preset, the
+    first phase) exported for `platform` (no such device needed: jax.export only lowers)."""
+    import test_method_contract as contract
+    from latent_jax import train
+    from latent_jax.data import pipeline as data_lib
+
+    cfg = contract.tiny_config(method_name)
+    exp = train.Experiment(cfg, "/nonexistent/unused", local=True)
+    it = data_lib.make_train_iterator(exp.data, global_batch_size=int(cfg.batch_size), seed=0)
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), exp.host_batch(it))
+    states = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                          exp.abstract_states())
+    rng = jax.ShapeDtypeStruct(exp.base_key.shape, exp.base_key.dtype)
+    step = jax.jit(exp._step_body(exp.method.phase(0)))
+    with layers.plain_xla() if plain else contextlib.nullcontext():
+        text = jax.export.export(step, platforms=(platform,))(states, batch, rng).mlir_module()
+    return {op: text.count(f"stablehlo.{op}") for op in ("convolution", "dot_general")}
+
+
+@pytest.mark.parametrize("name", methods.registered_methods())
+def test_convolutions_stay_xla_convolutions_off_the_cpu(name):
+    """The matmul forms are XLA:CPU's alone: a step exported for cuda or tpu holds exactly the
+    convolutions of the plain-XLA program; one exported for cpu holds fewer (im2col and the
+    phase-split transposed convolutions are dots there)."""
+    plain = _exported_ops(name, "cpu", plain=True)
+    for platform in ("cuda", "tpu"):
+        assert _exported_ops(name, platform) == plain, platform
+    cpu = _exported_ops(name, "cpu")
+    assert cpu["convolution"] < plain["convolution"]
+    assert cpu["dot_general"] > plain["dot_general"]

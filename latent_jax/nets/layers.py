@@ -23,8 +23,14 @@ Both are the same sums in another order, so results equal flax's to float roundi
 
 The parameters are flax's exactly (names `kernel`, HWIO, and `bias`, the same initialisers,
 hence the same initial values for the same key): swapping one for the other changes neither
-checkpoints nor results beyond rounding, on CPU or accelerator. The thresholds apply on every
-backend (on small maps a matmul is as good a lowering there too).
+checkpoints nor results beyond rounding, on CPU or accelerator.
+
+Only XLA:CPU gets the matmul forms: they were measured there, and nowhere else. Each layer
+that would take one is written as `jax.lax.platform_dependent(cpu=<matmul form>,
+default=<XLA's convolution>)`, resolved when the step is lowered for its platform, so a GPU or
+TPU program holds XLA's own convolutions (its fastest operations there) and a CPU program the
+matmuls, from the same traced code (tests/test_layers.py exports every family's step for cpu,
+cuda and tpu and counts them).
 """
 
 from __future__ import annotations
@@ -89,6 +95,11 @@ def plain_xla():
         yield
 
 
+def _cpu_only(matmul_form, xla_form, *args):
+    """`matmul_form(*args)` in programs lowered for XLA:CPU, `xla_form(*args)` elsewhere."""
+    return jax.lax.platform_dependent(*args, cpu=matmul_form, default=xla_form)
+
+
 def _pairs(v, n=2) -> tuple:
     return tuple(v) if isinstance(v, Sequence) else (v,) * n
 
@@ -147,12 +158,17 @@ class Conv(nn.Module):
         # im2col on small output maps and for strided convolutions with small patches, where
         # it measured faster forward+backward (module docstring).
         patch = ks[0] * ks[1] * x.shape[-1]
+
+        def xla(x, kernel):
+            return jax.lax.conv_general_dilated(x, kernel, strides, pads,
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
         if ho * wo <= limit or (limit > 0 and max(strides) > 1
                                 and patch <= _settings["strided_max_patch"]):
-            y = im2col_conv(x, kernel, strides, pads)
+            y = _cpu_only(lambda x, kernel: im2col_conv(x, kernel, strides, pads), xla,
+                          x, kernel)
         else:
-            y = jax.lax.conv_general_dilated(x, kernel, strides, pads,
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = xla(x, kernel)
         return y + bias if bias is not None else y
 
 
@@ -258,9 +274,13 @@ class ConvTranspose(nn.Module):
         bias = (self.param("bias", self.bias_init, (self.features,), jnp.float32)
                 if self.use_bias else None)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=None)
+        def xla(x, kernel):
+            return jax.lax.conv_transpose(x, kernel, strides, self.padding,
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
         if max(strides) > 1 and self.features >= _settings["phase_min_features"]:
-            y = phase_conv_transpose(x, kernel, strides, self.padding)
+            y = _cpu_only(lambda x, kernel: phase_conv_transpose(x, kernel, strides,
+                                                                 self.padding), xla, x, kernel)
         else:
-            y = jax.lax.conv_transpose(x, kernel, strides, self.padding,
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = xla(x, kernel)
         return y + bias if bias is not None else y
