@@ -163,10 +163,50 @@ def check_workdir(workdir: str) -> None:
     check_writable_dir(workdir, "--workdir")
 
 
+REMOTE_PROBE_SECONDS = 20.0   # how long a remote store may take to answer the first question
+
+
+def check_remote_reachable(directory, flag: str, timeout_s: float | None = None) -> None:
+    """One question to the object store behind a remote `directory` (does its bucket exist?),
+    answered within `timeout_s`: without a network, the storage client's retries would
+    otherwise take a minute and more, and end in several tracebacks."""
+    import threading
+
+    from etils import epath
+
+    text = os.fspath(directory)
+    scheme, _, rest = text.partition("://")
+    bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+    answer: dict = {}
+
+    def ask():
+        try:
+            answer["exists"] = epath.Path(bucket).exists()
+        except Exception as e:  # noqa: BLE001 - reported below in one line
+            answer["error"] = e
+
+    timeout_s = REMOTE_PROBE_SECONDS if timeout_s is None else timeout_s
+    worker = threading.Thread(target=ask, daemon=True, name="latent_jax-remote-probe")
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise ConfigError(f"{flag}: no answer from {bucket} within {timeout_s:.0f} s (no "
+                          "network, or the storage endpoint is unreachable)")
+    if "error" in answer:
+        e = answer["error"]
+        raise ConfigError(f"{flag}: cannot reach {bucket}: {type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:300]}")
+    if not answer.get("exists", False):
+        raise ConfigError(f"{flag}: the bucket {bucket} does not exist (or is not visible with "
+                          "these credentials)")
+
+
 def check_writable_dir(directory, flag: str) -> None:
     """A local directory (or its nearest existing parent) must be a writable directory; `flag`
-    names the setting in the error. Remote ones (gs://...) are checked by the first write."""
+    names the setting in the error. Remote ones (gs://...) must answer within seconds
+    (`check_remote_reachable`); whether they can be written is checked by the first write."""
     if paths.is_remote(directory):
+        check_remote_reachable(directory, flag)
         return
     path = os.path.abspath(os.fspath(directory))
     probe = path

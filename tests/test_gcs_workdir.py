@@ -76,3 +76,25 @@ def test_a_second_job_is_refused_by_the_gs_marker(gcs_env, tmp_path):
         with pytest.raises(errors.WorkdirLockedError, match="delete gs://bucket/runs/locked/LOCK"):
             workdir_lib.WorkdirLock(workdir).acquire()
     assert not (workdir / "LOCK").exists()
+
+
+def test_an_unreachable_gs_workdir_fails_within_seconds_in_one_line(tmp_path):
+    """No network (here: a storage endpoint on a closed loopback port): one line naming the
+    bucket, well before the storage client's retries would give up."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", STORAGE_EMULATOR_HOST=url,
+               TENSORSTORE_GCS_HTTP_URL=url, GOOGLE_AUTH_TOKEN_FOR_TESTING="test",
+               GOOGLE_CLOUD_PROJECT="test")
+    t0 = time.time()
+    res = _run(tmp_path, env, "gs://nowhere/runs/tiny")
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "error: --workdir:" in res.stderr and "gs://nowhere" in res.stderr, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert time.time() - t0 < 60
+
