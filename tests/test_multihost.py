@@ -14,128 +14,29 @@ import sys
 import textwrap
 import time
 
-import jax
 import numpy as np
 import pytest
 
-from multihost_job import ENV, REPO, Job, tiny_flags
-
-FAMILIES = ("introvac", "csvae", "ccvae", "lrlivae", "ifcvaegan")
-RTOL, ATOL = 2e-4, 1e-5     # the device-equality test's tolerance
-
-
-def _players(workdir):
-    """(step, players) of the newest checkpoint, read onto this process's first device."""
-    import orbax.checkpoint as ocp
-
-    steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
-    path = workdir / "checkpoints" / str(steps[-1]) / "state"
-    ckptr = ocp.StandardCheckpointer()
-    meta = ckptr.metadata(path).item_metadata
-    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-                          meta, is_leaf=lambda m: hasattr(m, "shape"))
-    return steps[-1], jax.device_get(ckptr.restore(path, target)["players"])
-
-
-def _metrics(workdir) -> dict[int, dict]:
-    rows = {}
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            row = json.loads(line)
-            rows[row["step"]] = row
-    return rows
-
-
-def _assert_trees_close(a, b, rtol=RTOL, atol=ATOL, exact=False):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb):
-        if exact:
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-        else:
-            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
-
-
-def _training_metrics(row: dict) -> dict:
-    return {k: v for k, v in row.items()
-            if k.split("/")[0] in ("loss", "grad_norm") and isinstance(v, float)}
+from multihost_job import (ENV, Job, assert_runs_equal, assert_trees_close, metrics,
+                           players, tiny_flags, whole_runs)
 
 
 STEPS = 16     # IntroVAC's runs: long enough for a stop in the middle
 
 
-def _whole_runs(tmp_path, name, **overrides):
-    """The same tiny run (with the end-of-run evaluation) as 1 process x 4 devices and as
-    2 processes x 2 devices: {label: (workdir, job)}."""
-    runs = {}
-    for label, processes, devices in (("1x4", 1, 4), ("2x2", 2, 2)):
-        workdir = tmp_path / label
-        job = Job(tiny_flags(name, workdir, evaluate_at_end=True, **overrides),
-                  processes=processes, devices=devices, log_dir=tmp_path, name=label)
-        job.wait_ok()
-        runs[label] = (workdir, job)
-    return runs
-
-
 @pytest.fixture(scope="module")
 def introvac_runs(tmp_path_factory):
-    """IntroVAC's whole runs, shared: the family test below and the stop tests' reference."""
-    return _whole_runs(tmp_path_factory.mktemp("introvac"), "introvac", num_steps=STEPS)
+    """IntroVAC's whole runs (1 x 4 and 2 x 2, its own Adam, end-of-run evaluation), shared:
+    the family test below and the stop tests' reference."""
+    return whole_runs(tmp_path_factory.mktemp("introvac"), "introvac", num_steps=STEPS,
+                      evaluate_at_end=True)
 
 
-def _assert_runs_equal(runs):
-    (one, _), (two, job) = runs["1x4"], runs["2x2"]
-    step1, p1 = _players(one)
-    step2, p2 = _players(two)
-    assert step1 == step2
-    _assert_trees_close(p2, p1)
-    m1, m2 = _metrics(one), _metrics(two)
-    assert sorted(m1) == sorted(m2)
-    compared = 0
-    for step in m1:
-        a, b = _training_metrics(m1[step]), _training_metrics(m2[step])
-        assert a.keys() == b.keys(), step
-        for k in a:
-            np.testing.assert_allclose(b[k], a[k], rtol=1e-3, atol=1e-5, err_msg=f"{k} {step}")
-            compared += 1
-        if "compute/flops" in m1[step]:
-            assert m2[step]["compute/flops"] == pytest.approx(m1[step]["compute/flops"],
-                                                              rel=1e-6)
-    assert compared >= len(m1)
-    r1 = json.loads((one / "eval" / "latest.json").read_text())
-    r2 = json.loads((two / "eval" / "latest.json").read_text())
-    assert r2["run"]["step"] == r1["run"]["step"] == step1
-    for k, v in r1["headline"].items():
-        if isinstance(v, float) and np.isfinite(v):
-            assert r2["headline"][k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
-    assert sorted(os.listdir(two / "eval")) == sorted(os.listdir(one / "eval"))
-    assert "report written" in job.log(0) and "report written" not in job.log(1)
-
-
-@pytest.mark.parametrize("name", FAMILIES)
-def test_a_whole_run_on_2_processes_equals_one_process_of_4_devices(tmp_path, name,
-                                                                     request):
-    """Training, checkpoints and the end-of-run evaluation of one method per family: both
-    processes exit 0, parameters and metrics equal the 1 x 4 run's, process 0 alone writes
-    the report."""
-    runs = (request.getfixturevalue("introvac_runs") if name == "introvac"
-            else _whole_runs(tmp_path, name, **_sgd(name)))
-    _assert_runs_equal(runs)
-
-
-def _sgd(name) -> dict:
-    """SGD for every player, as in the device-equality test: the 1 x 4 and 2 x 2 all-reduces
-    add in different orders, and an adaptive optimizer with a small epsilon (IFcVAEGAN's
-    RMSprop) turns those last bits into differences of up to 1e-3 within 6 steps. IntroVAC
-    keeps its Adam: its run is also the stop tests' reference, and stays within tolerance."""
-    import test_method_contract as contract
-    from latent_jax import methods
-    from latent_jax.data import pipeline as data_lib
-
-    cfg = contract.tiny_config(name)
-    players = methods.get_method(cfg, data_lib.get_data_spec(cfg.data), 8).player_names()
-    return {f"optim.{p}.name": "sgd" for p in players}
+def test_a_whole_introvac_run_on_2_processes_equals_one_process_of_4_devices(introvac_runs):
+    """Training, checkpoints and the end-of-run evaluation: both processes exit 0, parameters
+    and metrics equal the 1 x 4 run's, process 0 alone writes the report. The other families:
+    tests/test_multihost_families.py."""
+    assert_runs_equal(introvac_runs)
 
 
 def _steps_in(log: str, phrase: str) -> list[int]:
@@ -169,8 +70,9 @@ def test_stops_and_resumes_are_agreed_by_every_process(tmp_path, introvac_runs):
     flags = tiny_flags("introvac", workdir, num_steps=STEPS, log_every_steps=1,
                        evaluate_at_end=True, **{"checkpoint.every_steps": 3})
     job = Job(flags, log_dir=tmp_path, name="sigterm")
-    metrics = workdir / "metrics.jsonl"
-    job.wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2)
+    metrics_file = workdir / "metrics.jsonl"
+    job.wait_for(lambda: metrics_file.exists()
+                 and len(metrics_file.read_text().splitlines()) >= 2)
     job.signal(1, signal.SIGTERM)
     job.wait_ok()
     stopped = [_steps_in(job.log(i), "stopped at step") for i in range(2)]
@@ -195,9 +97,9 @@ def test_stops_and_resumes_are_agreed_by_every_process(tmp_path, introvac_runs):
     for i in range(2):
         assert f"skipping checkpoint {newest}" in job.log(i)
         assert "Traceback" not in job.log(i)
-    final_step, players = _players(workdir)
+    final_step, final = players(workdir)
     assert final_step == STEPS
-    _assert_trees_close(players, _players(introvac_runs["2x2"][0])[1], exact=True)
+    assert_trees_close(final, players(introvac_runs["2x2"][0])[1], exact=True)
 
 
 PLAN = textwrap.dedent("""
@@ -245,7 +147,7 @@ def test_a_flop_budget_buys_the_same_steps_on_1x1_1x4_and_2x2_and_post_hoc_modes
     workdir = tmp_path / "2x2"
     Job(tiny_flags("introvac", workdir, num_steps=0, **{"budget.flops": budget}),
         log_dir=tmp_path, name="budget").wait_ok()
-    rows = _metrics(workdir)
+    rows = metrics(workdir)
     assert max(rows) == 7
     assert rows[7]["compute/flops"] == pytest.approx(4 * f0 + 3 * f1, rel=1e-9)
 
