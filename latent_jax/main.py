@@ -503,13 +503,22 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         multihost.exit_after_failure(1)
         sys.exit(1)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (restore, compilation, --mode=evaluate): with
+        # several processes the others must not wait for this one.
+        if not multihost.is_multiprocess():
+            raise
+        multihost.report_failure("interrupted (Ctrl-C)")
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        multihost.exit_after_failure(130)
     except Exception as e:
         # A bug or a library failure: the traceback here, one line for the other processes.
         multihost.report_failure(f"{type(e).__name__}: {e}")
-        import traceback
+        if multihost.is_multiprocess():
+            import traceback
 
-        traceback.print_exc()
-        multihost.exit_after_failure(1)
+            traceback.print_exc()
+            multihost.exit_after_failure(1)
         raise
 
 

@@ -44,6 +44,7 @@ AGREEMENT_TIMEOUT_SECONDS = 1800
 _initialized_here = False
 _sequence = 0            # agreement points met so far (the same on every process)
 _failing = False
+_exiting = False         # the interpreter is exiting: JAX shuts the client down
 _alone = False           # inside `on_process_0`'s work: no agreement point may be met there
 
 
@@ -163,6 +164,18 @@ def on_process_0(tag: str, fn: Callable[[], Any], timeout_s: float = 7 * 24 * 36
     return broadcast(tag, None, timeout_s)
 
 
+def preemption_notice_received() -> bool:
+    """Whether JAX's preemption notifier told the coordination service of a notice (SIGTERM
+    to any process of the job)."""
+    if not is_distributed():
+        return False
+    try:
+        _client().key_value_try_get("RECEIVED_PREEMPTION_NOTICE")
+        return True
+    except Exception:  # noqa: BLE001 - NOT_FOUND
+        return False
+
+
 def report_failure(message: str) -> None:
     """Publishes this process's failure so that the others stop too (see the module doc)."""
     global _failing
@@ -193,19 +206,29 @@ def watch_for_failures() -> None:
     """Starts the failure watch (see the module doc); a no-op with one process."""
     if not is_multiprocess():
         return
+    import atexit
+
     me = jax.process_index()
     client = _client()
+
+    def stop_watching():
+        global _exiting
+        _exiting = True
+
+    # Runs before JAX's own exit handler (registered earlier, run later), which shuts the
+    # client down: a poll after that is no lost coordinator.
+    atexit.register(stop_watching)
 
     def run():
         while True:
             time.sleep(_POLL_SECONDS)
-            if _failing:
+            if _failing or _exiting:
                 return
             try:
                 failed = [(k, v) for k, v in client.key_value_dir_get(_FAILED)
                           if not k.endswith(f"/{me}")]
             except Exception as e:  # noqa: BLE001 - the coordinator (process 0) is gone
-                if _failing:
+                if _failing or _exiting or _client() is None:
                     return
                 print(f"error: process {me}: lost the job's coordinator (process 0 stopped?): "
                       f"{' '.join(str(e).split())[:200]}; stopping", file=sys.stderr, flush=True)

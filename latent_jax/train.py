@@ -80,14 +80,16 @@ class _SignalFlag:
         interrupt.clear()
         if threading.current_thread() is threading.main_thread():
             for s in signals:
-                if self._multiprocess and s == signal.SIGTERM:
+                if (self._multiprocess and s == signal.SIGTERM
+                        and jax.config.jax_enable_preemption_service):
                     continue
                 self._previous[s] = signal.signal(
                     s, self._pass_on if self._multiprocess else self._handle)
 
-    @staticmethod
-    def _pass_on(signum, frame):
-        del frame
+    def _pass_on(self, signum, frame):
+        if not jax.config.jax_enable_preemption_service:   # no notifier to pass it on to
+            self._handle(signum, frame)
+            return
         logging.warning("received %s: asking every process to stop at the next agreed step",
                         signal.Signals(signum).name)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -339,10 +341,16 @@ class Experiment:
         if self.mesh.devices.size == 1:
             return compute_lib.step_cost(self.step_fn(phase), compute_lib.abstract(states),
                                          compute_lib.abstract(batch), rng)
-        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        device = jax.local_devices()[0]
+        one = jax.sharding.SingleDeviceSharding(device)
         on_one = lambda tree: compute_lib.abstract(tree, sharding=one)  # noqa: E731
-        return compute_lib.step_cost(jax.jit(self._step_body(phase)), on_one(states),
-                                     on_one(batch), on_one(rng))
+        lowered = jax.jit(self._step_body(phase)).lower(on_one(states), on_one(batch),
+                                                        on_one(rng))
+        # No autotuning on GPUs: it would run the kernels at the global batch on one device
+        # (memory that device may not have), and the FLOP count does not depend on it.
+        options = ({"xla_gpu_autotune_level": 0} if device.platform in ("gpu", "cuda", "rocm")
+                   else None)
+        return compute_lib.compiled_cost(lowered.compile(compiler_options=options))
 
     def _step_body(self, phase: int):
         def step(states, batch, rng):
@@ -468,6 +476,9 @@ def _train(exp: Experiment) -> dict:
 
     failed = False
     try:
+        if multihost.is_multiprocess() and _stop_noticed_before_training(mngr, start_step):
+            raise Preempted(f"stopped at step {start_step} before training on a stop notice "
+                            "(SIGTERM or Ctrl-C on one of the processes); nothing new to save")
         t_start = time.time()
         # Metrics are summed on device over the logging interval and logged as means (one
         # transfer per interval); per-key counts, since a phase change alters the keys.
@@ -562,6 +573,20 @@ def _train(exp: Experiment) -> dict:
                 raise
         writer.close()
     return eval_result
+
+
+def _stop_noticed_before_training(mngr: ckpt_lib.Checkpointer, start_step: int) -> bool:
+    """Whether a stop notice reached the job before its first step, agreed by every process.
+
+    JAX's preemption sync point is the highest step any process has reported plus one; a
+    notice that arrives before a resumed run reports a step (during the restore or the
+    compilation) would set it to step 1, which the loop, counting from `start_step`, never
+    meets. So every process reports `start_step` now, and a notice that arrived before that
+    (the coordination service then holds its key) stops every process here."""
+    if mngr.reached_preemption(start_step):
+        return multihost.all_true("stop-before-training", True)
+    return not multihost.all_true("stop-before-training",
+                                  not multihost.preemption_notice_received())
 
 
 def _disk_full(e: BaseException) -> bool:

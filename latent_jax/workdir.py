@@ -74,9 +74,25 @@ class WorkdirLock:
                            "started": self._started, "heartbeat": time.time(),
                            "lease_seconds": self.lease_seconds})
 
+    def _mine(self, text: str) -> bool:
+        try:
+            info = json.loads(text)
+            return (info.get("host"), info.get("pid"), info.get("started")) == (
+                socket.gethostname(), os.getpid(), self._started)
+        except (ValueError, AttributeError):
+            return False
+
     def _renew(self):
         while not self._stop.wait(self.lease_seconds / 3):
             try:
+                text = self.path.read_text() if self.path.exists() else ""
+                if not self._mine(text):
+                    # Our renewals stalled past the lease and another job took the workdir
+                    # over: never write over its marker.
+                    logging.error("the workdir lock %s was taken over by another job (%s) "
+                                  "after this job's renewals stalled; two jobs may now write "
+                                  "to this workdir: stop one", self.path, _describe(text))
+                    return
                 self.path.write_text(self._info())
             except Exception as e:  # noqa: BLE001 - a transient store error; try again
                 logging.warning("could not renew the workdir lock %s: %s", self.path, e)

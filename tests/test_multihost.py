@@ -63,8 +63,8 @@ def _checkpoint_steps(workdir) -> list[int]:
 
 
 def test_stops_and_resumes_are_agreed_by_every_process(tmp_path, introvac_runs):
-    """SIGTERM to process 1 alone: both stop at one step with one checkpoint and exit 0. Then,
-    resumed and SIGKILLed together, with the newest checkpoint corrupted: both resume from the
+    """SIGTERM to process 1 alone: both stop at one step with one checkpoint and exit 0; the
+    same while the resumed job starts. Then, resumed and SIGKILLed together, with the newest checkpoint corrupted: both resume from the
     same older step (moved aside once). The run ends bit-identical to the uninterrupted one."""
     workdir = tmp_path / "run"
     flags = tiny_flags("introvac", workdir, num_steps=STEPS, log_every_steps=1,
@@ -81,6 +81,16 @@ def test_stops_and_resumes_are_agreed_by_every_process(tmp_path, introvac_runs):
     assert 2 <= step < STEPS - 6, job.logs_text()
     assert step in _checkpoint_steps(workdir)
     assert not (workdir / "eval").exists()
+
+    # A stop notice while the resumed job restores or compiles, before its first step (JAX's
+    # sync point alone would never be met by a resumed run): both stop, no step taken.
+    job = Job(flags, log_dir=tmp_path, name="early")
+    job.wait_for(lambda: "resuming from step" in job.log(1))
+    job.signal(1, signal.SIGTERM)
+    job.wait_ok()
+    early = [_steps_in(job.log(i), "stopped at step") for i in range(2)]
+    assert early[0] == early[1] and early[0][0] in (step, step + 1), job.logs_text()
+    step = early[0][0]
 
     job = Job(flags, log_dir=tmp_path, name="sigkill")
     job.wait_for(lambda: _checkpoint_steps(workdir)[-1] > step)
