@@ -61,9 +61,9 @@ logging_std.getLogger("asyncio").addFilter(_AbandonedReads())
 
 
 def _is_abandoned_read_callback(exc_type, exc, tb) -> bool:
-    """TensorStore's completion callback of a read that Orbax abandoned when a checkpoint did
-    not restore: it posts to the restore's event loop, closed by then, and the RuntimeError is
-    printed with a traceback (dozens per unreadable checkpoint)."""
+    """TensorStore's completion callback of a read or write that Orbax abandoned (a checkpoint
+    that did not restore, a save that failed): it posts to Orbax's event loop, closed by then,
+    and the RuntimeError is printed with a traceback (dozens per checkpoint)."""
     if exc_type is not RuntimeError or "Event loop is closed" not in str(exc):
         return False
     frames = []
@@ -83,6 +83,19 @@ def _excepthook(exc_type, exc, tb):
 
 
 sys.excepthook = _excepthook
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _unraisablehook(unraisable):
+    # TensorStore reports a failed callback as "unraisable" (without an object, so Python
+    # prints the bare traceback).
+    if _is_abandoned_read_callback(unraisable.exc_type, unraisable.exc_value,
+                                   unraisable.exc_traceback):
+        return
+    _previous_unraisablehook(unraisable)
+
+
+sys.unraisablehook = _unraisablehook
 
 
 class Checkpointer:

@@ -26,3 +26,7 @@ class WorkdirLockedError(UserError):
 
 class IncompatibleCheckpointError(UserError):
     """The workdir's checkpoint was written with a config that the run cannot continue."""
+
+
+class DiskFullError(UserError):
+    """No space left for a checkpoint; the last complete one is kept."""

@@ -12,11 +12,13 @@ This module is called ``logging`` inside the package; it never shadows the stand
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, TextIO
 
@@ -161,6 +163,27 @@ def drop_rows_after(path, step: int) -> int:
     return dropped
 
 
+def _event_thread_failed(args) -> bool:
+    """tensorboardX's event-writing thread died on an OSError (a full or unwritable disk)."""
+    return (type(args.thread).__name__ == "_EventLoggerThread"
+            and isinstance(args.exc_value, OSError))
+
+
+_previous_thread_excepthook = threading.excepthook
+
+
+def _thread_excepthook(args):
+    # One line instead of a traceback: the trainer reports the failure at its next write
+    # (`MetricWriter._check_events_thread`).
+    if _event_thread_failed(args):
+        absl_logging.warning("the TensorBoard event writer stopped: %s", args.exc_value)
+        return
+    _previous_thread_excepthook(args)
+
+
+threading.excepthook = _thread_excepthook
+
+
 class MetricWriter:
     """Writes scalars to ``<logdir>/metrics.jsonl`` and to TensorBoard event files
     (``tensorboardX.SummaryWriter``: no TensorFlow, local or ``gs://``), and images to TensorBoard
@@ -203,9 +226,29 @@ class MetricWriter:
                                      flush_secs=flush_secs,
                                      filename_suffix=f".{time.time_ns():020d}.{os.getpid()}")
 
+    def _check_events_thread(self):
+        """tensorboardX queues events for a background thread; once that thread died (a full
+        disk) the queue fills and the next write would block for ever. Raise instead."""
+        writer = getattr(self._tb, "file_writer", None) if self._tb is not None else None
+        worker = getattr(getattr(writer, "event_writer", None), "_worker", None)
+        if worker is None or worker.is_alive():
+            return
+        self._tb = None   # nothing more goes to it, not even at close()
+        try:
+            import shutil  # pylint: disable=import-outside-toplevel
+
+            full = (not paths.is_remote(self.logdir)
+                    and shutil.disk_usage(os.fspath(self.logdir)).free < 1 << 20)
+        except OSError:
+            full = False
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      ("No space left on device" if full else "its writing thread failed")
+                      + f": the TensorBoard event writer for {self.logdir} stopped")
+
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
         if not self.active or not scalars:
             return
+        self._check_events_thread()
         values, wall_time = _host_floats(scalars), time.time()
         if self._jsonl is not None:
             self._jsonl.write(step, values, wall_time=wall_time)
@@ -221,6 +264,7 @@ class MetricWriter:
         :func:`imageio.make_grid`). Returns ``{name: png path}`` of the PNGs saved."""
         if not self.active or not images:
             return {}
+        self._check_events_thread()
         written = {}
         for name, array in images.items():
             array = np.asarray(array)

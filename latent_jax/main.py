@@ -446,6 +446,24 @@ class _QuietLibraries(std_logging.Filter):
             s in record.pathname for s in self._NOISY)
 
 
+class _OneLineLibraryErrors(std_logging.Filter):
+    """Orbax's background threads log a failed write as an error with its traceback (dozens of
+    lines per array); the trainer reports the failure itself in one line. A full disk's
+    records are dropped; others keep their first line, without the traceback."""
+
+    _ORBAX = os.sep + "orbax" + os.sep
+
+    def filter(self, record):
+        if record.levelno < std_logging.ERROR or self._ORBAX not in record.pathname:
+            return True
+        text = record.getMessage()
+        if "No space left on device" in text or "RESOURCE_EXHAUSTED" in text:
+            return False
+        record.msg, record.args = text.splitlines()[0][:300] if text else text, ()
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 class _NoAcceleratorProbe(std_logging.Filter):
     """Drops JAX's INFO line about backends it could not start ("Unable to initialize backend
     'tpu' ... libtpu.so") on machines without that accelerator; the platform JAX picks is
@@ -458,6 +476,7 @@ class _NoAcceleratorProbe(std_logging.Filter):
 
 def main(argv):
     std_logging.getLogger("absl").addFilter(_QuietLibraries())
+    std_logging.getLogger("absl").addFilter(_OneLineLibraryErrors())
     std_logging.getLogger("jax._src.xla_bridge").addFilter(_NoAcceleratorProbe())
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -502,6 +521,13 @@ def main(argv):
         multihost.report_failure(str(e))
         print(f"error: {e}", file=sys.stderr)
         multihost.exit_after_failure(1)
+        if isinstance(e, errors.DiskFullError):
+            # Writes that Orbax abandoned would print tracebacks while Python shuts down;
+            # everything of ours is closed by now.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.flush()
+            os._exit(1)
         sys.exit(1)
     except KeyboardInterrupt:
         # Ctrl-C outside the training loop (restore, compilation, --mode=evaluate): with

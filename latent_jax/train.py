@@ -555,8 +555,9 @@ def _train(exp: Experiment) -> dict:
     except Exception as e:
         failed = True
         if _disk_full(e):
-            raise errors.UserError(
-                f"no space left while saving a checkpoint to {mngr.directory} ({e}); "
+            raise errors.DiskFullError(
+                f"no space left while saving a checkpoint to {mngr.directory} "
+                f"({' '.join(str(e).split())[:300]}); "
                 f"training stopped. The last complete checkpoint (step "
                 f"{_last_complete(mngr)}) is kept (Orbax finalises a step only once it is "
                 "written whole). Free space and run the same command to resume") from None
@@ -571,7 +572,11 @@ def _train(exp: Experiment) -> dict:
         except Exception:  # noqa: BLE001 - an async save's failure, already being reported
             if not failed:
                 raise
-        writer.close()
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - e.g. the same full disk, already being reported
+            if not failed:
+                raise
     return eval_result
 
 
