@@ -38,16 +38,12 @@ def to_local(tree, local_mesh: Mesh):
     """Replicated global arrays -> the same values replicated over `local_mesh` (this process's
     devices), without copying: what host work computes on, so that it needs no other process.
     Arrays that are already this process's are returned as they are."""
-    sharding = replicated(local_mesh)
-
     def one(a):
         if not isinstance(a, jax.Array) or a.is_fully_addressable:
             return a
         if not a.is_fully_replicated:
             raise ValueError(f"to_local: an array sharded as {a.sharding} is not replicated")
-        shards = {s.device: s.data for s in a.addressable_shards}
-        return jax.make_array_from_single_device_arrays(
-            a.shape, sharding, [shards[d] for d in local_mesh.devices.flat])
+        return _replicated_from_own_shards(a, local_mesh, local_mesh)
 
     return jax.tree.map(one, tree)
 
@@ -58,14 +54,15 @@ def to_global(tree, mesh: Mesh):
     local = local_part(mesh)
     if local is mesh:
         return tree
-    sharding = replicated(mesh)
+    return jax.tree.map(lambda a: _replicated_from_own_shards(a, local, mesh), tree)
 
-    def one(a):
-        shards = {s.device: s.data for s in a.addressable_shards}
-        return jax.make_array_from_single_device_arrays(
-            a.shape, sharding, [shards[d] for d in local.devices.flat])
 
-    return jax.tree.map(one, tree)
+def _replicated_from_own_shards(a: jax.Array, own: Mesh, onto: Mesh) -> jax.Array:
+    """`a`'s copies on this process's devices `own` (one per device, no copy made), as an
+    array replicated over `onto`."""
+    shards = {s.device: s.data for s in a.addressable_shards}
+    return jax.make_array_from_single_device_arrays(
+        a.shape, replicated(onto), [shards[d] for d in own.devices.flat])
 
 
 def replicate_host_value(value, mesh: Mesh) -> jax.Array:
