@@ -1,9 +1,14 @@
-"""cvaegan_naive (paper 003, Sec. 4.1 and Table 1's first row): the presets of
-configs/ifcvaegan.py with method 'cvaegan_naive' and its weights (rho = delta = 0.1,
-alpha = 1.0, no L_aux, no L_class_hat).
+"""cvaegan_naive (paper 003, Sec. 4.1 and Figure 3; not a row of Table 1, whose "W/Out L_aux"
+row is the naive model at alpha = 0.2): the presets of configs/ifcvaegan.py with method
+'cvaegan_naive' and its weights (rho = delta = 0.1, alpha = 1.0, no L_aux, no L_class_hat).
 
-Same data, networks (less the auxiliary network), optimizers and training length as the
-IFcVAEGAN rows. `--config=configs/cvaegan_naive.py:<data>`.
+Same data, networks (less the auxiliary network), optimizers, objective and training length as
+the IFcVAEGAN rows. `--config=configs/cvaegan_naive.py:<data>[,<objective>]` (objective
+`authors`, the default, or `pixel_sum`: configs/ifcvaegan.py).
+
+The authors' naive script differs: a 2-way softmax label head with a one-hot label into the
+decoder, its class loss an NLL on probabilities (-mean p_y, a bug), and alpha 1e-3 by default;
+here the IFcVAEGAN networks (a sigmoid head, BCE) keep the comparison with IFcVAEGAN controlled.
 """
 
 from latent_jax import configlib

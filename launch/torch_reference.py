@@ -453,7 +453,8 @@ class IFDecoder(nn.Module):
 
 
 def _ifcvaegan(config, channels_last: bool) -> Case:
-    """IFcVAEGAN's step (methods/ifcvaegan.py, the paper's reductions): one objective whose
+    """IFcVAEGAN's step (methods/ifcvaegan.py with the `pixel_sum` objective's reductions: the
+    default objective's only scale the same terms, at the same cost): one objective whose
     backward gives every player its gradient: BCE reconstruction + alpha KL + rho L_class +
     delta x the generator's GAN terms (the discriminator's weights detached) + the
     discriminator's L_gan on detached images + L_aux on a detached z - aux x L_aux through a
@@ -468,8 +469,8 @@ def _ifcvaegan(config, channels_last: bool) -> Case:
     dec = IFDecoder(size, m.channels, k + latent)
     disc = IFEncoder(size, m.channels, latent, k, heads=False)
     aux = _mlp((latent,) + tuple(m.auxiliary_hidden) + (k,))
-    opts = [torch.optim.RMSprop(mod.parameters(), lr=2e-4, alpha=0.99, eps=1e-8,
-                                momentum=0.5 if mod is disc else 0.0)
+    opts = [torch.optim.RMSprop(mod.parameters(), lr=2e-4, alpha=0.5 if mod is disc else 0.99,
+                                eps=1e-8)
             for mod in (enc, dec, disc, aux)]
     bce = F.binary_cross_entropy_with_logits
 

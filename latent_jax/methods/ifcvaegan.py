@@ -1,25 +1,23 @@
 """IFcVAEGAN and the naive cVAEGAN: Creswell, Bharath, Sengupta, "Conditional Autoencoders with
 Adversarial Information Factorization" (paper 003).
 
-Players (each its own RMSprop, lr 2e-4; the discriminator's decay is its own setting, the
-paper's "momentum 0.5"):
+Players (each its own RMSprop, lr 2e-4; the discriminator's squared-gradient decay is 0.5 and
+it has no momentum buffer: the paper's "momentum = 0.5" is the authors' `alpha=opts.mom`):
 - `encoder` E_phi: a conv trunk with heads mu, logvar of q(z|x) (E_z) and the label head
   y_hat = sigmoid(E_y(x)) (one output per label);
 - `decoder` D_theta(y_hat, z) (label first, as the reference);
 - `discriminator` C_chi: real vs fake, a logit;
 - `auxiliary` A_psi (ifcvaegan only): an MLP z -> y logits.
 
-Losses (the paper's L_bce averages over the batch's M examples; an image's BCE is summed
-over its pixels, the KL over z's dimensions; `loss.reduction='reference'` takes the reference
-code's reductions instead, see below):
+Losses:
 - Eq. 3  L_rec = BCE(x_hat, x), x_hat = D(y_hat, z), z ~ q(z|x);
 - Eq. 4  L_gan = 1/3 [BCE(C(x), real) + BCE(C(x_hat), fake) + BCE(C(D(y, z_p)), fake)],
   z_p ~ N(0, I), the prior sample decoded with the true label (the reference's choice; the
   paper's D_theta(z) names no label);
 - Eq. 5  L_class = BCE(y_hat, y);
-- Eq. 6  L_class_hat = BCE(E_y(x_hat), y_hat): the label head on the re-encoded reconstruction
-  against y_hat (paper; the target is held fixed), or against y (`loss.class_hat_target='y'`,
-  the reference);
+- Eq. 6  L_class_hat = BCE(E_y(x_hat), target): the label head on the re-encoded
+  reconstruction against y_hat held fixed (`loss.class_hat_target='y_hat'`, the paper) or
+  against y ('y', the authors' code);
 - Eq. 7  L_aux = BCE(A(z), y);
 - Eq. 8  L_KL = KL(q(z|x) || N(0, I));
 - Eq. 9  decoder:  L_dec = L_rec + beta L_class_hat - delta L_gan;
@@ -27,24 +25,34 @@ code's reductions instead, see below):
   + rho L_class - delta L_gan (`loss.aux` = 1 for ifcvaegan, Eq. 12's unit weight; 0 for the
   naive cVAEGAN, which also has beta = 0);
 - Eq. 11  A minimises L_aux on a detached z; C minimises L_gan on detached images.
-The generator side's -delta L_gan is the paper's saturating form; `loss.generator=
-'non_saturating'` uses delta * 1/3 [BCE(C(x_hat), real) + BCE(C(x_p), real)] instead (the
-reference's form, which it scales by 0.5 on a batch sum).
+All gradients come from one backward pass of one objective in which each term reaches only the
+players its equation names (stop-gradients). Algorithm 1 does one forward pass and updates all
+four players from it; its lines 12-13 swap the names ("chi <- -grad_chi L_aux", "psi <-
+-grad_psi L_gan"), but the text trains C_chi on L_gan and A_psi on L_aux, as here.
 
-Algorithm 1 does one forward pass and updates all four players from it; its lines 12-13 swap
-the names: line 12 reads "chi <- -grad_chi L_aux" and line 13 "psi <- -grad_psi L_gan", but the
-text (Sec. 3.1-3.2) trains the discriminator C_chi on L_gan and the auxiliary A_psi on L_aux,
-which is what is done here. All gradients come from one backward pass of one objective in which
-each term reaches only the players its equation names (stop-gradients).
+Two objectives (the paper gives no pixel reduction, so the effective weight of every term
+against L_rec is a choice; `effective_weights` computes them):
+- the authors' (the configs' default, `loss.reduction='reference'`): L_rec = BCE summed over
+  pixels and batch / (H W) (their / 64^2 at 64 px), L_KL summed over dimensions and batch / n_z,
+  the class and aux terms batch means, C's terms 0.3 x a batch sum, the generator the
+  non-saturating 0.5 x a batch sum of BCE(C(x_hat), real) + BCE(C(x_p), real)
+  (`loss.generator='non_saturating'`); at 64x64, batch 64, n_z 200 this weighs the KL 4.1, rho
+  L_class 6.4, -L_aux 64, beta L_class_hat 64 and the generator 204.8 per unit of an image's
+  pixel-summed BCE. With `loss.class_hat_grad='head'` (the authors': their head reads detached
+  features) L_class_hat trains only the label head; 'all' sends it to the trunk and, through
+  x_hat, to the decoder, as Eq. 9 writes.
+- 'paper' (`loss.reduction='paper'`, the configs' `pixel_sum` objective): every term a batch
+  mean, an image's BCE summed over its pixels and the KL over its dimensions, the saturating
+  generator -delta/3 [BCE(C(x_hat), fake) + BCE(C(x_p), fake)] ('saturating'; L_gan's real term
+  does not depend on E or D and is left out). Its weights against L_rec are 20-6,000x below the
+  authors' (docs/methods.md): the factorisation terms are inert there.
 
-Fixed reference bug: the reference's label head reads detached trunk features, so L_class and
-L_class_hat never train the trunk (nor, through y_hat, the decoder's input); here the head
-reads the features with their gradient, as the paper's E_phi = (E_z, E_y) implies.
+Fixed reference bug: the reference's label head reads detached trunk features, so L_class never
+trains the trunk; here the head reads the features with their gradient, as the paper's E_phi =
+(E_z, E_y) implies (only L_class_hat can be given the authors' routing, above).
 
-Reference reductions (`loss.reduction='reference'`): L_rec = BCE summed over pixels and batch
-divided by 64^2 (here H * W); the GAN terms summed over the batch and scaled (D: 0.3, generator:
-0.5); L_KL summed over dims and batch and divided by n_z; the class and aux terms means. They
-put the class and aux terms at about 1/64 of the summed ones.
+The decoder's transposed convolutions place input i on outputs 2i-1..2i+1 (PyTorch's padding 1,
+output_padding 1, as the authors'), not flax 'SAME''s 2i..2i+2.
 
 Edit (Sec. 3.3): encode (z = the posterior mean, y_hat the label head), set y_hat to the target
 for the changed labels (+1 -> 1, -1 -> 0), keep the others, decode. Sample: z ~ N(0, I) with
@@ -86,17 +94,26 @@ class Encoder(nn.Module):
     channels: Sequence[int]
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, detach_label_features: bool = False):
+        """`detach_label_features`: the label head reads the trunk's features without their
+        gradient (the authors' encoder, used for their L_class_hat)."""
         h = _conv_stack(x, self.channels)
         return (nn.Dense(self.latent_dim, name="mu")(h),
                 nn.Dense(self.latent_dim, name="logvar")(h),
-                nn.Dense(self.num_labels, name="label")(h))
+                nn.Dense(self.num_labels, name="label")(sg(h) if detach_label_features else h))
+
+
+# lax.conv_transpose's padding of the stride-2-dilated input for PyTorch's ConvTranspose2d(k=3,
+# s=2, padding=1, output_padding=1): (k - 1 - p, k - 1 - p + output_padding) per side, which
+# sends input i to outputs 2i-1..2i+1 (flax's 'SAME' is (2, 1): outputs 2i..2i+2).
+DECONV_PADDING = ((1, 2), (1, 2))
 
 
 class Decoder(nn.Module):
     """concat(y_hat, z) -> dense to [S/2^k, S/2^k, channels[-1]] + ReLU -> transposed conv3x3/2
     with BatchNorm + ReLU per remaining entry (reversed) -> transposed conv3x3/2 to the image
-    channels, sigmoid (the reference's decoder at 64 px: 512x4x4 -> 256 -> 128 -> 64 -> 3)."""
+    channels, sigmoid (the reference's decoder at 64 px: 512x4x4 -> 256 -> 128 -> 64 -> 3). The
+    transposed convolutions pad as PyTorch's padding 1, output_padding 1 (`DECONV_PADDING`)."""
 
     image_size: int
     channels: Sequence[int]
@@ -109,11 +126,12 @@ class Decoder(nn.Module):
         h = jnp.concatenate([y_hat.astype(z.dtype), z], axis=-1)
         h = nn.relu(nn.Dense(s * s * c[-1], name="project")(h)).reshape((-1, s, s, c[-1]))
         for i, ch in enumerate(reversed(c[:-1])):
-            h = layers.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv{i}")(h)
+            h = layers.ConvTranspose(ch, (3, 3), strides=(2, 2), padding=DECONV_PADDING,
+                                      name=f"deconv{i}")(h)
             h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                      name=f"bn{i}")(h))
-        h = layers.ConvTranspose(self.out_channels, (3, 3), strides=(2, 2), padding="SAME",
-                             name="to_image")(h)
+        h = layers.ConvTranspose(self.out_channels, (3, 3), strides=(2, 2),
+                                 padding=DECONV_PADDING, name="to_image")(h)
         return nn.sigmoid(h)
 
 
@@ -191,6 +209,11 @@ class IFcVAEGAN(base.Method):
         if self.generator not in ("saturating", "non_saturating"):
             raise ConfigError("config.loss.generator: 'saturating' (Eq. 9-10) or "
                               f"'non_saturating' (the reference), got {self.generator!r}")
+        self.class_hat_grad = str(lo.class_hat_grad)
+        if self.class_hat_grad not in ("all", "head"):
+            raise ConfigError("config.loss.class_hat_grad: 'all' (Eq. 9-10: trunk, head and, "
+                              "through x_hat, the decoder) or 'head' (the reference: the label "
+                              f"head only), got {self.class_hat_grad!r}")
 
     def player_names(self):
         names = ("encoder", "decoder", "discriminator")
@@ -234,6 +257,24 @@ class IFcVAEGAN(base.Method):
         if self.reduction == "reference":
             return scale_reference * jnp.sum(values)
         return scale_paper * jnp.mean(values)
+
+    def effective_weights(self, batch_size: int) -> dict[str, float]:
+        """Each encoder/decoder term's coefficient on the batch mean of its per-example
+        quantity (the KL summed over dimensions, one label's BCE, one image's pair of generator
+        BCEs), per unit of an image's pixel-summed reconstruction BCE: how much the objective
+        weighs each term against L_rec, whatever the overall scale (RMSprop divides it out)."""
+        h, w_, _ = self.image_shape
+        w = self.w
+        if self.reduction == "paper":
+            rec, kl, mean, gan = 1.0, 1.0, 1.0, 1.0 / 3.0
+        else:   # L_rec = sum / (H W) = (B / H W) x the batch mean: divide the rest by that
+            rec = batch_size / (h * w_)
+            kl = batch_size / self.latent_dim / rec
+            mean = 1.0 / rec
+            gan = batch_size * (0.5 if self.generator == "non_saturating" else 0.3) / rec
+        return {"kl": w["alpha"] * kl, "class": w["rho"] * mean,
+                "class_hat": w["beta"] * mean, "aux": w["aux"] * mean,
+                "generator": w["delta"] * gan}
 
     def train_step(self, states, batch, rng, phase):
         del phase
@@ -283,7 +324,8 @@ class IFcVAEGAN(base.Method):
                        "train/label_accuracy": jnp.mean(((y_logit > 0) == (y > 0.5))
                                                         .astype(jnp.float32))}
             if w["beta"]:                                                            # Eq. 6
-                _, _, y_hh = self.encoder.apply({"params": params["encoder"]}, x_hat)
+                _, _, y_hh = self.encoder.apply({"params": params["encoder"]}, x_hat,
+                                                self.class_hat_grad == "head")
                 target = sg(y_hat) if self.class_hat_target == "y_hat" else y
                 l_class_hat = jnp.mean(_bce_logits(y_hh, target))
                 total = total + w["beta"] * l_class_hat
