@@ -11,8 +11,9 @@ edit      --images=a.png,b.jpg --attributes=+Eyeglasses,-Smiling [--strength=S] 
 sample    --attributes=+Eyeglasses [--num_samples=N] [--seed=K] writes class-conditional
           samples and a grid with the rejected ones framed to DIR/samples/<date-time> (labels
           not named are drawn from the test split's label rows)
-inpaint   --images=a.png --mask=right_half|eyes|nose_mouth|bottom_half|FILE.png: the region
-          blanked, encoded, decoded and pasted back (Lr-LiVAE Sec. 4.5), any method
+inpaint   --images=a.png --mask=right_half|eyes|nose_mouth|bottom_half|FILE.png [--fill=0.5|mean]:
+          the region filled (mid-grey by default), encoded, decoded and pasted back (Lr-LiVAE
+          Sec. 4.5), any method
 walk      [--labels=Male,Smiling] [--pair=Male,Eyeglasses] [--num_images=6] [--walk_steps=7]
           latent walks of methods that declare `walk` (CCVAE, DIVA) to DIR/walks/<date-time>
 `--output_dir` replaces the dated folder. Flags are checked against the config and the method's
@@ -42,6 +43,9 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "edit", "sample", "walk
                   "What to do.")
 flags.DEFINE_string("mask", "right_half", "inpaint: right_half, eyes, nose_mouth, bottom_half "
                     "or a PNG file (white = missing).")
+flags.DEFINE_string("fill", "0.5", "inpaint: what fills the missing region before encoding: a "
+                    "grey level in [0, 1] (0.5: the authors' 0 in [-1, 1]) or 'mean' (the "
+                    "image's mean colour outside the mask).")
 flags.DEFINE_list("images", [], "edit: image files (PNG/JPEG) or glob patterns.")
 flags.DEFINE_list("attributes", [], "edit/sample: +Name to add/set, -Name to remove/unset.")
 flags.DEFINE_float("strength", None, "edit: edit strength (None: the method's default).")
@@ -252,6 +256,7 @@ def run_inpaint(config, workdir):
         raise ConfigError("--images: give at least one image file for --mode=inpaint")
     files = _expand_images(FLAGS.images)
     size = int(config.data.image_size)
+    fill = inpaint_lib.parse_fill(FLAGS.fill)
     is_file = FLAGS.mask not in inpaint_lib.MASK_NAMES
     m = (inpaint_lib.load_mask(FLAGS.mask, size) if is_file
          else inpaint_lib.mask(FLAGS.mask, size, str(config.data.name)))
@@ -261,7 +266,7 @@ def run_inpaint(config, workdir):
     x = np.stack([img for img, _ in loaded])
     recon = jax.jit(exp.method.reconstruct)
     corrupted, filled = inpaint_lib.inpaint(
-        lambda im: np.asarray(recon(states, jnp.asarray(im))), x, m)
+        lambda im: np.asarray(recon(states, jnp.asarray(im))), x, m, fill)
     tag = "inpaint_" + ("mask" if is_file else FLAGS.mask)
     stems = [epath.Path(f).stem for f in files]
     for i, img in enumerate(filled):
@@ -272,7 +277,8 @@ def run_inpaint(config, workdir):
                              ["input", "masked", "inpainted"],
                              [_short(f"{i}: {s}") for i, s in enumerate(stems)])
     err = float(np.mean(np.square(filled - x)[:, m]))
-    print(f"inpainted {len(files)} images ({FLAGS.mask}, {m.mean():.0%} of the image) with the "
+    print(f"inpainted {len(files)} images ({FLAGS.mask}, {m.mean():.0%} of the image, filled "
+          f"with {fill}) with the "
           f"checkpoint of step {step}: MSE inside the mask {err:.4f}")
     print(f"wrote to {out_dir}: NNN_<name>_{tag}.png, *_large.png and {len(grids)} grid page(s)")
 

@@ -1,6 +1,11 @@
 """Inpainting (paper 002, Sec. 4.5), for every method (it needs only `reconstruct`): the masked
-region is blanked (set to 0, as the reference does), the image encoded and decoded, and the
-decode pasted into the region: x_inp = M x' + (1 - M) x, x' = reconstruct((1 - M) x).
+region is filled with a constant, the image encoded and decoded, and the decode pasted into the
+region: x_inp = M x' + (1 - M) x, x' = reconstruct((1 - M) x + M f).
+
+The fill f is mid-grey, 0.5 in [0, 1], by default: the authors' 0 in their [-1, 1] images. A
+black fill (0 in [0, 1]) can read as an attribute to the encoder (a dark block over the eyes
+looks like dark glasses). `fill='mean'` fills with each image's
+mean colour outside the mask.
 
 The paper's four masks (right half, eyes, nose and mouth, bottom half) are not in the authors'
 code; here they are fixed boxes in coordinates relative to the (square) model input:
@@ -66,23 +71,48 @@ def load_mask(path, size: int) -> np.ndarray:
     return m
 
 
+DEFAULT_FILL = 0.5
+
+
+def parse_fill(value) -> float | str:
+    """A fill value in [0, 1] or 'mean' (from a flag or a config); ConfigError otherwise."""
+    if isinstance(value, str) and value.strip() == "mean":
+        return "mean"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if not 0.0 <= f <= 1.0:
+        raise ConfigError(f"--fill: a grey level in [0, 1] or 'mean', got {value!r}")
+    return f
+
+
 def inpaint(reconstruct: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
-            m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(corrupted, inpainted) for images x [N, H, W, C] and a mask [H, W] or [N, H, W]."""
+            m: np.ndarray, fill: float | str = DEFAULT_FILL) -> tuple[np.ndarray, np.ndarray]:
+    """(corrupted, inpainted) for images x [N, H, W, C] and a mask [H, W] or [N, H, W]; the
+    missing region filled with `fill` (a grey level, or 'mean': each image's mean colour
+    outside the mask)."""
+    fill = parse_fill(fill)
     m = np.broadcast_to(m, x.shape[:3])[..., None].astype(x.dtype)
-    corrupted = x * (1.0 - m)
+    if fill == "mean":
+        keep = 1.0 - m
+        value = (np.sum(x * keep, axis=(1, 2), keepdims=True)
+                 / np.maximum(np.sum(keep, axis=(1, 2), keepdims=True), 1.0))
+    else:
+        value = np.asarray(fill, x.dtype)
+    corrupted = (x * (1.0 - m) + m * value).astype(x.dtype)
     return corrupted, m * reconstruct(corrupted) + (1.0 - m) * x
 
 
 def inpainting_metrics(reconstruct: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-                       dataset: str) -> dict:
+                       dataset: str, fill: float | str = DEFAULT_FILL) -> dict:
     """Per mask: the mean squared error inside the mask between the inpainted and the original
-    images (pixels in [0, 1]), and the mask's share of the image."""
+    images (pixels in [0, 1]), the mask's share of the image and the fill used."""
     out = {}
     for name in MASK_NAMES:
         m = mask(name, images.shape[1], dataset)
-        _, filled = inpaint(reconstruct, images, m)
+        _, filled = inpaint(reconstruct, images, m, fill)
         diff = np.square(filled - images)[:, m]
         out[name] = {"mse": float(diff.mean()), "mask_share": float(m.mean()),
-                     "n": int(len(images))}
+                     "n": int(len(images)), "fill": fill}
     return out

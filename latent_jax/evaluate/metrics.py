@@ -175,6 +175,10 @@ class Capabilities:
             raise ConfigError(f"config.eval.batch_size must be positive, got {batch_size}")
         strength = None if edit_strength is None else float(edit_strength)
         self._reconstruct = jit_once(method, "reconstruct", lambda: jax.jit(method.reconstruct))
+        self._reconstruct_labelled = (
+            jit_once(method, "reconstruct_given_labels",
+                     lambda: jax.jit(method.reconstruct_given_labels))
+            if method.reconstructs_given_labels else None)
         self._edit = jit_once(method, ("edit", strength), lambda: jax.jit(
             lambda s, x, c: method.edit(s, x, c, strength)))
         self._sample = jit_once(method, "sample", lambda: jax.jit(method.sample))
@@ -196,8 +200,17 @@ class Capabilities:
             out.append(np.asarray(r, np.float32)[:b - a])
         return out
 
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        out = self._map_batches(self._reconstruct, x)
+    def reconstruct(self, x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Reconstructions of x; given x's true `labels`, at those labels for a method that
+        conditions on them (`reconstructs_given_labels`)."""
+        if labels is None or self._reconstruct_labelled is None:
+            out = self._map_batches(self._reconstruct, x)
+        else:
+            labels = np.asarray(labels, np.float32)
+            out = [np.asarray(self._reconstruct_labelled(
+                self.states, _pad_to(x[a:b], self.batch_size),
+                _pad_to(labels[a:b], self.batch_size)), np.float32)[:b - a]
+                for a, b in self._batches(len(x))]
         return np.concatenate(out) if out else np.zeros_like(x)
 
     def edit(self, x: np.ndarray, changes: np.ndarray) -> np.ndarray:
@@ -585,7 +598,10 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
     results: dict[str, Any] = {"num_examples": len(data), "num_samples": int(num_samples)}
 
     t = time.time()
-    recons = caps.reconstruct(data.images)
+    # Reconstruction and inpainting at the true labels where the method conditions on them
+    # (cVAE-GAN's protocol in paper 002, Sec. 4.5); recorded with the results.
+    results["reconstruct_given_labels"] = bool(method.reconstructs_given_labels)
+    recons = caps.reconstruct(data.images, data.labels)
     results["reconstruction"] = reconstruction_metrics(data.images, recons)
     logits_orig, feats_orig = judge.logits_and_features(data.images)
     logits_recon, feats_recon = judge.logits_and_features(recons)
@@ -608,7 +624,8 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
     t = time.time()
     from latent_jax.evaluate import inpaint as inpaint_lib   # pylint: disable=import-outside-toplevel
 
-    results["inpainting"] = inpaint_lib.inpainting_metrics(caps.reconstruct, data.images, dataset)
+    results["inpainting"] = inpaint_lib.inpainting_metrics(
+        lambda im: caps.reconstruct(im, data.labels), data.images, dataset)
     timing["inpainting"] = time.time() - t
 
     t = time.time()

@@ -285,9 +285,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 f"over the classes): {_fmt(r['intra_class_diversity'])}.", ""]
 
     if res.get("inpainting"):
+        fill = next(iter(res["inpainting"].values())).get("fill", 0.0)
+        fill = "each image's mean colour" if fill == "mean" else f"grey level {fill}"
+        given = " at its true class" if res.get("reconstruct_given_labels") else ""
         out += ["## Inpainting (Lr-LiVAE Sec. 4.5)", "",
-                "The mask's region blanked, the image encoded and decoded, the decode pasted "
-                "into the region; MSE inside the mask (pixels in [0, 1]).", ""]
+                f"The mask's region filled with {fill}, the image encoded and decoded{given}, "
+                "the decode pasted into the region; MSE inside the mask (pixels in [0, 1]).", ""]
         out += _table(["mask", "share of the image", "MSE inside", "n"],
                       [[k, v["mask_share"], v["mse"], v["n"]]
                        for k, v in res["inpainting"].items()])

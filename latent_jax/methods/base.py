@@ -198,6 +198,17 @@ class Method(abc.ABC):
     def reconstruct(self, states: States, x: jax.Array) -> jax.Array:
         return self.decode(states, self.encode(states, x))
 
+    #: Whether `reconstruct_given_labels` uses the labels (a method whose encoder or decoder
+    #: is conditioned on the class, e.g. cVAE-GAN: Lr-LiVAE's Sec. 4.5 gives it the label).
+    reconstructs_given_labels: bool = False
+
+    def reconstruct_given_labels(self, states: States, x: jax.Array, y: jax.Array) -> jax.Array:
+        """Reconstructions of x when its true labels y [B, n_labels] are known (the
+        evaluation's reconstruction and inpainting columns); by default `reconstruct`, which
+        infers whatever the method conditions on from the image."""
+        del y
+        return self.reconstruct(states, x)
+
     @abc.abstractmethod
     def edit(self, states: States, x: jax.Array, changes: jax.Array,
              strength: float | None = None) -> jax.Array:

@@ -26,6 +26,11 @@ weights are the ones their paper states, lambda_1..4 = 3, 1, 1e-3, 1e-3, in `los
   direct adversarial term, as in Bao et al.
 `classify` is C's posterior marginalised per label; `edit` encodes with C's class and decodes
 with the target class.
+
+Both reconstruct at the class the image's labels give where they are known (the evaluation's
+reconstruction and inpainting columns: `reconstruct_given_labels`, the paper's Sec. 4.5 protocol
+for cVAE-GAN), and at the class they infer from the image otherwise (`reconstruct`: a user's
+image in `--mode=inpaint`).
 """
 
 from __future__ import annotations
@@ -145,6 +150,15 @@ class _Conditional(base.Method):
 
     def decode(self, states, z):
         return self.decoder.apply(states["decoder"].variables, z)
+
+    # Paper 002, Sec. 4.5: "in cVAE-GAN an extra class label c should be provided for
+    # reconstruction": with the true labels known, encode and decode at their class.
+    reconstructs_given_labels = True
+
+    def reconstruct_given_labels(self, states, x, y):
+        c = self.classes.index(y)
+        mu, _ = self.encoder.apply(states["encoder"].variables, x, self.onehot(c))
+        return self._decode(states["decoder"].params, mu, c)
 
     def relevant_code_mask(self):
         """z first, then the joint class's one-hot (the label-relevant part)."""
