@@ -178,7 +178,7 @@ class Capabilities:
         self._reconstruct_labelled = (
             jit_once(method, "reconstruct_given_labels",
                      lambda: jax.jit(method.reconstruct_given_labels))
-            if method.reconstructs_given_labels else None)
+            if getattr(method, "reconstructs_given_labels", False) else None)
         self._edit = jit_once(method, ("edit", strength), lambda: jax.jit(
             lambda s, x, c: method.edit(s, x, c, strength)))
         self._sample = jit_once(method, "sample", lambda: jax.jit(method.sample))
@@ -600,7 +600,8 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
     t = time.time()
     # Reconstruction and inpainting at the true labels where the method conditions on them
     # (cVAE-GAN's protocol in paper 002, Sec. 4.5); recorded with the results.
-    results["reconstruct_given_labels"] = bool(method.reconstructs_given_labels)
+    results["reconstruct_given_labels"] = bool(getattr(method, "reconstructs_given_labels",
+                                                       False))
     recons = caps.reconstruct(data.images, data.labels)
     results["reconstruction"] = reconstruction_metrics(data.images, recons)
     logits_orig, feats_orig = judge.logits_and_features(data.images)
