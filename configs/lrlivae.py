@@ -7,17 +7,18 @@ sizes, optimizers and training length.
 Presets (`--config=configs/lrlivae.py:<preset>`):
   synthetic (default)   the embedded synthetic faces at 32x32, the class the 6-way Hair_MULTI
                         label; the paper's weights and log-loss (Eq. 10), sized for a 2-core CPU
-  synthetic_reference   the same with the reference code's choices: hinge loss with spectral
-                        normalisation, prior samples of random classes, the last GM batch
+  synthetic_reference   the same with the reference code's choices (`reference_choices`):
+                        hinge loss, prior samples of random classes, the last GM batch
                         reused for the end-to-end step, L_rec x10 as a per-element mean on
-                        every player, L_kl x1 as a per-dimension mean
+                        every player, L_kl x1 as a per-dimension mean, L_lkd x1 in the
+                        end-to-end step, the mixture's log-variances' LR / 10 every 30 epochs
   synthetic_nogan       the paper's model without the pixel discriminator (a VAE)
   identities            the FaceScrub analogue: the embedded synthetic_identities at 32x32,
                         the class the identity (100 identities, sized for a 2-core CPU; the
                         paper's FaceScrub has 530), otherwise as `synthetic`
   identities_reference  the same with the reference code's choices (as synthetic_reference)
-  identities_hinge      identities with the reference's adversarial loss only (hinge with
-                        spectral normalisation), the paper's weights otherwise
+  identities_hinge      identities with the reference's adversarial loss only (hinge; D is
+                        spectrally normalised in every preset), the paper's weights otherwise
   identities_nogan      the same without the pixel discriminator
   identities_semi       identities plus the training images of 40 identities outside the label
                         set, never labelled (Sec. 3.6 / 4.4; the paper's 200 CASIA identities
@@ -33,9 +34,10 @@ Presets (`--config=configs/lrlivae.py:<preset>`):
                         32-64-64, 50 epochs, Adam 5e-4 (launch/toy2d.py draws Figure 2)
   tiny                  tests and smoke runs
 Paper settings: Adam(5e-4, b1 = 0, b2 = 0.9) for every player (the reference's choice; the paper
-says Adam with 5e-4), n_gm = 3 GM steps per end-to-end step, lambda_lkd = 0.1,
-lambda_kl = 10 / N_pixel, lambda_rec = 1 / N_zu, z_s = z_u = 512 at 64x64 (FaceScrub),
-batch 96 (reference).
+says Adam with 5e-4; encoder_s has one Adam state for its GM steps and one for its end-to-end
+step, as the reference's two optimizers), spectral normalisation in D, n_gm = 3 GM steps per
+end-to-end step, lambda_lkd = 0.1, lambda_kl = 10 / N_pixel, lambda_rec = 1 / N_zu,
+z_s = z_u = 512 at 64x64 (FaceScrub), batch 96 (reference).
 """
 
 import ml_collections
@@ -70,7 +72,9 @@ def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
         mlp_hidden=(32, 64, 64),     # the MLPs' widths with kind='mlp' (Sec. 4.1)
     ))
     c.loss = ml_collections.ConfigDict(dict(
-        lkd=0.1,                     # lambda_lkd (Eq. 9, Alg. 1 line 25)
+        lkd=0.1,                     # lambda_lkd (Eq. 9 in the GM steps, Alg. 1 line 25)
+        # lambda_lkd of the end-to-end step (line 25) where it differs; None: `lkd` (paper)
+        lkd_end_to_end=ml_collections.config_dict.placeholder(float),
         reconstruction=1.0,          # weight of L_rec on encoder_s and the decoder (Alg. 1)
         # lambda_rec, weight of L_rec on encoder_u; None: 1 / N_zu (Sec. 4.2)
         reconstruction_encoder_u=ml_collections.config_dict.placeholder(float),
@@ -80,7 +84,7 @@ def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
         reconstruction_reduction="half_sum",   # 1/2 ||x - x'||^2 (Alg. 1) or 'mean' (reference)
         kl_reduction="sum",          # over dims (Eq. 3) or 'mean' (reference)
         adversarial="log",           # Eq. 10, or 'hinge' (reference)
-        spectral_norm=ml_collections.config_dict.placeholder(bool),  # None: with 'hinge'
+        spectral_norm=True,          # D spectrally normalised ([29], reference), either loss
         prior_classes="batch",       # classes of x'_p: the batch's (Alg. 1) or 'random'
         cvae_kl=1.0,                 # cvae: weight of KL (summed over dims) next to L_rec
         # cvaegan (Bao et al. 2017): lambda_1..4 on KL, pairwise feature matching, and the
@@ -107,7 +111,22 @@ def family_config(method: str = "lrlivae") -> ml_collections.ConfigDict:
 
 
 def reference_choices(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The reference code's losses and weights where they differ from the paper."""
+    """The reference code's losses, weights and optimizer settings where they differ from the
+    paper (Lr-LiVAE.py at ZhilZheng/Lr-LiVAE 2429788).
+
+    - hinge loss (spectral normalisation is on in every preset), prior samples of random
+      classes, the last GM batch reused for the end-to-end step;
+    - L_rec x10 as a per-element mean on every player, L_kl x1 as a per-dimension mean;
+    - L_lkd x1.0 in the end-to-end step (its 10 * mean(likelihood_reg), likelihood_reg
+      already x0.1; line 296), x0.1 in the GM steps as in the paper;
+    - the precisions' learning rate divided by 10 every 10 of its epochs of iterations
+      (lr_ipt, lines 281, 295, 330), the means' kept: here the mixture's `log_var` group,
+      every 30 epochs (each of its iterations reads n_gm = 3 batches, an epoch here is
+      n_train / (3 batch) iterations), to 1e-10 of the LR by epoch 300.
+    Not reproduced: the [-1, 1] pixel range with tanh, the random horizontal flips, the
+    softplus precision parametrisation, the VGG16-style networks (docs/methods.md).
+    encoder_s's two optimizer states (the reference's id_opt and id_rec_opt) are every
+    preset's."""
     c.loss.adversarial = "hinge"
     c.loss.prior_classes = "random"
     c.loss.reconstruction_reduction = "mean"
@@ -115,7 +134,13 @@ def reference_choices(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     c.loss.reconstruction_encoder_u = 10.0
     c.loss.kl_reduction = "mean"
     c.loss.kl = 1.0
+    c.loss.lkd_end_to_end = 1.0
     c.train.fresh_batch = False
+    every = 10 * max(int(c.train.n_gm), 1)
+    c.optim.mixture.groups = ml_collections.ConfigDict(dict(log_var=ml_collections.ConfigDict(
+        dict(params=("log_var",), schedule=dict(
+            kind="piecewise", boundaries_epochs=tuple(every * i for i in range(1, 11)),
+            factor=0.1)))))
     return c
 
 

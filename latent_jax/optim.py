@@ -15,9 +15,16 @@ One config block per player (`config.optim.<player>`):
         `boundaries_epochs`: IntroVAC halves at 60/90/120, CSVAE's MultiStepLR uses 3^i and
         0.1^(1/7)) | 'cosine'
     grad_clip_norm: None or a float (global-norm clipping)
+    groups (optional): parameter groups with their own settings, `groups.<name>` holding
+        `params`, a tuple of parameter paths ('log_var', or 'trunk/conv0' for everything under
+        it), and any of the keys above, which replace the player's for those parameters (the
+        rest of the player's config applies to them too); parameters in no group keep the
+        player's. Built with `optax.multi_transform`, so each group has its own optimizer
+        state (Lr-LiVAE's reference preset lowers only the mixture's log-variances' LR).
 
 Schedules count this player's own optimizer updates: `make_optimizer` gets the player's updates
-per epoch (`steps_per_epoch * Method.updates_per_step(player)`), so a player stepped several
+per epoch (`steps_per_epoch * Method.updates_per_step(player)`, or per optimizer state of a
+player with several, `updates_per_step(player, state)`), so a player stepped several
 times per iteration decays its learning rate per epoch, not several times too fast. The schedule lives in the optimizer state and is
 restored with it, so a resumed run continues the same schedule (the IntroVAC reference re-created
 its optimizers during training, resetting Adam's moments and dropping the schedule).
@@ -25,6 +32,7 @@ its optimizers during training, resetting Adam's moments and dropping the schedu
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
 
@@ -74,11 +82,17 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, key: str
                      "known: constant, piecewise, cosine")
 
 
+UNGROUPED = "ungrouped"   # multi_transform's label of the parameters in no group
+
+
 def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
                    key: str = "config.optim") -> optax.GradientTransformation:
-    """The optax transformation of one player."""
+    """The optax transformation of one player (of its parameter groups, if it has any)."""
     if cfg is None:
         raise ConfigError(f"{key}: missing optimizer config")
+    groups = cfg.get("groups", None)
+    if groups:
+        return _grouped_optimizer(cfg, groups, steps_per_epoch, key)
     schedule = make_schedule(cfg, steps_per_epoch, key)
     chain = []
     if cfg.get("grad_clip_norm") is not None:
@@ -107,3 +121,47 @@ def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
         chain.append(optax.add_decayed_weights(wd))
     chain.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*chain)
+
+
+def _grouped_optimizer(cfg: ml_collections.ConfigDict, groups, steps_per_epoch: int,
+                       key: str) -> optax.GradientTransformation:
+    """`optax.multi_transform` over the groups of `cfg.groups` and the parameters in none."""
+    player = ml_collections.ConfigDict(cfg.to_dict())
+    del player["groups"]
+    transforms = {UNGROUPED: make_optimizer(player, steps_per_epoch, key)}
+    paths = {}
+    for name, group in groups.items():
+        if name == UNGROUPED:
+            raise ConfigError(f"{key}.groups: {UNGROUPED!r} is reserved for the parameters in "
+                              "no group")
+        overrides = group.to_dict()
+        names = overrides.pop("params", ())
+        if isinstance(names, str) or not names:
+            raise ConfigError(f"{key}.groups.{name}.params: a non-empty tuple of parameter "
+                              f"paths, got {names!r}")
+        paths[name] = tuple(str(n).strip("/") for n in names)
+        merged = ml_collections.ConfigDict(player.to_dict())
+        merged.update(overrides)
+        transforms[name] = make_optimizer(merged, steps_per_epoch, f"{key}.groups.{name}")
+
+    def labels(params):
+        used = set()
+
+        def label(path, _):
+            p = jax.tree_util.keystr(path, simple=True, separator="/")
+            hits = [(g, n) for g, names in paths.items() for n in names
+                    if p == n or p.startswith(n + "/")]
+            if len({g for g, _ in hits}) > 1:
+                raise ConfigError(f"{key}.groups: parameter {p!r} is in several groups "
+                                  f"({', '.join(sorted({g for g, _ in hits}))})")
+            used.update(hits)
+            return hits[0][0] if hits else UNGROUPED
+
+        out = jax.tree_util.tree_map_with_path(label, params)
+        for g, names in paths.items():
+            for n in names:
+                if (g, n) not in used:
+                    raise ConfigError(f"{key}.groups.{g}.params: no parameter {n!r}")
+        return out
+
+    return optax.multi_transform(transforms, labels)

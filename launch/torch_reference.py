@@ -512,9 +512,10 @@ def _ifcvaegan(config, channels_last: bool) -> Case:
 
 
 class ProjectionDiscriminator(nn.Module):
-    """methods/lrlivae.py's D(x, c) without spectral normalisation (the paper's log loss):
-    conv4x4/2 + LeakyReLU(0.1) per entry, global average pooling, phi = LeakyReLU(dense), a
-    linear logit plus <embed(onehot(c)), phi>."""
+    """methods/lrlivae.py's D(x, c) without its spectral normalisation (`loss.spectral_norm`, on
+    by default: one power iteration per layer and step, left out here): conv4x4/2 +
+    LeakyReLU(0.1) per entry, global average pooling, phi = LeakyReLU(dense), a linear logit
+    plus <embed(onehot(c)), phi>."""
 
     def __init__(self, channels, top: int, num_classes: int):
         super().__init__()
@@ -560,7 +561,8 @@ def _lrlivae(config, channels_last: bool) -> Case:
     mixture = nn.ParameterDict({"means": nn.Parameter(torch.randn(classes, ds) * 0.1),
                                 "log_var": nn.Parameter(torch.zeros(classes, ds))})
     adam = lambda mod: torch.optim.Adam(mod.parameters(), lr=5e-4, betas=(0.0, 0.9))  # noqa: E731
-    opt_s, opt_mix = adam(enc_s), adam(mixture)
+    # encoder_s: one Adam for the GM steps, one for the end-to-end step (as methods/lrlivae.py)
+    opt_s, opt_s_gm, opt_mix = adam(enc_s), adam(enc_s), adam(mixture)
     opts = [opt_s, adam(enc_u), adam(dec), adam(disc), adam(adv)]
     w_lkd, w_rec = float(lo.lkd), float(lo.reconstruction)
     w_rec_u = 1.0 / du if lo.reconstruction_encoder_u is None else float(
@@ -577,13 +579,13 @@ def _lrlivae(config, channels_last: bool) -> Case:
 
     def step(x, c):
         for i in range(n_gm):   # lines 2-9
-            opt_s.zero_grad(set_to_none=True)
+            opt_s_gm.zero_grad(set_to_none=True)
             opt_mix.zero_grad(set_to_none=True)
             dens = log_density(enc_s(x[i])[0], mixture["means"], mixture["log_var"])
             l_cls = -torch.log_softmax(dens, -1).gather(1, c[i][:, None])[:, 0]
             l_lkd = -dens.gather(1, c[i][:, None])[:, 0]
             (l_cls + w_lkd * l_lkd).mean().backward()
-            opt_s.step()
+            opt_s_gm.step()
             opt_mix.step()
         for o in opts:
             o.zero_grad(set_to_none=True)

@@ -10,19 +10,25 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import tiny
 from latent_jax import train
+from latent_jax.errors import ConfigError
 from latent_jax.methods import lrlivae as lr
 
 
-def config(name="lrlivae", **overrides):
+def config_module(name="lrlivae"):
     path = os.path.join(tiny.REPO, "configs", f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"lrlivae_test_cfg_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    c = mod.get_config("tiny")
+    return mod
+
+
+def config(name="lrlivae", preset="tiny", **overrides):
+    c = config_module(name).get_config(preset)
     c.update_from_flattened_dict(overrides)
     return c
 
@@ -130,13 +136,114 @@ def test_one_iteration_makes_n_gm_plus_one_updates_of_encoder_s(tmp_path):
     assert exp.batches_per_step == 3
     assert exp.method.updates_per_step("encoder_s") == 3
     assert exp.method.updates_per_step("mixture") == 2
+    assert exp.method.updates_per_step("encoder_s", "gm") == 2
+    assert exp.method.updates_per_step("encoder_s", "end_to_end") == 1
     batch, new, metrics = one_step(exp, exp.init_states())
     assert batch["image"].shape[:2] == (int(exp.config.batch_size), 3)
-    counts = {p: int(jax.tree.leaves(new[p].opt_state)[0]) for p in new}
-    assert counts["encoder_s"] == 3 and counts["mixture"] == 2 and counts["decoder"] == 1
+    count = lambda opt_state: int(jax.tree.leaves(opt_state)[0])  # noqa: E731
+    assert count(new["encoder_s"].opt_state["gm"]) == 2
+    assert count(new["encoder_s"].opt_state["end_to_end"]) == 1
+    assert count(new["mixture"].opt_state) == 2 and count(new["decoder"].opt_state) == 1
     # The reference reuses the last GM batch for the end-to-end update.
     assert experiment(tmp_path, **{"train.fresh_batch": False}).batches_per_step == 2
     assert "loss/gm_cls" in metrics and "loss/discriminator" in metrics
+
+
+def _adam(opt_state):
+    return next(s for s in opt_state if isinstance(s, optax.ScaleByAdamState))
+
+
+def test_encoder_s_has_one_optimizer_state_per_loss(tmp_path):
+    """As the reference's id_opt (L_GM) and id_rec_opt (the end-to-end loss), two Adam instances
+    on one trunk: after one iteration (one GM step, then the end-to-end step) the 'gm' state is
+    exactly a fresh Adam state updated by the GM gradient alone, and the 'end_to_end' state
+    holds the end-to-end gradient alone (b1 = 0: first moment g, second (1 - b2) g^2). A state
+    shared by both would hold both gradients in either. Other players keep one plain state."""
+    exp = experiment(tmp_path, **{"train.n_gm": 1})
+    m, init = exp.method, exp.init_states()
+    batch, new, metrics = one_step(exp, init)
+    opt = new["encoder_s"].opt_state
+    assert set(opt) == {"gm", "end_to_end"}
+    assert not isinstance(new["decoder"].opt_state, dict)
+
+    sub = lr.sub_batch(batch, 0, 2)                     # the GM step's batch
+    x, c = jnp.asarray(sub["image"]), m.classes.index(jnp.asarray(sub["label"]))
+    means, log_var = m._mixture(init)
+    p0 = init["encoder_s"].params
+
+    def l_gm(p):                                          # Eq. 7-9 at the initial parameters
+        l_cls, l_lkd, _ = m.gm_terms(m.encoder_s.apply({"params": p}, x), means, log_var, c)
+        return jnp.mean(l_cls + m.w_lkd * l_lkd)
+
+    g_gm = jax.grad(l_gm)(p0)
+    tx = m.tx("encoder_s")["gm"]
+    _, want = tx.update(g_gm, tx.init(p0), p0)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(opt["gm"])):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-6 * float(np.abs(a).max()) + 1e-12)
+    assert float(metrics["grad_norm/encoder_s_gm"]) == pytest.approx(
+        float(lr.base.tree_l2(g_gm)), rel=1e-4)
+
+    adam = _adam(opt["end_to_end"])
+    assert int(adam.count) == 1
+    assert float(lr.base.tree_l2(adam.mu)) == pytest.approx(
+        float(metrics["grad_norm/encoder_s"]), rel=1e-5)
+    for mu, nu in zip(jax.tree.leaves(adam.mu), jax.tree.leaves(adam.nu)):
+        np.testing.assert_allclose(nu, 0.1 * np.square(mu), rtol=1e-5,
+                                   atol=1e-6 * float(np.abs(nu).max()) + 1e-20)
+
+
+def test_the_end_to_end_lkd_weight_changes_only_encoder_s_end_to_end_update(tmp_path):
+    """`loss.lkd_end_to_end` (the reference's 1.0) weights L_lkd in line 25 only: the GM steps,
+    the mixture and every other player update as with the paper's 0.1."""
+    exp = experiment(tmp_path)
+    assert exp.method.w_lkd_e2e == exp.method.w_lkd == 0.1
+    init = exp.init_states()
+    _, a, _ = one_step(exp, init)
+    heavy = experiment(tmp_path, **{"loss.lkd_end_to_end": 1.0})
+    assert heavy.method.w_lkd_e2e == 1.0 and heavy.method.w_lkd == 0.1
+    _, b, _ = one_step(heavy, init)
+    assert not _changed(a["encoder_s"].opt_state["gm"], b["encoder_s"].opt_state["gm"])
+    for p in ("mixture", "encoder_u", "decoder", "latent_adversary", "discriminator"):
+        assert not _changed(a[p], b[p]), p
+    assert _changed(a["encoder_s"].opt_state["end_to_end"], b["encoder_s"].opt_state["end_to_end"])
+
+
+def test_reference_presets_lower_only_the_log_variances_learning_rate(tmp_path):
+    """Lr-LiVAE.py's lr_ipt: the precisions' LR / 10 every 10 of the reference's epochs of
+    iterations (each reading n_gm batches: every 10 n_gm epochs here), the means' constant, in a
+    group of the mixture's optimizer; the paper presets have no groups. The reference presets
+    also weight the end-to-end L_lkd by 1.0."""
+    mod = config_module()
+    for preset in ("synthetic_reference", "identities_reference"):
+        c = mod.get_config(preset)
+        g = c.optim.mixture.groups.log_var
+        assert tuple(g.params) == ("log_var",) and g.schedule.kind == "piecewise"
+        assert tuple(g.schedule.boundaries_epochs[:2]) == (30, 60) and g.schedule.factor == 0.1
+        assert c.loss.lkd_end_to_end == 1.0 and c.loss.lkd == 0.1
+    assert mod.get_config("synthetic").optim.mixture.get("groups") is None
+
+    cfg = mod.reference_choices(config())                 # tiny: n_gm = 2, every 20 epochs
+    spec = train.data_lib.get_data_spec(cfg.data)
+    m = lr.LrLiVAE(cfg, spec, steps_per_epoch=5)        # 5 * n_gm = 10 mixture updates per epoch
+    tx = m.tx("mixture")
+    params = {"means": jnp.zeros((2, 3)), "log_var": jnp.zeros((2, 3))}
+    ones = jax.tree.map(jnp.ones_like, params)
+
+    @jax.jit
+    def lr_after(n):
+        state = jax.lax.fori_loop(0, n, lambda _, s: tx.update(ones, s, params)[1],
+                                  tx.init(params))
+        return jax.tree.map(lambda u: -u[0, 0], tx.update(ones, state, params)[0])
+
+    before, after = lr_after(199), lr_after(200)   # Adam's step at a constant gradient: the LR
+    assert float(before["means"]) == pytest.approx(5e-4, rel=1e-5)
+    assert float(before["log_var"]) == pytest.approx(5e-4, rel=1e-5)
+    assert float(after["means"]) == pytest.approx(5e-4, rel=1e-5)
+    assert float(after["log_var"]) == pytest.approx(5e-5, rel=1e-5)
+
+    cfg.optim.mixture.groups.log_var.params = ("log_variance",)
+    with pytest.raises(ConfigError, match="groups.log_var.params: no parameter 'log_variance'"):
+        lr.LrLiVAE(cfg, spec, steps_per_epoch=5).tx("mixture").init(params)
 
 
 def test_each_end_to_end_term_reaches_only_its_players(tmp_path):
@@ -172,12 +279,32 @@ def test_without_the_pixel_discriminator_there_is_no_discriminator_player(tmp_pa
     assert "loss/discriminator" not in metrics and set(new) == set(exp.method.player_names())
 
 
-def test_hinge_variant_spectrally_normalises_the_discriminator(tmp_path):
-    exp = experiment(tmp_path, **{"loss.adversarial": "hinge"})
+@pytest.mark.parametrize("adversarial", ["log", "hinge"])
+def test_the_discriminator_is_spectrally_normalised_with_either_loss(tmp_path, adversarial):
+    """SN is its own key (on in every preset, as [29]'s and the reference's D), not the hinge
+    loss's: D's output does not change when every kernel is scaled (W / sigma(W)), its power
+    iteration's u moves with each step, and `loss.spectral_norm=False` removes it."""
+    def scaled_output_changes(exp, states):
+        m, d = exp.method, states["discriminator"]
+        x = jnp.asarray(exp.preview_batch()["image"][:2])
+        c = jnp.asarray([0, 1])
+        big = jax.tree_util.tree_map_with_path(
+            lambda path, v: v * 10.0 if "kernel" in jax.tree_util.keystr(path) else v, d.params)
+        return not np.allclose(m.discriminator.apply(d.variables, x, c),
+                               m.discriminator.apply(dict(d.variables, params=big), x, c),
+                               rtol=1e-4, atol=1e-5)
+
+    exp = experiment(tmp_path, **{"loss.adversarial": adversarial})
+    assert exp.config.loss.spectral_norm is True
     init = exp.init_states()
     assert init["discriminator"].batch_stats      # the power iteration's u and sigma
+    assert not scaled_output_changes(exp, init)
     _, new, _ = one_step(exp, init)
     assert _changed(init["discriminator"].batch_stats, new["discriminator"].batch_stats)
+
+    off = experiment(tmp_path, **{"loss.adversarial": adversarial, "loss.spectral_norm": False})
+    states = off.init_states()
+    assert not states["discriminator"].batch_stats and scaled_output_changes(off, states)
 
 
 # ------------------------------------------------------------------------------ capabilities

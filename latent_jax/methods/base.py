@@ -1,10 +1,12 @@
 """The Method interface every latent_jax method implements, and the per-player state.
 
 A *player* is a named part of a method with its own Flax module(s) and its own optax optimizer
-(encoder, decoder, classifier, adversary, discriminator, ...). Its state is a `PlayerState`
-pytree; the optax transformation itself is static, built from the config, never stored in the
-pytree. A *method* declares its players, initialises them and provides one pure `train_step`
-in which all players of an iteration are updated, in the order the paper's algorithm prescribes.
+(encoder, decoder, classifier, adversary, discriminator, ...); a player that takes several losses
+in separate updates may keep one optimizer state per loss (`Method.optimizer_states`). Its state
+is a `PlayerState` pytree; the optax transformation itself is static, built from the config,
+never stored in the pytree. A *method* declares its players, initialises them and provides one
+pure `train_step` in which all players of an iteration are updated, in the order the paper's
+algorithm prescribes.
 The trainer (`latent_jax.train`) only knows players, never method names.
 """
 
@@ -56,7 +58,8 @@ KNOWN_CAPABILITIES = frozenset(_CAPABILITY_FUNCTIONS)
 class PlayerState:
     """Parameters, BatchNorm statistics and optimizer state of one player, and `buffers`: state
     that no optimizer trains but the method updates itself (moving averages, class statistics,
-    mixture statistics), checkpointed with the rest."""
+    mixture statistics), checkpointed with the rest. `opt_state` is the optax state, or, for a
+    player with several (`Method.optimizer_states`), a dict of them by name."""
 
     params: PyTree
     batch_stats: PyTree
@@ -71,13 +74,23 @@ class PlayerState:
         return {"params": self.params}
 
 
-def apply_updates(state: PlayerState, tx: optax.GradientTransformation, grads: PyTree,
-                  batch_stats: PyTree | None = None, buffers: PyTree | None = None
+def apply_updates(state: PlayerState, tx, grads: PyTree, batch_stats: PyTree | None = None,
+                  buffers: PyTree | None = None, opt_state_key: str | None = None
                   ) -> PlayerState:
     """One optimizer step for one player; optionally replaces its BatchNorm statistics and its
     buffers. A player stepped several times per iteration calls this once per update (and
-    declares it in `Method.updates_per_step`)."""
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    declares it in `Method.updates_per_step`). `tx` is `Method.tx(player)`; a player with
+    several optimizer states names the one this update uses (`opt_state_key`), the others are
+    kept as they are."""
+    if opt_state_key is None:
+        if isinstance(tx, Mapping):
+            raise ValueError(f"this player has the optimizer states {sorted(tx)}: "
+                             "apply_updates needs opt_state_key")
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    else:
+        updates, own = tx[opt_state_key].update(grads, state.opt_state[opt_state_key],
+                                                state.params)
+        opt_state = dict(state.opt_state, **{opt_state_key: own})
     params = optax.apply_updates(state.params, updates)
     return PlayerState(params=params,
                        batch_stats=state.batch_stats if batch_stats is None else batch_stats,
@@ -85,13 +98,15 @@ def apply_updates(state: PlayerState, tx: optax.GradientTransformation, grads: P
                        buffers=state.buffers if buffers is None else buffers)
 
 
-def init_player(module: flax.linen.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                *args, **kwargs) -> PlayerState:
-    """Initialises a module's variables and its optimizer state."""
+def init_player(module: flax.linen.Module, tx, rng: jax.Array, *args, **kwargs) -> PlayerState:
+    """Initialises a module's variables and its optimizer state(s) (`tx` is `Method.tx(player)`:
+    a transformation, or a dict of them for a player with several optimizer states)."""
     variables = module.init(rng, *args, **kwargs)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    return PlayerState(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
+    opt_state = ({k: t.init(params) for k, t in tx.items()} if isinstance(tx, Mapping)
+                 else tx.init(params))
+    return PlayerState(params=params, batch_stats=batch_stats, opt_state=opt_state)
 
 
 class Method(abc.ABC):
@@ -124,11 +139,16 @@ class Method(abc.ABC):
         # Class count of each label where the dataset sets it (`DataSpec.num_classes`); the
         # methods' class layouts read it through `labels.num_classes(name, label_classes)`.
         self.label_classes = dict(getattr(data_spec, "num_classes", None) or {})
-        # Schedules count each player's own optimizer updates: a player updated k times per
-        # iteration has k * steps_per_epoch updates per epoch.
-        self._txs = {name: optim.make_optimizer(
-            config.optim.get(name), self.steps_per_epoch * self.updates_per_step(name),
-            key=f"config.optim.{name}") for name in self.player_names()}
+        # Schedules count each optimizer state's own updates: a player (or one of its
+        # optimizer states) updated k times per iteration has k * steps_per_epoch updates per
+        # epoch.
+        make = lambda name, per_step: optim.make_optimizer(  # noqa: E731
+            config.optim.get(name), self.steps_per_epoch * per_step, key=f"config.optim.{name}")
+        self._txs = {}
+        for name in self.player_names():
+            states = self.optimizer_states(name)
+            self._txs[name] = ({s: make(name, self.updates_per_step(name, s)) for s in states}
+                               if states else make(name, self.updates_per_step(name)))
 
     def __setattr__(self, name: str, value: Any):
         # Every Flax module a method keeps as an attribute computes in config.model.compute_dtype
@@ -154,18 +174,34 @@ class Method(abc.ABC):
         del config
         return 1
 
-    def updates_per_step(self, player: str) -> int:
+    def optimizer_states(self, player: str) -> tuple[str, ...]:
+        """Names of `player`'s optimizer states when it takes several losses in separate
+        updates that must not share the optimizer's moments (Lr-LiVAE's encoder_s: 'gm' for
+        its GM steps, 'end_to_end' for its end-to-end step, as the reference's two Adam
+        instances on one trunk: with one Adam state, the larger loss's squared gradients
+        shrink the other's steps). Each is its own instance of `config.optim.<player>`, whose
+        schedule counts that state's updates (`updates_per_step(player, state)`);
+        `PlayerState.opt_state` is a dict of them and `apply_updates` names the one it uses.
+        () (the default): one optimizer state for all of the player's updates."""
+        del player
+        return ()
+
+    def updates_per_step(self, player: str, state: str | None = None) -> int:
         """How many optimizer updates `player` makes in one training iteration (default 1;
-        e.g. Lr-LiVAE's encoder_s: n_gm GM steps plus the end-to-end step). Its LR schedule,
+        e.g. Lr-LiVAE's encoder_s: n_gm GM steps plus the end-to-end step), or, with `state`,
+        how many of them use that optimizer state (`optimizer_states`). Its LR schedule,
         given in epochs, is converted with this factor, so that it decays per epoch and not
         k times too fast."""
-        del player
+        del player, state
         return 1
 
-    def players(self) -> Mapping[str, optax.GradientTransformation]:
+    def players(self) -> Mapping[str, Any]:
+        """`tx(player)` of every player."""
         return dict(self._txs)
 
-    def tx(self, player: str) -> optax.GradientTransformation:
+    def tx(self, player: str):
+        """The player's optax transformation, or a dict of them by optimizer state for a
+        player with several (`optimizer_states`)."""
         return self._txs[player]
 
     @abc.abstractmethod

@@ -4,10 +4,20 @@ Dimensions" (CVPR 2019, paper 002).
 The class c of an example is the joint class of `config.data.labels` (one categorical label, or
 the 2^n combinations of n binary labels, or any mix: a mixed-radix index). C classes in all.
 
-Players (each its own optimizer; paper and reference: Adam(5e-4, b1 = 0, b2 = 0.9) for all):
-- `encoder_s` (psi): Encoder^s, the deterministic label-relevant code z_s = E_s(x);
+Players (each its own optimizer: the paper's Adam(5e-4), with the reference's b1 = 0, b2 = 0.9):
+- `encoder_s` (psi): Encoder^s, the deterministic label-relevant code z_s = E_s(x), with two
+  optimizer states (`optimizer_states`): 'gm' for the GM steps, 'end_to_end' for line 25. The
+  reference has two Adam instances on this trunk (Lr-LiVAE.py:280-282, 294-296: id_opt on
+  L_GM, id_rec_opt on the end-to-end loss); one shared state would let the larger loss's
+  squared gradients in Adam's second moment shrink the other's steps (with b2 = 0.9 and
+  L_rec summed over the image, the GM steps by about the gradient ratio). Logged:
+  `grad_norm/encoder_s_gm` (mean over the GM steps) and `grad_norm/encoder_s` (end-to-end);
 - `mixture`: the Gaussian-mixture prior of z_s (Eq. 6), means mu_c and diagonal covariances
-  Sigma_c as log-variances, p(c) = 1 / C;
+  Sigma_c as log-variances, p(c) = 1 / C. Its parameters may have their own optimizer
+  settings (`optim.mixture.groups`, `latent_jax/optim.py`); the `*_reference` presets divide
+  the log-variances' LR by 10 every 30 epochs and keep the means', as the reference lowers
+  only its precisions' (lr_ipt, Lr-LiVAE.py:281, 295, 330); the paper presets keep one
+  constant LR and no floor on the variances;
 - `encoder_u` (phi): Encoder^u, q(z_u|x) = N(mu, diag(exp(logvar)));
 - `latent_adversary` (omega): q_omega(c|z_u);
 - `decoder` (theta): G(z_s, z_u), on concat(z_s, z_u);
@@ -29,8 +39,11 @@ Losses (per example, then averaged over the batch):
 - Eq. 10 and Alg. 1 lines 23-24: D's log-loss on x (real), x'_f = G(z_s, z_u) and
   x'_p = G(z'_s, z'_u) with z'_s ~ N(mu_c', Sigma_c'), z'_u ~ N(0, I) (fake); the generator's
   non-saturating -log D on both. `loss.adversarial='hinge'` is the reference's instead: D:
-  relu(1 - D(x)) + relu(1 + D(x'_f)) + relu(1 + D(x'_p)), G: -D(x'_f) - D(x'_p), and it
-  spectrally normalises D (one power iteration per step, persistent u in `batch_stats`).
+  relu(1 - D(x)) + relu(1 + D(x'_f)) + relu(1 + D(x'_p)), G: -D(x'_f) - D(x'_p).
+  `loss.spectral_norm` (default True, with either loss: the paper's D is "like in [29]",
+  Miyato & Koyama's spectrally normalised projection discriminator, and the reference's is
+  spectrally normalised, nets.py:416-449) normalises every layer of D (one power iteration
+  per step, persistent u in `batch_stats`), so that log vs hinge differ in the loss only.
   The prior samples' classes c' are the batch's (paper, `loss.prior_classes='batch'`) or drawn
   uniformly (reference, 'random').
 
@@ -38,7 +51,8 @@ Algorithm 1 inside one jitted step (`train_step`): `train.n_gm` GM-only updates 
 the mixture on L_GM (lines 2-9), each on its own batch, then one end-to-end update (lines 10-29)
 on a further batch (`train.fresh_batch=True`, Algorithm 1) or on the last GM batch (False, the
 reference). The end-to-end gradients are those of lines 25-29, every player its own terms:
-  psi   <- L_rec + lambda_lkd L_lkd          (mixture held fixed)
+  psi   <- L_rec + lambda_lkd L_lkd          (mixture held fixed; lambda_lkd here is
+                                             `loss.lkd_end_to_end` where set)
   phi   <- L_E^adv + lambda_kl L_kl + lambda_rec L_rec
   omega <- L_C^adv                           (on a detached z_u)
   theta <- L_rec + L_GD^adv                  (the encoders get no GAN gradient)
@@ -49,8 +63,13 @@ scale on z_u). The mixture changes only in the GM steps (lines 7-8).
 
 Weights: the paper's (Sec. 4.2) lambda_lkd = 0.1, lambda_kl = 10 / N_pixel, lambda_rec = 1 / N_zu
 (N_pixel = H * W, N_zu = dim z_u) are the default (`loss.*=None` computes them); the reference's
-(L_rec x 10 as a per-element mean on every player, L_kl x 1 as a per-dimension mean) are the
-`reference_weights` option of the configs. The two disagree; both are offered.
+(L_rec x 10 as a per-element mean on every player, L_kl x 1 as a per-dimension mean, L_lkd x 1
+in the end-to-end step, `loss.lkd_end_to_end`: its 10 * mean(likelihood_reg) with
+likelihood_reg already x 0.1, Lr-LiVAE.py:235, 296) are `reference_choices` in the configs. On
+phi the two agree (L_rec : L_kl within 4 % at 64 px); on psi and theta they differ by orders of
+magnitude: relative to L_GD the paper's summed L_rec weighs about 600x what the reference's x 10
+mean does, relative to the end-to-end L_lkd about 6000x (64 px; 150x and 1500x at 32 px).
+Both are offered.
 
 Semi-supervised (Sec. 3.6): rows with `labeled` False (the pipeline's mask) take the ambiguous
 prior N(mu_t, Sigma_t) of Eq. 11 in L_lkd, and L_GM, L_E^adv, L_C^adv and the pixel-GAN terms on
@@ -383,6 +402,9 @@ class LrLiVAE(base.Method):
         if self.adversarial not in ("log", "hinge"):
             raise ConfigError("config.loss.adversarial: 'log' (Eq. 10) or 'hinge' (the reference), "
                               f"got {self.adversarial!r}")
+        # SN is its own key (default True, as Miyato & Koyama's projection D and the
+        # reference's); None, what configs saved before the key had a default hold, is the
+        # former coupling to the hinge loss, so that those runs restore as they were trained.
         spectral = lo.get("spectral_norm", None)
         spectral = self.adversarial == "hinge" if spectral is None else bool(spectral)
         self.discriminator = ProjectionDiscriminator(C, tuple(m.discriminator_channels),
@@ -402,6 +424,8 @@ class LrLiVAE(base.Method):
                               f"{self.kl_reduction!r}")
         # Sec. 4.2: lambda_kl = 10 / N_pixel, lambda_rec = 1 / N_zu where not given.
         self.w_lkd = float(lo.lkd)
+        lkd_e2e = lo.get("lkd_end_to_end", None)
+        self.w_lkd_e2e = self.w_lkd if lkd_e2e is None else float(lkd_e2e)
         self.w_rec = float(lo.reconstruction)
         self.w_rec_u = 1.0 / self.du if lo.reconstruction_encoder_u is None else float(
             lo.reconstruction_encoder_u)
@@ -416,9 +440,16 @@ class LrLiVAE(base.Method):
         names = ("encoder_s", "mixture", "encoder_u", "latent_adversary", "decoder")
         return names + (("discriminator",) if self.pixel_gan else ())
 
-    def updates_per_step(self, player):
+    def optimizer_states(self, player):
+        # encoder_s takes L_GM (lines 6-8) and the end-to-end loss (line 25) in separate
+        # updates, each with its own optimizer state, as the reference's id_opt and id_rec_opt.
+        return ("gm", "end_to_end") if player == "encoder_s" else ()
+
+    def updates_per_step(self, player, state=None):
         # Alg. 1: n_gm GM updates of encoder_s and the mixture per iteration, plus encoder_s's
         # end-to-end update.
+        if state is not None:
+            return {"gm": max(self.n_gm, 1), "end_to_end": 1}[state]
         return {"encoder_s": self.n_gm + 1, "mixture": max(self.n_gm, 1)}.get(player, 1)
 
     def init(self, rng):
@@ -467,9 +498,10 @@ class LrLiVAE(base.Method):
 
         (g_s, g_m), (l_cls, l_lkd, acc) = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
             enc_s.params, mix.params)
-        return (base.apply_updates(enc_s, self.tx("encoder_s"), g_s),
+        return (base.apply_updates(enc_s, self.tx("encoder_s"), g_s, opt_state_key="gm"),
                 base.apply_updates(mix, self.tx("mixture"), g_m),
-                {"loss/gm_cls": l_cls, "loss/gm_lkd": l_lkd, "train/gm_accuracy": acc})
+                {"loss/gm_cls": l_cls, "loss/gm_lkd": l_lkd, "train/gm_accuracy": acc,
+                 "grad_norm/encoder_s_gm": base.tree_l2(g_s)})
 
     def _d_loss(self, real, fake_rec, fake_prior):
         if self.adversarial == "hinge":
@@ -530,7 +562,7 @@ class LrLiVAE(base.Method):
             x_f = self.decoder.apply({"params": params["decoder"]},
                                      jnp.concatenate([z_s, z_u_rec], axis=-1))
             l_rec = jnp.mean(reconstruction(x, x_f, self.rec_reduction))
-            total = (self.w_rec * l_rec + self.w_lkd * l_lkd + self.w_kl * l_kl
+            total = (self.w_rec * l_rec + self.w_lkd_e2e * l_lkd + self.w_kl * l_kl
                      + self.w_e_adv * l_e_adv + l_c_adv)
             out = {"loss/reconstruction": l_rec, "loss/lkd": l_lkd, "loss/kl": l_kl,
                    "loss/encoder_adversarial": l_e_adv, "loss/latent_adversary": l_c_adv,
@@ -575,7 +607,8 @@ class LrLiVAE(base.Method):
                   **{p: states[p].params for p in players if p != "encoder_s"}}
         grads, (out, d_stats) = jax.grad(objective, has_aux=True)(params)
         new = dict(states, mixture=mix)
-        new["encoder_s"] = base.apply_updates(enc_s, self.tx("encoder_s"), grads["encoder_s"])
+        new["encoder_s"] = base.apply_updates(enc_s, self.tx("encoder_s"), grads["encoder_s"],
+                                              opt_state_key="end_to_end")
         for p in players[1:]:
             new[p] = base.apply_updates(states[p], self.tx(p), grads[p],
                                         batch_stats=d_stats if p == "discriminator" else None)
