@@ -122,4 +122,4 @@ def auxiliary_classifier_config(method: str, arg: str) -> ml_collections.ConfigD
 
 
 def get_config(arg: str = "celeba") -> ml_collections.ConfigDict:
-    return apply_preset(ccvae_config("ccvae"), arg)
+    return configlib.keep_keys_the_method_reads(apply_preset(ccvae_config("ccvae"), arg))

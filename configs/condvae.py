@@ -14,4 +14,5 @@ csvae = configlib.sibling_config(__file__, "csvae.py")
 
 
 def get_config(preset: str = "celeba_glasses"):
-    return csvae.apply_preset(csvae.family_config("condvae"), preset or "celeba_glasses")
+    c = csvae.apply_preset(csvae.family_config("condvae"), preset or "celeba_glasses")
+    return configlib.keep_keys_the_method_reads(c)

@@ -138,4 +138,5 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
 
 
 def get_config(preset: str = "celeba_glasses") -> ml_collections.ConfigDict:
-    return apply_preset(family_config("csvae"), preset or "celeba_glasses")
+    c = apply_preset(family_config("csvae"), preset or "celeba_glasses")
+    return configlib.keep_keys_the_method_reads(c)

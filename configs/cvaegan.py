@@ -14,5 +14,16 @@ LEADERBOARD_PRESET = "synthetic"
 lrlivae = configlib.sibling_config(__file__, "lrlivae.py")
 
 
+# Lr-LiVAE presets that change only what cvaegan does not read (the pixel discriminator, the
+# adversarial loss, the reference code's Lr-LiVAE weights and batch reuse): under this method
+# they would train the plain preset's model under another name.
+MEANINGLESS = ("synthetic_reference", "synthetic_nogan", "identities_reference",
+               "identities_hinge", "identities_nogan")
+
+
 def get_config(preset: str = "synthetic"):
-    return lrlivae.apply_preset(lrlivae.family_config("cvaegan"), preset or "synthetic")
+    if preset in MEANINGLESS:
+        raise ValueError(f"--config: preset {preset!r} changes only Lr-LiVAE settings that "
+                         f"cvaegan does not read; use {preset.split('_')[0]!r}")
+    c = lrlivae.apply_preset(lrlivae.family_config("cvaegan"), preset or "synthetic")
+    return configlib.keep_keys_the_method_reads(c)

@@ -21,4 +21,5 @@ ifcvaegan = configlib.sibling_config(__file__, "ifcvaegan.py")
 
 
 def get_config(preset: str = "celeba_smiling"):
-    return ifcvaegan.apply_preset(ifcvaegan.family_config("cvaegan_naive"), preset)
+    c = ifcvaegan.apply_preset(ifcvaegan.family_config("cvaegan_naive"), preset)
+    return configlib.keep_keys_the_method_reads(c)

@@ -135,4 +135,4 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
 
 
 def get_config(preset: str = "celeba_smiling") -> ml_collections.ConfigDict:
-    return apply_preset(family_config("ifcvaegan"), preset)
+    return configlib.keep_keys_the_method_reads(apply_preset(family_config("ifcvaegan"), preset))

@@ -119,4 +119,5 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
 
 
 def get_config(preset: str = "celeba_eye") -> ml_collections.ConfigDict:
-    return apply_preset(introvac_config(introspective=True), preset or "celeba_eye")
+    c = apply_preset(introvac_config(introspective=True), preset or "celeba_eye")
+    return configlib.keep_keys_the_method_reads(c)

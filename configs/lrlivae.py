@@ -206,4 +206,5 @@ def apply_preset(c: ml_collections.ConfigDict, preset: str) -> ml_collections.Co
 
 
 def get_config(preset: str = "synthetic") -> ml_collections.ConfigDict:
-    return apply_preset(family_config("lrlivae"), preset or "synthetic")
+    c = apply_preset(family_config("lrlivae"), preset or "synthetic")
+    return configlib.keep_keys_the_method_reads(c)

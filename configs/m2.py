@@ -15,4 +15,4 @@ PRESETS = ccvae.PRESETS
 
 
 def get_config(arg: str = "celeba"):
-    return ccvae.auxiliary_classifier_config("m2", arg)
+    return configlib.keep_keys_the_method_reads(ccvae.auxiliary_classifier_config("m2", arg))

@@ -21,4 +21,4 @@ def get_config(preset: str = "celeba_eye"):
         c.optim[player].schedule.kind = "constant"
     if preset in (None, "", "celeba_eye", "celeba_facial", "celeba_eyefacial"):
         c.num_epochs = 600.0
-    return c
+    return configlib.keep_keys_the_method_reads(c)

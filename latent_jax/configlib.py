@@ -31,6 +31,15 @@ def sibling_config(config_file: str, name: str) -> types.ModuleType:
     return module
 
 
+def keep_keys_the_method_reads(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`c` without the keys of `c.method`'s blocks that it does not read (a family's config
+    files share presets between methods; `methods.base.check_config_keys` refuses such keys):
+    every config file's `get_config` ends with it."""
+    from latent_jax.methods import base   # pylint: disable=import-outside-toplevel
+    import latent_jax.methods   # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    return base.drop_unread_config_keys(c)
+
+
 def base_config() -> ml_collections.ConfigDict:
     from latent_jax.data.pipeline import default_data_config
     from latent_jax.evaluate.report import default_eval_config

@@ -348,7 +348,8 @@ def _flag_error_line(e: BaseException, argv) -> str:
         name = (quoted[-1] if quoted else text.strip("\"'")).split(".")[-1]
         for key in _override_keys(argv):
             if key.split(".")[-1] == name:
-                return f"--config.{key}: no such key in the config"
+                return (f"--config.{key}: no such key in the config (its method does not read "
+                        "it, or it is misspelt)")
         return f"--config: no such key {name!r} in the config"
     if "No such file or directory" in text or "Failed loading config file" in text:
         path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")

@@ -254,6 +254,8 @@ class Experiment:
         """Refuses a checkpoint written with a config that this run cannot continue; logs the
         changes that are safe (training length, logging, evaluation, ...)."""
         current = json.loads(_config_json(self.config))
+        # Keys the method never read (kept by configs of earlier versions) changed nothing.
+        saved = methods.base.drop_unread_config_keys(json.loads(json.dumps(saved)))
         safe_keys = configlib.RESUME_SAFE_KEYS + tuple(self.method.resume_safe_keys)
         unsafe, safe = configlib.config_differences(saved, current, safe_keys)
         if unsafe:
@@ -637,7 +639,10 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
     if not path.exists():
         raise errors.NoCheckpointError(f"--workdir: no {CONFIG_FILE} in {workdir}; train first "
                                        "(--mode=train)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    # Without the keys its method does not read, which configs of earlier versions carried
+    # (they changed nothing; `methods.base.check_config_keys` refuses them now).
+    return methods.base.drop_unread_config_keys(
+        ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
 def load_for_inference(config: ml_collections.ConfigDict, workdir: str):

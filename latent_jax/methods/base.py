@@ -126,6 +126,15 @@ class Method(abc.ABC):
     #: resume with them changed; added to `configlib.RESUME_SAFE_KEYS`.
     resume_safe_keys: tuple[str, ...] = ()
 
+    #: Every key the method reads ('loss.alpha', 'train.n_gm', ...) in `config.loss`,
+    #: `config.model` and its own top-level blocks (those `configlib.base_config` does not
+    #: have: 'train', 'edit', 'introspection', ...); `model.compute_dtype` and `model.remat`
+    #: are every method's. Any other key there is refused (`check_config_keys`), so that a
+    #: setting a method ignores cannot train the same model under another name; the configs
+    #: drop the keys of a family's other methods (`drop_unread_config_keys`), and
+    #: tests/test_method_contract.py checks that each declared key is read.
+    config_keys: frozenset = frozenset()
+
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         self.config = config
         self.remat = bool((config.get("model") or {}).get("remat", False))
@@ -345,8 +354,55 @@ def method_class(name: str):
     return _REGISTRY[name]
 
 
+EVERY_METHOD_READS = frozenset({"model.compute_dtype", "model.remat"})
+
+
+def _method_blocks(config) -> list[str]:
+    """The config blocks whose keys a method must read: loss, model and every top-level key the
+    shared base config does not have."""
+    from latent_jax import configlib   # pylint: disable=import-outside-toplevel
+    shared = set(configlib.base_config().keys())
+    return ["loss", "model"] + sorted(k for k in config.keys() if k not in shared)
+
+
+def unread_config_keys(config) -> list[str]:
+    """The dotted keys in the method's blocks of `config` (a ConfigDict or a dict) that
+    `config.method` does not read (`Method.config_keys`)."""
+    declared = method_class(config["method"]).config_keys | EVERY_METHOD_READS
+    out = []
+    for block in _method_blocks(config):
+        value = config.get(block) if block in config else None
+        keys = [f"{block}.{k}" for k in value.keys()] if hasattr(value, "keys") else (
+            [block] if block in config and block not in ("loss", "model") else [])
+        out += [k for k in keys if k not in declared and k.split(".")[0] + "." not in declared]
+    return out
+
+
+def check_config_keys(config) -> None:
+    """ConfigError naming the first key of the config that its method does not read."""
+    unread = unread_config_keys(config)
+    if unread:
+        more = f" (and {', '.join(unread[1:])})" if len(unread) > 1 else ""
+        raise ConfigError(f"config.{unread[0]}: method {config['method']!r} does not read it"
+                          f"{more}; remove it or use a method that does")
+
+
+def drop_unread_config_keys(config):
+    """Removes (in place) the keys `check_config_keys` would refuse, and returns the config: for
+    a family's config files (which share presets between methods) and for configs saved by runs
+    of earlier versions (a key the method never read changed nothing)."""
+    for key in unread_config_keys(config):
+        block, _, name = key.partition(".")
+        if name:
+            del config[block][name]
+        else:
+            del config[block]
+    return config
+
+
 def get_method(config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int) -> Method:
-    """Builds the method named by `config.method`."""
+    """Builds the method named by `config.method`, refusing keys it does not read."""
+    check_config_keys(config)
     return method_class(config.method)(config, data_spec, steps_per_epoch)
 
 

@@ -119,10 +119,6 @@ class _Conditional(base.Method):
             conv.check_channels(self.image_shape[0], channels)
         self.encoder = ConditionalEncoder(self.dz, channels, int(m.top), self.hidden)
         self.decoder = make_decoder(self.image_shape, channels, int(m.top), self.hidden)
-        self.rec_reduction = str(config.loss.reconstruction_reduction)
-        if self.rec_reduction not in ("half_sum", "mean"):
-            raise ConfigError("config.loss.reconstruction_reduction: 'half_sum' or 'mean', got "
-                              f"{self.rec_reduction!r}")
 
     def onehot(self, c):
         return jax.nn.one_hot(c, self.classes.num_classes, dtype=jnp.float32)
@@ -191,8 +187,19 @@ class _Conditional(base.Method):
 class CVAE(_Conditional):
     """Sohn et al.'s conditional VAE."""
 
+    # The config keys it reads (base.Method.config_keys): none of Lr-LiVAE's GAN, mixture or
+    # GM-step settings, and its edits take no strength.
+    config_keys = frozenset({
+        "loss.cvae_kl", "loss.reconstruction", "loss.reconstruction_reduction", "model.channels",
+        "model.kind", "model.mlp_hidden", "model.top", "model.z_s_dim",
+        "model.z_u_dim"})
+
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)
+        self.rec_reduction = str(config.loss.reconstruction_reduction)
+        if self.rec_reduction not in ("half_sum", "mean"):
+            raise ConfigError("config.loss.reconstruction_reduction: 'half_sum' or 'mean', got "
+                              f"{self.rec_reduction!r}")
         self.w_rec = float(config.loss.reconstruction)
         self.w_kl = float(config.loss.cvae_kl)
 
@@ -247,6 +254,13 @@ class CVAE(_Conditional):
 @base.register("cvaegan")
 class CVAEGAN(_Conditional):
     """Bao et al.'s CVAE-GAN (encoder, generator, discriminator, classifier)."""
+
+    # The config keys it reads (base.Method.config_keys): Bao et al.'s weights; none of
+    # Lr-LiVAE's reconstruction, GAN, mixture or GM-step settings.
+    config_keys = frozenset({
+        "loss.cvaegan_kl", "loss.cvaegan_mean_c", "loss.cvaegan_mean_d", "loss.cvaegan_pairwise",
+        "model.channels", "model.discriminator_channels", "model.kind", "model.mlp_hidden",
+        "model.top", "model.z_s_dim", "model.z_u_dim"})
 
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)

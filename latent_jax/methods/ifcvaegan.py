@@ -178,6 +178,12 @@ class IFcVAEGAN(base.Method):
     capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY, base.CODE_SPLIT})
     with_auxiliary = True
 
+    # The config keys it reads (base.Method.config_keys; the naive model's too).
+    config_keys = frozenset({
+        "loss.alpha", "loss.aux", "loss.beta", "loss.class_hat_grad",
+        "loss.class_hat_target", "loss.delta", "loss.generator", "loss.reduction",
+        "loss.rho", "model.auxiliary_hidden", "model.channels", "model.latent_dim"})
+
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)
         if not self.label_names:

@@ -74,6 +74,13 @@ class IntroVAC(base.Method):
     resume_safe_keys = ("edit.", "langevin.")
     capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY})
 
+    # The config keys it reads (base.Method.config_keys).
+    config_keys = frozenset({
+        "edit.strength", "edit.strength_multi", "introspection.enabled", "introspection.pretrain_epochs",
+        "introspection.reencode", "langevin.num_steps", "langevin.reject", "langevin.step_size",
+        "loss.adversarial_decoder", "loss.adversarial_encoder", "loss.classification", "loss.kl",
+        "loss.reconstruction", "model.channels", "model.latent_dim"})
+
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         super().__init__(config, data_spec, steps_per_epoch)
         m = config.model
@@ -309,6 +316,12 @@ class IntroVAC(base.Method):
 @base.register("vac")
 class VAC(IntroVAC):
     """VAC (Sec. 3, Eq. 5): IntroVAC without the introspective adversarial game."""
+
+    # No adversarial phase: no adversarial weights, no pre-training length.
+    config_keys = frozenset({
+        "edit.strength", "edit.strength_multi", "introspection.enabled", "introspection.reencode",
+        "langevin.num_steps", "langevin.reject", "langevin.step_size", "loss.classification",
+        "loss.kl", "loss.reconstruction", "model.channels", "model.latent_dim"})
 
     def __init__(self, config, data_spec, steps_per_epoch):
         if config.introspection.enabled:
