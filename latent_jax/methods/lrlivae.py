@@ -75,7 +75,7 @@ Semi-supervised (Sec. 3.6): rows with `labeled` False (the pipeline's mask) take
 prior N(mu_t, Sigma_t) of Eq. 11 in L_lkd, and L_GM, L_E^adv, L_C^adv and the pixel-GAN terms on
 x (which need a class) skip them.
 
-Capabilities (and `attribute_grid`, Figure 4's "fix z_u, vary z_s"): `sample(y)`:
+Capabilities (and `attribute_grid`: "fix z_u, vary z_s" across classes, not Figure 4(a)): `sample(y)`:
 z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I), accepted where the mixture
 posterior of the re-encoded sample is c. `classify`: the mixture posterior q(c|z_s) marginalised
 per label (binary: a logit; categorical: the predicted class). `edit`: the source class is the
@@ -671,8 +671,9 @@ class LrLiVAE(base.Method):
         return means[dst] + jnp.exp(0.5 * log_var[dst]) * offset
 
     def attribute_grid(self, states, x, label, n):
-        """Figure 4's "fix z_u, vary z_s": per image, the input, its reconstruction, then n - 2
-        decodes with z_u fixed at its mean and z_s moved along label `label`: a binary label
+        """Fix z_u, vary z_s across classes (not Figure 4(a), which varies random codes within
+        a class under a random z_u; docs/methods.md): per image, the input, its
+        reconstruction, then n - 2 decodes with z_u fixed at its mean and z_s moved along label `label`: a binary label
         from its class-0 to its class-1 Gaussian (the other labels as the mixture posterior
         reads them), a categorical one through its first n - 2 classes. [B, n, H, W, C]."""
         z_s = self.encoder_s.apply(states["encoder_s"].variables, x)
