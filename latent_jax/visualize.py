@@ -51,7 +51,25 @@ def make_grids(method, states, images, labels, rng, strength=None) -> dict[str, 
         grids["samples"] = imageio.labelled_grid(srows, slabels, min_cell=64)
     grids.update(attribute_grids(method, states, x))
     grids.update(code_split_grids(method, states, x))
+    grids.update(class_interpolation_grids(method, states, jax.random.fold_in(rng, 10_000)))
     return grids
+
+
+def class_interpolation_grids(method, states, rng, rows: int = 6, n: int = 7
+                              ) -> dict[str, np.ndarray]:
+    """`class_interpolation`: the first `rows` classes (rows), n random codes interpolated
+    within each under one random label-irrelevant code (columns; Lr-LiVAE's Figure 4(a)), for
+    methods that declare it (`{}` otherwise)."""
+    if not method.has("class_interpolation") or len(method.image_shape) != 3:
+        return {}
+    num = int(getattr(getattr(method, "classes", None), "num_classes", 0) or 0)
+    classes = jnp.arange(min(rows, num) if num else rows)
+    g = jit_once(method, ("grid/class_interpolation", len(classes), n), lambda: jax.jit(
+        lambda s, r: method.class_interpolation(s, r, classes, n)))(states, rng)
+    g = np.asarray(g)
+    return {"class_interpolation": imageio.labelled_grid(
+        list(g), [f"class {int(c)}" for c in classes], [f"z({j})" for j in range(n)],
+        min_cell=64)}
 
 
 def code_split_grids(method, states, images, n: int = 5, sweep_dims: int = 6,

@@ -40,6 +40,10 @@ ATTRIBUTE_GRID = "attribute_grid"  # attribute_grid(states, x, label: int, n)
 ATTRIBUTE_GRID_PAIR = "attribute_grid_pair"  # attribute_grid(states, x, (a, b), n)
 WALK = "walk"                      # latent_walk(states, x, label, num_steps), latent_walk_pair
 INTERVENE = "intervene"            # intervene(states, x, label, value)
+# class_interpolation(states, rng, classes [R], n) -> [R, n, H, W, C]: per class, decodes of
+# random codes interpolated within the class under one random label-irrelevant code
+# (Lr-LiVAE's Figure 4(a)).
+CLASS_INTERPOLATION = "class_interpolation"
 # relevant_code_mask() -> bool [d]: which coordinates of encode()'s code carry the labels (Lr-LiVAE's
 # z_s, CSVAE's w, IFcVAEGAN's y_hat, cVAE's one-hot); the rest is the label-irrelevant code.
 # Gives swap() (Lr-LiVAE's Figure 6) and sweep() (its Figure 5), written once here.
@@ -50,6 +54,7 @@ _CAPABILITY_FUNCTIONS = {
     LABEL_CODES: ("label_codes",), ATTRIBUTE_GRID: ("attribute_grid",),
     ATTRIBUTE_GRID_PAIR: ("attribute_grid",), WALK: ("latent_walk", "latent_walk_pair"),
     INTERVENE: ("intervene",), CODE_SPLIT: ("relevant_code_mask",),
+    CLASS_INTERPOLATION: ("class_interpolation",),
 }
 KNOWN_CAPABILITIES = frozenset(_CAPABILITY_FUNCTIONS)
 

@@ -75,7 +75,7 @@ Semi-supervised (Sec. 3.6): rows with `labeled` False (the pipeline's mask) take
 prior N(mu_t, Sigma_t) of Eq. 11 in L_lkd, and L_GM, L_E^adv, L_C^adv and the pixel-GAN terms on
 x (which need a class) skip them.
 
-Capabilities (and `attribute_grid`: "fix z_u, vary z_s" across classes, not Figure 4(a)): `sample(y)`:
+Capabilities (`attribute_grid`: "fix z_u, vary z_s" across classes; `class_interpolation`: Figure 4(a)): `sample(y)`:
 z_s ~ N(mu_c, Sigma_c), z_u ~ N(0, I), accepted where the mixture
 posterior of the re-encoded sample is c. `classify`: the mixture posterior q(c|z_s) marginalised
 per label (binary: a logit; categorical: the predicted class). `edit`: the source class is the
@@ -365,7 +365,7 @@ class LrLiVAE(base.Method):
     """Lr-LiVAE; `model.pixel_discriminator=False` is the VAE without the pixel GAN."""
 
     capabilities = frozenset({base.EDIT, base.SAMPLE, base.CLASSIFY, base.ATTRIBUTE_GRID,
-                              base.CODE_SPLIT})
+                              base.CODE_SPLIT, base.CLASS_INTERPOLATION})
     resume_safe_keys = ("edit.",)
 
     # The config keys it reads (base.Method.config_keys); model.mlp_hidden with kind 'mlp'.
@@ -671,8 +671,8 @@ class LrLiVAE(base.Method):
         return means[dst] + jnp.exp(0.5 * log_var[dst]) * offset
 
     def attribute_grid(self, states, x, label, n):
-        """Fix z_u, vary z_s across classes (not Figure 4(a), which varies random codes within
-        a class under a random z_u; docs/methods.md): per image, the input, its
+        """Fix z_u, vary z_s across classes (Figure 4(a), random codes within a class under a
+        random z_u, is `class_interpolation`): per image, the input, its
         reconstruction, then n - 2 decodes with z_u fixed at its mean and z_s moved along label `label`: a binary label
         from its class-0 to its class-1 Gaussian (the other labels as the mixture posterior
         reads them), a categorical one through its first n - 2 classes. [B, n, H, W, C]."""
@@ -694,6 +694,23 @@ class LrLiVAE(base.Method):
         decodes = [self.decode(states, jnp.concatenate([z, mu_u], -1)) for z in codes]
         recon = self.decode(states, jnp.concatenate([z_s, mu_u], -1))
         return jnp.stack([x, recon] + decodes, axis=1)[:, :n]
+
+    def class_interpolation(self, states, rng, classes, n):
+        """Figure 4(a) (Sec. 4.3): one random z_u ~ N(0, I) for the whole grid, two random codes
+        z1, z2 ~ N(0, I) of z_s's size, and for each class c (a row) the decodes of
+        z^(i) * sigma_c + mu_c, z^(i) from z1 to z2 in n steps (a column shares z^(i)): what
+        varies within a class. `classes` [R] are joint class indices. [R, n, H, W, C]."""
+        means, log_var = self._mixture(states)
+        k_u, k_1, k_2 = jax.random.split(rng, 3)
+        z_u = jax.random.normal(k_u, (1, self.du))
+        z1, z2 = (jax.random.normal(k, (self.ds,)) for k in (k_1, k_2))
+        t = jnp.linspace(0.0, 1.0, n)[:, None]
+        path = (1.0 - t) * z1 + t * z2                                       # [n, ds]
+        z_s = path[None] * jnp.exp(0.5 * log_var[classes])[:, None] + means[classes][:, None]
+        codes = jnp.concatenate([z_s.reshape(-1, self.ds),
+                                 jnp.broadcast_to(z_u, (z_s.shape[0] * n, self.du))], -1)
+        images = self.decode(states, codes)
+        return images.reshape((len(classes), n) + images.shape[1:])
 
     def sample(self, states, rng, y):
         c = self.classes.index(y)
