@@ -23,12 +23,14 @@ def tiny_config(method="ccvae", fraction=0.5, **extra):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = mod.get_config(f"synthetic,{fraction}")
+    if "num_classifier_samples" in c.loss:    # M2 reads no classifier sampling (config_keys)
+        c.loss.num_classifier_samples = 7
     c.update_from_flattened_dict({
         "data.image_size": 16, "data.labels": LABELS, "data.synthetic.num_train": 64,
         "data.synthetic.num_validation": 16, "data.synthetic.num_test": 16,
         "data.read_threads": 0, "data.prefetch": 0,
         "model.channels": (8, 16), "model.top": 16, "model.free_dims": 3,
-        "loss.num_classifier_samples": 7, "batch_size": 8, "num_steps": 6,
+        "batch_size": 8, "num_steps": 6,
         "evaluate_at_end": False, "log_every_steps": 1, "checkpoint.every_steps": 2,
         "checkpoint.asynchronous": False, "grid_size": 2, **extra})
     return c
