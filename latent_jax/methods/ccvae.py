@@ -190,6 +190,7 @@ class _OneModelMethod(base.Method):
 @base.register("ccvae")
 class CCVAE(_OneModelMethod):
     """CCVAE; `DIVA` overrides the supervised bound."""
+
     # The config keys it reads (base.Method.config_keys).
     config_keys = frozenset({
         "edit.strength", "loss.num_classifier_samples", "loss.weighted_kl", "model.channels",
@@ -445,11 +446,11 @@ class CCVAE(_OneModelMethod):
 class DIVA(CCVAE):
     """Adapted DIVA (report App. A.3): CCVAE's networks with DIVA's supervised bound and
     auxiliary classifier weight `loss.classifier_weight` (alpha_y)."""
+
     # CCVAE's and the auxiliary classifier's weight.
     config_keys = frozenset({
-        "edit.strength", "loss.classifier_weight", "loss.num_classifier_samples", "loss.weighted_kl",
-        "model.channels", "model.free_dims", "model.label_dims", "model.top"})
-
+        "edit.strength", "loss.classifier_weight", "loss.num_classifier_samples",
+        "loss.weighted_kl", "model.channels", "model.free_dims", "model.label_dims", "model.top"})
 
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)
@@ -499,6 +500,7 @@ class M2Model(nn.Module):
 @base.register("m2")
 class M2(_OneModelMethod):
     """M2 (Kingma et al. 2014) as derived in the report's App. A.1; see the module docstring."""
+
     # The config keys it reads (base.Method.config_keys); its edits take no strength.
     config_keys = frozenset({
         "loss.classifier_weight", "model.channels", "model.free_dims", "model.label_dims",

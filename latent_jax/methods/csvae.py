@@ -419,12 +419,13 @@ def _edit_targets(changes, y_src, strength):
 @base.register("vae")
 class VAE(LatentSubspaceFamily):
     """VAE (Sec. 3.1); edits by latent arithmetic with class means (Sec. 4.3)."""
+
     # The config keys it reads (base.Method.config_keys); model.mlp_hidden with kind 'mlp'.
     config_keys = frozenset({
         "edit.stats_momentum", "edit.strength", "loss.decoder_std", "loss.kl_z",
         "loss.likelihood", "loss.reconstruction", "model.channels", "model.head_hidden",
-        "model.hidden", "model.kind", "model.mlp_hidden", "model.upsample",
-        "model.w_dim", "model.z_dim"})
+        "model.hidden", "model.kind", "model.mlp_hidden", "model.upsample", "model.w_dim",
+        "model.z_dim"})
 
 
     label_dependent = False
@@ -468,12 +469,13 @@ class VAE(LatentSubspaceFamily):
 @base.register("condvae")
 class CondVAE(LatentSubspaceFamily):
     """CondVAE (Sec. 3.2): encoder and decoder conditioned on y."""
+
     # The config keys it reads (base.Method.config_keys); model.mlp_hidden with kind 'mlp'.
     config_keys = frozenset({
         "edit.stats_momentum", "edit.strength", "loss.decoder_std", "loss.kl_z",
         "loss.likelihood", "loss.reconstruction", "model.channels", "model.head_hidden",
-        "model.hidden", "model.kind", "model.mlp_hidden", "model.upsample",
-        "model.w_dim", "model.z_dim"})
+        "model.hidden", "model.kind", "model.mlp_hidden", "model.upsample", "model.w_dim",
+        "model.z_dim"})
 
 
     encoder_sees_y = True
@@ -514,13 +516,13 @@ class CondVAE(LatentSubspaceFamily):
 @base.register("condvae_info")
 class CondVAEInfo(CondVAE):
     """CondVAE-info (Sec. 3.3): q(z|x) without y, p(x|z,y), adversary r(z) -> y, Eq. 3."""
+
     # CondVAE's keys and its adversary's.
     config_keys = frozenset({
         "edit.stats_momentum", "edit.strength", "loss.adversary", "loss.decoder_std",
         "loss.encoder_adversarial", "loss.kl_z", "loss.likelihood", "loss.reconstruction",
         "model.adversary_hidden", "model.channels", "model.head_hidden", "model.hidden",
-        "model.kind", "model.mlp_hidden", "model.upsample", "model.w_dim",
-        "model.z_dim"})
+        "model.kind", "model.mlp_hidden", "model.upsample", "model.w_dim", "model.z_dim"})
 
 
     encoder_sees_y = False
@@ -534,14 +536,15 @@ class CondVAEInfo(CondVAE):
 @base.register("csvae")
 class CSVAE(LatentSubspaceFamily):
     """CSVAE (Sec. 4): Z x W with one subspace W_i per label, M2 and N with an adversary."""
+
     # The config keys it reads (base.Method.config_keys); model.mlp_hidden with kind 'mlp'.
     config_keys = frozenset({
         "edit.grid_radius", "edit.stats_momentum", "edit.strength", "loss.adversary",
         "loss.decoder_std", "loss.encoder_adversarial", "loss.kl_w", "loss.kl_z",
         "loss.likelihood", "loss.reconstruction", "model.adversary_hidden", "model.channels",
-        "model.head_hidden", "model.hidden", "model.kind", "model.mlp_hidden",
-        "model.upsample", "model.w_dim", "model.z_dim", "prior.negative_mean",
-        "prior.negative_std", "prior.positive_mean", "prior.positive_std"})
+        "model.head_hidden", "model.hidden", "model.kind", "model.mlp_hidden", "model.upsample",
+        "model.w_dim", "model.z_dim", "prior.negative_mean", "prior.negative_std",
+        "prior.positive_mean", "prior.positive_std"})
 
 
     capabilities = frozenset({base.EDIT, base.SAMPLE, base.ATTRIBUTE_GRID,

@@ -191,8 +191,7 @@ class CVAE(_Conditional):
     # GM-step settings, and its edits take no strength.
     config_keys = frozenset({
         "loss.cvae_kl", "loss.reconstruction", "loss.reconstruction_reduction", "model.channels",
-        "model.kind", "model.mlp_hidden", "model.top", "model.z_s_dim",
-        "model.z_u_dim"})
+        "model.kind", "model.mlp_hidden", "model.top", "model.z_s_dim", "model.z_u_dim"})
 
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)

@@ -180,9 +180,9 @@ class IFcVAEGAN(base.Method):
 
     # The config keys it reads (base.Method.config_keys; the naive model's too).
     config_keys = frozenset({
-        "loss.alpha", "loss.aux", "loss.beta", "loss.class_hat_grad",
-        "loss.class_hat_target", "loss.delta", "loss.generator", "loss.reduction",
-        "loss.rho", "model.auxiliary_hidden", "model.channels", "model.latent_dim"})
+        "loss.alpha", "loss.aux", "loss.beta", "loss.class_hat_grad", "loss.class_hat_target",
+        "loss.delta", "loss.generator", "loss.reduction", "loss.rho", "model.auxiliary_hidden",
+        "model.channels", "model.latent_dim"})
 
     def __init__(self, config, data_spec, steps_per_epoch):
         super().__init__(config, data_spec, steps_per_epoch)

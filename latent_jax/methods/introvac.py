@@ -76,10 +76,11 @@ class IntroVAC(base.Method):
 
     # The config keys it reads (base.Method.config_keys).
     config_keys = frozenset({
-        "edit.strength", "edit.strength_multi", "introspection.enabled", "introspection.pretrain_epochs",
-        "introspection.reencode", "langevin.num_steps", "langevin.reject", "langevin.step_size",
-        "loss.adversarial_decoder", "loss.adversarial_encoder", "loss.classification", "loss.kl",
-        "loss.reconstruction", "model.channels", "model.latent_dim"})
+        "edit.strength", "edit.strength_multi", "introspection.enabled",
+        "introspection.pretrain_epochs", "introspection.reencode", "langevin.num_steps",
+        "langevin.reject", "langevin.step_size", "loss.adversarial_decoder",
+        "loss.adversarial_encoder", "loss.classification", "loss.kl", "loss.reconstruction",
+        "model.channels", "model.latent_dim"})
 
     def __init__(self, config: ml_collections.ConfigDict, data_spec, steps_per_epoch: int):
         super().__init__(config, data_spec, steps_per_epoch)

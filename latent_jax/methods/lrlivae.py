@@ -370,12 +370,13 @@ class LrLiVAE(base.Method):
 
     # The config keys it reads (base.Method.config_keys); model.mlp_hidden with kind 'mlp'.
     config_keys = frozenset({
-        "edit.strength", "loss.adversarial", "loss.encoder_adversarial", "loss.generator_adversarial",
-        "loss.kl", "loss.kl_reduction", "loss.lkd", "loss.lkd_end_to_end",
-        "loss.prior_classes", "loss.reconstruction", "loss.reconstruction_encoder_u", "loss.reconstruction_reduction",
-        "loss.spectral_norm", "model.adversary_hidden", "model.channels", "model.discriminator_channels",
-        "model.kind", "model.mlp_hidden", "model.pixel_discriminator", "model.top",
-        "model.z_s_dim", "model.z_u_dim", "train.fresh_batch", "train.n_gm"})
+        "edit.strength", "loss.adversarial", "loss.encoder_adversarial",
+        "loss.generator_adversarial", "loss.kl", "loss.kl_reduction", "loss.lkd",
+        "loss.lkd_end_to_end", "loss.prior_classes", "loss.reconstruction",
+        "loss.reconstruction_encoder_u", "loss.reconstruction_reduction", "loss.spectral_norm",
+        "model.adversary_hidden", "model.channels", "model.discriminator_channels", "model.kind",
+        "model.mlp_hidden", "model.pixel_discriminator", "model.top", "model.z_s_dim",
+        "model.z_u_dim", "train.fresh_batch", "train.n_gm"})
 
     @classmethod
     def batches_per_step(cls, config) -> int:
