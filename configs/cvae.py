@@ -1,4 +1,5 @@
-"""cvae (paper 002, Lr-LiVAE's baseline): the presets of configs/lrlivae.py with method 'cvae'.
+"""cvae (paper 002, Lr-LiVAE's baseline): the presets of configs/lrlivae.py with method 'cvae',
+less those that change only what it does not read or mix objectives (below).
 
 Same data, networks (encoder and decoder trunks; cvaegan's discriminator and classifier have the
 width of Lr-LiVAE's discriminator), total latent size (z_s_dim + z_u_dim), optimizers and

@@ -20,7 +20,8 @@ One config block per player (`config.optim.<player>`):
         it), and any of the keys above, which replace the player's for those parameters (the
         rest of the player's config applies to them too); parameters in no group keep the
         player's. Built with `optax.multi_transform`, so each group has its own optimizer
-        state (Lr-LiVAE's reference preset lowers only the mixture's log-variances' LR).
+        state (Lr-LiVAE's reference preset lowers only the mixture's log-variances' LR); a
+        `grad_clip_norm` then clips each group's gradients by their own norm.
 
 Schedules count this player's own optimizer updates: `make_optimizer` gets the player's updates
 per epoch (`steps_per_epoch * Method.updates_per_step(player)`, or per optimizer state of a

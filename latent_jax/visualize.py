@@ -63,7 +63,9 @@ def class_interpolation_grids(method, states, rng, rows: int = 6, n: int = 7
     if not method.has("class_interpolation") or len(method.image_shape) != 3:
         return {}
     num = int(getattr(getattr(method, "classes", None), "num_classes", 0) or 0)
-    classes = jnp.arange(min(rows, num) if num else rows)
+    if num < 1:
+        raise ValueError(f"{method.name}: class_interpolation needs `classes.num_classes`")
+    classes = jnp.arange(min(rows, num))
     g = jit_once(method, ("grid/class_interpolation", len(classes), n), lambda: jax.jit(
         lambda s, r: method.class_interpolation(s, r, classes, n)))(states, rng)
     g = np.asarray(g)

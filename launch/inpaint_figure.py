@@ -5,8 +5,9 @@ images, the masked inputs and every given run's inpainting, in one PNG.
         --workdir=runs/identities/cvaegan --out=docs/figures/identities_inpainting.png
 
 Each run's newest checkpoint and saved config (WORKDIR/config.json); the first `--num_images`
-images of the runs' test split (the runs must share the data config). Prints each run's MSE
-inside each mask on those images.
+images of the runs' test split (the runs must share the data config). The region is filled
+with mid-grey, and methods conditioned on the class (cVAE, cVAE-GAN) reconstruct at the true
+class, as in the evaluation reports. Prints each run's MSE inside each mask on those images.
 """
 
 from __future__ import annotations
@@ -35,11 +36,22 @@ def main(argv=None) -> int:
     from latent_jax.evaluate import inpaint
 
     loaded, data_cfg = train.load_runs_on_shared_data(args.workdir)
-    runs = [(f"{config.method} ({step} steps)", jax.jit(exp.method.reconstruct), states)
+    batches = list(pipeline.iterate_eval_batches(data_cfg, "test", args.num_images,
+                                                 max_examples=args.num_images))
+    keep = [np.asarray(b["mask"], bool) for b in batches]
+    x = np.concatenate([np.asarray(b["image"])[k] for b, k in zip(batches, keep)])
+    y = jnp.asarray(np.concatenate([np.asarray(b["label"], np.float32)[k]
+                                    for b, k in zip(batches, keep)]))
+
+    def reconstruct_fn(method):
+        """At the true class for a method conditioned on it (the report's protocol)."""
+        if method.reconstructs_given_labels:
+            f = jax.jit(method.reconstruct_given_labels)
+            return lambda s, im: f(s, im, y[:len(im)])
+        return jax.jit(method.reconstruct)
+
+    runs = [(f"{config.method} ({step} steps)", reconstruct_fn(exp.method), states)
             for config, exp, states, step in loaded]
-    x = np.concatenate([np.asarray(b["image"])[np.asarray(b["mask"], bool)] for b in
-                        pipeline.iterate_eval_batches(data_cfg, "test", args.num_images,
-                                                      max_examples=args.num_images)])
     rows, labels = [x], ["input"]
     for name in inpaint.MASK_NAMES:
         m = inpaint.mask(name, x.shape[1], str(data_cfg.name))

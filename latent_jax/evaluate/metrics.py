@@ -644,8 +644,14 @@ def evaluate_method(method, states, judge: Judge, data: EvalSet, *, batch_size: 
         f"sample {results['frechet']['frechet_judge_sample']:.3f}")
 
     t = time.time()
-    results["edit"] = edit_metrics(caps, judge, data, pred_orig, pred_recon, constituents,
-                                   recons)
+    # Edits start from what the method infers from the image (no label is given to an edit):
+    # compare them with the reconstruction made the same way.
+    edit_recons, edit_pred_recon = recons, pred_recon
+    if results["reconstruct_given_labels"]:
+        edit_recons = caps.reconstruct(data.images)
+        edit_pred_recon = judge.logits_and_features(edit_recons)[0] > 0
+    results["edit"] = edit_metrics(caps, judge, data, pred_orig, edit_pred_recon, constituents,
+                                   edit_recons)
     timing["edit"] = time.time() - t
     say(f"eval: edit success {results['edit']['edit_success']:.3f}, preservation "
         f"{results['edit']['edit_preservation']:.3f}")

@@ -215,6 +215,9 @@ class IFcVAEGAN(base.Method):
         if self.generator not in ("saturating", "non_saturating"):
             raise ConfigError("config.loss.generator: 'saturating' (Eq. 9-10) or "
                               f"'non_saturating' (the reference), got {self.generator!r}")
+        if "class_hat_grad" not in lo:
+            raise ConfigError("config.loss.class_hat_grad: missing: a run of a version before "
+                              "the authors' objective and decoder padding; retrain it")
         self.class_hat_grad = str(lo.class_hat_grad)
         if self.class_hat_grad not in ("all", "head"):
             raise ConfigError("config.loss.class_hat_grad: 'all' (Eq. 9-10: trunk, head and, "

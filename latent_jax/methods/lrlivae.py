@@ -414,7 +414,8 @@ class LrLiVAE(base.Method):
                               f"got {self.adversarial!r}")
         # SN is its own key (default True, as Miyato & Koyama's projection D and the
         # reference's); None, what configs saved before the key had a default hold, is the
-        # former coupling to the hinge loss, so that those runs restore as they were trained.
+        # former coupling to the hinge loss, so that such a config still builds the D it
+        # trained (its checkpoints predate the per-loss optimizer states and do not restore).
         spectral = lo.get("spectral_norm", None)
         spectral = self.adversarial == "hinge" if spectral is None else bool(spectral)
         self.discriminator = ProjectionDiscriminator(C, tuple(m.discriminator_channels),
