@@ -192,11 +192,12 @@ class Capabilities:
             interrupt.check()
             yield start, min(start + self.batch_size, n)
 
-    def _map_batches(self, fn, x: np.ndarray) -> list[np.ndarray]:
-        """`fn(states, batch)` over x in padded batches of `batch_size`; float32, padding cut."""
+    def _map_batches(self, fn, x: np.ndarray, *rows: np.ndarray) -> list[np.ndarray]:
+        """`fn(states, batch, *row_batches)` over x (and arrays `rows` of x's length, batched
+        alongside) in padded batches of `batch_size`; float32, padding cut."""
         out = []
         for a, b in self._batches(len(x)):
-            r = fn(self.states, _pad_to(x[a:b], self.batch_size))
+            r = fn(self.states, *(_pad_to(v[a:b], self.batch_size) for v in (x,) + rows))
             out.append(np.asarray(r, np.float32)[:b - a])
         return out
 
@@ -206,20 +207,12 @@ class Capabilities:
         if labels is None or self._reconstruct_labelled is None:
             out = self._map_batches(self._reconstruct, x)
         else:
-            labels = np.asarray(labels, np.float32)
-            out = [np.asarray(self._reconstruct_labelled(
-                self.states, _pad_to(x[a:b], self.batch_size),
-                _pad_to(labels[a:b], self.batch_size)), np.float32)[:b - a]
-                for a, b in self._batches(len(x))]
+            out = self._map_batches(self._reconstruct_labelled, x,
+                                    np.asarray(labels, np.float32))
         return np.concatenate(out) if out else np.zeros_like(x)
 
     def edit(self, x: np.ndarray, changes: np.ndarray) -> np.ndarray:
-        out = []
-        changes = np.asarray(changes, np.float32)
-        for a, b in self._batches(len(x)):
-            r = self._edit(self.states, _pad_to(x[a:b], self.batch_size),
-                           _pad_to(changes[a:b], self.batch_size))
-            out.append(np.asarray(r, np.float32)[:b - a])
+        out = self._map_batches(self._edit, x, np.asarray(changes, np.float32))
         return np.concatenate(out) if out else np.zeros_like(x)
 
     def sample(self, rng: jax.Array, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

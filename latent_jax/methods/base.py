@@ -13,6 +13,7 @@ The trainer (`latent_jax.train`) only knows players, never method names.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any, Callable, Mapping
 
 import flax
@@ -362,11 +363,16 @@ def method_class(name: str):
 EVERY_METHOD_READS = frozenset({"model.compute_dtype", "model.remat"})
 
 
+@functools.cache
+def _shared_top_level_keys() -> frozenset:
+    from latent_jax import configlib   # pylint: disable=import-outside-toplevel
+    return frozenset(configlib.base_config().keys())
+
+
 def _method_blocks(config) -> list[str]:
     """The config blocks whose keys a method must read: loss, model and every top-level key the
     shared base config does not have."""
-    from latent_jax import configlib   # pylint: disable=import-outside-toplevel
-    shared = set(configlib.base_config().keys())
+    shared = _shared_top_level_keys()
     return ["loss", "model"] + sorted(k for k in config.keys() if k not in shared)
 
 
