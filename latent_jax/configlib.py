@@ -68,6 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.grids_every_steps = 0      # 0: only with evaluation
     c.grid_size = 8              # test images per grid row
     c.log_every_steps = 50
+    # Training steps per call of the compiled program (a lax.scan over that many batches):
+    # the host's work per step (dispatch, metric sums, checks) divided by it, for devices
+    # whose steps take about as long as that work. The same training as 1. The logging,
+    # checkpoint, evaluation and grid intervals must be multiples of it.
+    c.steps_per_call = 1
     c.checkpoint = ml_collections.ConfigDict(dict(
         every_steps=1000,
         max_to_keep=3,
@@ -117,6 +122,22 @@ def adam(learning_rate: float, **kw) -> ml_collections.ConfigDict:
     return optim.default_optimizer_config(learning_rate, **kw)
 
 
+def _validate_steps_per_call(config: ml_collections.ConfigDict) -> None:
+    per_call = config.get("steps_per_call", 1)
+    if isinstance(per_call, bool) or not isinstance(per_call, int) or per_call < 1:
+        raise ConfigError(f"config.steps_per_call: must be an int >= 1, got {per_call!r}")
+    if per_call == 1:
+        return
+    intervals = {"log_every_steps": config.log_every_steps,
+                 "checkpoint.every_steps": config.checkpoint.every_steps,
+                 "eval_every_steps": config.eval_every_steps,
+                 "grids_every_steps": config.grids_every_steps}
+    bad = [f"config.{k}={int(v)}" for k, v in intervals.items() if int(v) % per_call]
+    if bad:
+        raise ConfigError(f"config.steps_per_call: {per_call} steps per call need intervals "
+                          f"that are multiples of it; not {', '.join(bad)}")
+
+
 def validate(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
     """Checks that need no data and no compilation. Raises ValueError naming the key."""
     from latent_jax import methods
@@ -142,6 +163,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None = None) -> N
             raise ConfigError(f"config.{key}: must not be negative, got {config[key]}")
     if int(config.checkpoint.every_steps) <= 0:
         raise ConfigError("config.checkpoint.every_steps: must be positive")
+    _validate_steps_per_call(config)
     if int(config.checkpoint.max_to_keep) <= 0:
         raise ConfigError("config.checkpoint.max_to_keep: must be positive")
     for name in config.optim.keys():
@@ -240,7 +262,7 @@ def check_writable_dir(directory, flag: str) -> None:
 # A key ending in '.' covers the whole block.
 RESUME_SAFE_KEYS = (
     "num_steps", "num_epochs", "budget.", "log_every_steps", "eval_every_steps",
-    "eval_at_fractions", "grids_every_steps",
+    "eval_at_fractions", "grids_every_steps", "steps_per_call",
     "grid_size", "evaluate_at_end", "checkpoint.", "eval.", "parallel.",
     "model.compute_dtype", "model.remat",
     "data.data_dir", "data.cache_dir", "data.num_workers", "data.read_threads", "data.prefetch",

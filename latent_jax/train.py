@@ -179,6 +179,8 @@ class Experiment:
         self._replicated = parallel.replicated(self.mesh)
         self._preview = None
         self._step_fns: dict[int, Any] = {}
+        self._train_fns: dict[tuple[int, int], Any] = {}
+        self.steps_per_call = int(config.get("steps_per_call", 1))
         self.restored_compute = compute_lib.Compute()   # of the checkpoint restored last
 
     def host_batch(self, it) -> dict:
@@ -192,6 +194,17 @@ class Experiment:
     def next_batch(self, it) -> dict:
         """`host_batch`, sharded over the mesh."""
         return parallel.shard_batch(self.host_batch(it), self.mesh)
+
+    def next_batches(self, it, n: int, first: dict | None = None) -> dict:
+        """The batches of the next `n` steps as `train_fn(phase, n)` takes them: `next_batch`
+        for one step, `n` of them stacked on a leading axis otherwise. `first`: a host batch
+        already taken from `it` (`host_batch`), the first of the `n`."""
+        parts = ([first] if first is not None else []) + [
+            self.host_batch(it) for _ in range(n - (first is not None))]
+        if n == 1:
+            return parallel.shard_batch(parts[0], self.mesh)
+        return parallel.shard_stacked_batches(
+            {key: np.stack([p[key] for p in parts]) for key in parts[0]}, self.mesh)
 
     def preview_batch(self) -> dict:
         """A fixed batch of test images for image grids."""
@@ -339,15 +352,19 @@ class Experiment:
         every device), so on a mesh of several devices the step is costed as one device would
         run it: a second compilation of the same step, for cost analysis only. On one device
         it is the compilation training uses."""
-        rng = jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype)
-        if self.mesh.devices.size == 1:
-            return compute_lib.step_cost(self.step_fn(phase), compute_lib.abstract(states),
-                                         compute_lib.abstract(batch), rng)
+        if self.mesh.devices.size == 1:   # the program training calls (one step per call)
+            on_mesh = lambda shape, dtype: jax.ShapeDtypeStruct(  # noqa: E731
+                shape, dtype, sharding=self._replicated)
+            return compute_lib.step_cost(
+                self.train_fn(phase, 1), compute_lib.abstract(states),
+                compute_lib.abstract(batch), on_mesh((), jnp.int32),
+                on_mesh(self.base_key.shape, self.base_key.dtype))
         device = jax.local_devices()[0]
         one = jax.sharding.SingleDeviceSharding(device)
         on_one = lambda tree: compute_lib.abstract(tree, sharding=one)  # noqa: E731
-        lowered = jax.jit(self._step_body(phase)).lower(on_one(states), on_one(batch),
-                                                        on_one(rng))
+        lowered = jax.jit(self._call_body(phase, 1)).lower(
+            on_one(states), on_one(batch), jax.ShapeDtypeStruct((), jnp.int32, sharding=one),
+            jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype, sharding=one))
         # No autotuning on GPUs: it would run the kernels at the global batch on one device
         # (memory that device may not have), and the FLOP count does not depend on it.
         options = ({"xla_gpu_autotune_level": 0} if device.platform in ("gpu", "cuda", "rocm")
@@ -362,13 +379,55 @@ class Experiment:
         return step
 
     def step_fn(self, phase: int):
-        """The jitted train step of one phase, with a finiteness flag (one per phase, so that
-        `plan`'s compilation is the one training uses)."""
+        """The jitted train step of one phase: `(states, batch, rng) -> (states, metrics,
+        finite)`, with a finiteness flag."""
         if phase not in self._step_fns:
             self._step_fns[phase] = jax.jit(
                 self._step_body(phase), donate_argnums=(0,),
                 out_shardings=(self._replicated, self._replicated, self._replicated))
         return self._step_fns[phase]
+
+    def train_fn(self, phase: int, n: int = 1):
+        """The jitted program the trainer calls: `n` consecutive steps of `phase` in one call,
+        `(states, batches, step, base_key) -> (states, metric_sums, finite, step + n)`.
+
+        `step` (int32) and `base_key` are device arrays, so that a call transfers nothing from
+        the host: step i's RNG is `fold_in(base_key, step + i)`, as in the one-step loop. With
+        `n > 1` the batches are stacked on a leading axis (`next_batches`) and the steps are a
+        `lax.scan`: the same step program, with the host's dispatch, metric sums and
+        finiteness checks once per call instead of once per step (`config.steps_per_call`).
+        `metric_sums` are the sums of the steps' metrics, `finite` whether every step's were
+        finite. One compilation per (phase, n); `plan` costs the `n = 1` one."""
+        if (phase, n) not in self._train_fns:
+            replicated = self._replicated
+            self._train_fns[(phase, n)] = jax.jit(
+                self._call_body(phase, n), donate_argnums=(0,),
+                out_shardings=(replicated, replicated, replicated, replicated))
+        return self._train_fns[(phase, n)]
+
+    def _call_body(self, phase: int, n: int):
+        """`train_fn`'s function, before jit."""
+        body = self._step_body(phase)
+
+        def one(states, batch, step, base_key):
+            return body(states, batch, jax.random.fold_in(base_key, step))
+
+        def run(states, batches, step, base_key):
+            if n == 1:
+                states, metrics, finite = one(states, batches, step, base_key)
+                return states, metrics, finite, step + 1
+
+            def scan_body(states, xs):
+                batch, i = xs
+                states, metrics, finite = one(states, batch, step + i, base_key)
+                return states, (metrics, finite)
+
+            states, (metrics, finite) = jax.lax.scan(
+                scan_body, states, (batches, jnp.arange(n, dtype=step.dtype)))
+            return (states, jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics),
+                    jnp.all(finite), step + n)
+
+        return run
 
 
 CONFIG_FILE = "config.json"   # the run's config, in its workdir
@@ -417,9 +476,12 @@ def _train(exp: Experiment) -> dict:
         logging.info("resuming from step %d", start_step)
     else:
         states = exp.init_states()
+    # The data iterator's position after the batches of the steps run so far: what a
+    # checkpoint saves (the iterator itself runs ahead by the batches already placed).
+    data_state = it.get_state()
     # The first batch gives the shapes to cost the steps with (and is then trained on).
-    pending = exp.next_batch(it)
-    costs = exp.plan(states, pending, start_step)
+    first = exp.host_batch(it)
+    costs = exp.plan(states, parallel.shard_batch(first, exp.mesh), start_step)
     total = exp.total_steps
     if exp.budget_note:
         logging.info("%s", exp.budget_note)
@@ -439,6 +501,18 @@ def _train(exp: Experiment) -> dict:
     if any(not 0.0 < f < 1.0 for f in fractions):
         raise ConfigError(f"config.eval_at_fractions: fractions in (0, 1), got {fractions}")
     eval_steps = {max(1, int(round(f * total))) for f in fractions}
+    # Steps per call of the compiled program (config.steps_per_call): a call ends where the
+    # host has work (logging, checkpoints, evaluations and grids, whose intervals are
+    # multiples of it; phase changes, evaluations at fractions, the end), so it never spans
+    # one.
+    per_call = exp.steps_per_call
+    boundaries = tuple(int(b) for b in method.phase_boundaries())
+
+    def call_length(at: int) -> int:
+        stops = [total, *(b for b in boundaries if b > at), *(s for s in eval_steps if s > at)]
+        stops += [(at // every + 1) * every for every in (log_every, ckpt_every, eval_every,
+                                                          grid_every) if every]
+        return max(1, min(per_call, min(stops) - at))
 
     mngr = exp.checkpointer()
     writer = lj_logging.MetricWriter(exp.workdir, purge_step=start_step or None)
@@ -447,7 +521,7 @@ def _train(exp: Experiment) -> dict:
     flag = _SignalFlag()
     is_writer = jax.process_index() == 0
     state_finite = jax.jit(_all_finite)
-    finite_so_far = jnp.array(True)
+    finite_so_far = parallel.replicate_host_value(True, exp.mesh)
     last_metrics: dict = {}
     step = start_step
     eval_result: dict = {}
@@ -473,7 +547,7 @@ def _train(exp: Experiment) -> dict:
                             "step": parallel.replicate_host_value(np.int32(at_step), exp.mesh),
                             "rng": parallel.replicate_host_value(jax.device_get(exp.base_key),
                                                                  exp.mesh)},
-                  {"iterator": _data_state_to_json(it.get_state()),
+                  {"iterator": _data_state_to_json(data_state),
                    "compute": spent.as_dict()}, config_json, force=force)
 
     failed = False
@@ -487,18 +561,30 @@ def _train(exp: Experiment) -> dict:
         sums: dict = {}
         counts: dict = {}
         t_interval, step_interval = time.time(), step
+        # The step counter and the base key live on the devices: a call transfers nothing
+        # from the host but the batches (placed explicitly, one call ahead), which the
+        # transfer guard holds to (an implicit transfer there is an error, not a stall).
+        step_on_devices = parallel.replicate_host_value(np.int32(step), exp.mesh)
+        key_on_devices = parallel.replicate_host_value(jax.device_get(exp.base_key), exp.mesh)
+        pending = exp.next_batches(it, call_length(step), first=first) if step < total else None
+        calls = 0
         while step < total:
             phase = method.phase(step)
-            batch, pending = (exp.next_batch(it) if pending is None else pending), None
-            rng = jax.random.fold_in(exp.base_key, step)
-            states, metrics, finite = exp.step_fn(phase)(states, batch, rng)
-            spent.flops += costs[phase].flops
-            spent.images += int(config.batch_size) * exp.batches_per_step
-            finite_so_far = jnp.logical_and(finite_so_far, finite)
-            step += 1
-            for k, v in metrics.items():
-                sums[k] = v if k not in sums else sums[k] + v
-                counts[k] = counts.get(k, 0) + 1
+            n = call_length(step)
+            with jax.transfer_guard("disallow"):
+                states, metrics, finite, step_on_devices = exp.train_fn(phase, n)(
+                    states, pending, step_on_devices, key_on_devices)
+                finite_so_far = jnp.logical_and(finite_so_far, finite)
+                for k, v in metrics.items():
+                    sums[k] = v if k not in sums else sums[k] + v
+                    counts[k] = counts.get(k, 0) + n
+            spent.flops += n * costs[phase].flops
+            spent.images += n * int(config.batch_size) * exp.batches_per_step
+            step += n
+            calls += 1
+            data_state = it.get_state()
+            # The next call's batches, placed while this call runs.
+            pending = exp.next_batches(it, call_length(step)) if step < total else None
             if step % log_every == 0 or step == total:
                 host_metrics = {k: float(v) / counts[k]
                                 for k, v in jax.device_get(sums).items()}
@@ -521,7 +607,9 @@ def _train(exp: Experiment) -> dict:
                 writer.write_scalars(step, host_metrics)
                 last_metrics = host_metrics
             bar.update(step, last_metrics)
-            if flag.triggered or mngr.reached_preemption(step):
+            # JAX's preemption sync point counts calls, one more each time (with one step
+            # per call, the step).
+            if flag.triggered or mngr.reached_preemption(start_step + calls):
                 save(step, force=True)
                 mngr.wait()
                 why = flag.signal_name or ("a stop agreed by every process (SIGTERM or Ctrl-C "

@@ -309,3 +309,69 @@ def test_a_signal_during_a_gc_callback_stops_the_evaluation_without_a_traceback(
         assert not unraisable, [u.exc_value for u in unraisable]
     finally:
         flag.restore()
+
+
+def _metric_rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith(("loss/", "grad_norm/"))}
+            for r in rows}
+
+
+def test_several_steps_per_call_train_as_one_step_per_call_and_resume(tmp_path):
+    """config.steps_per_call=3 (a lax.scan over stacked batches) against one step per call:
+    calls of 3, 1 (to IntroVAC's phase change at step 4), 2 (to the checkpoint at 6) and 2
+    (to the end). The same parameters and the same logged means, up to float rounding (XLA
+    compiles the loop's body on its own, so its fusions may sum in another order). Resumed
+    from the checkpoint at step 6, the run ends exactly where it did: the iterator runs a
+    call ahead of the steps, and the checkpoint must hold its position at the step."""
+    import shutil
+
+    from latent_jax import train
+
+    common = {"num_steps": 8, "log_every_steps": 3, "checkpoint.every_steps": 6}
+    one, three = str(tmp_path / "one"), str(tmp_path / "three")
+    train.train_and_evaluate(tiny.config(**common), one)
+    train.train_and_evaluate(tiny.config(**dict(common, steps_per_call=3)), three)
+    rows_one, rows_three = _metric_rows(one), _metric_rows(three)
+    assert sorted(rows_one) == sorted(rows_three) == [3, 6, 8]
+    for step, row in rows_one.items():
+        assert row.keys() == rows_three[step].keys()
+        for key, value in row.items():
+            assert rows_three[step][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (step, key)
+    (s1, p1), (s3, p3) = _final_players(one), _final_players(three)
+    assert s1 == s3 == 8
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p3)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4)
+
+    shutil.rmtree(os.path.join(three, "checkpoints", "8"))
+    train.train_and_evaluate(tiny.config(**dict(common, steps_per_call=3)), three)
+    assert _metric_rows(three) == rows_three
+    step, resumed = _final_players(three)
+    assert step == 8
+    for a, b in zip(jax.tree.leaves(p3), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+
+
+def test_steps_per_call_needs_intervals_that_are_multiples_of_it(tmp_path):
+    from latent_jax import train
+    from latent_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"steps_per_call: 4 .*checkpoint\.every_steps=2"):
+        train.train_and_evaluate(tiny.config(steps_per_call=4, log_every_steps=4),
+                                 str(tmp_path / "w"))
+    with pytest.raises(ConfigError, match="steps_per_call: must be an int >= 1"):
+        train.train_and_evaluate(tiny.config(steps_per_call=0), str(tmp_path / "w"))
+
+
+def test_an_implicit_host_transfer_in_the_training_loop_is_an_error(tmp_path, monkeypatch):
+    """The loop's calls run under `jax.transfer_guard("disallow")`: every other test that
+    trains passes through it, and a batch left on the host (an implicit transfer at each
+    call, which would stall an accelerator) fails at the first step instead."""
+    from latent_jax import train
+
+    placed = train.Experiment.next_batches
+    monkeypatch.setattr(train.Experiment, "next_batches",
+                        lambda self, it, n, first=None: jax.device_get(placed(self, it, n, first)))
+    with pytest.raises(Exception, match="Disallowed host-to-device transfer"):
+        train.train_and_evaluate(tiny.config(num_steps=2), str(tmp_path / "w"))
