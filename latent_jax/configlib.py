@@ -266,6 +266,7 @@ RESUME_SAFE_KEYS = (
     "grid_size", "evaluate_at_end", "checkpoint.", "eval.", "parallel.",
     "model.compute_dtype", "model.remat",
     "data.data_dir", "data.cache_dir", "data.num_workers", "data.read_threads", "data.prefetch",
+    "data.memory_mb",
 )
 
 

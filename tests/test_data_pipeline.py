@@ -133,6 +133,45 @@ def test_worker_processes_give_the_same_stream_and_resume():
         np.testing.assert_array_equal(x["image"], y["image"])
 
 
+def test_examples_are_read_once_and_served_from_memory_when_the_split_fits(monkeypatch):
+    """config.data.memory_mb: the second and third epochs read no record (the renderer is
+    not called) and give the batches of a run that reads every epoch; a split that does not
+    fit is read every epoch; a pickled source (a grain worker's) starts without memory."""
+    import pickle
+
+    reads = []
+    render = synthetic_faces.SyntheticFaces.__getitem__
+    monkeypatch.setattr(synthetic_faces.SyntheticFaces, "__getitem__",
+                        lambda self, i: reads.append(i) or render(self, i))
+    batches = {}
+    for memory_mb in (0, 1):    # 32 images of 16x16x3: 24 KiB
+        reads.clear()
+        it = data.make_train_iterator(config(num_train=32, memory_mb=memory_mb, prefetch=0),
+                                      global_batch_size=8, seed=2)
+        batches[memory_mb] = take(it, 12)   # three epochs, nothing read ahead
+        assert len(reads) == (96 if memory_mb == 0 else 32), memory_mb
+    for x, y in zip(batches[0], batches[1]):
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["label"], y["label"])
+
+    reads.clear()
+    def source(c):    # the training stream's source
+        return pipeline._source(pipeline.options(c), "train", ("Eyeglasses",), True,
+                                memory_mb=c.memory_mb)
+
+    src = source(config(num_train=2000, image_size=32, memory_mb=1))
+    for _ in range(2):      # 2000 images of 32x32x3 need 6 MiB
+        src[0], src[1]
+    assert len(reads) == 4
+    src = source(config(num_train=32, memory_mb=1))
+    first = src[3]
+    copy = pickle.loads(pickle.dumps(src))
+    reads.clear()
+    np.testing.assert_array_equal(copy[3]["image"], first["image"])
+    np.testing.assert_array_equal(src[3]["image"], first["image"])
+    assert len(reads) == 1     # the copy read it again, the original did not
+
+
 def test_eval_batches_are_ordered_padded_and_masked():
     c = config()
     src = data.make_source(c, "validation")

@@ -89,6 +89,11 @@ def default_data_config() -> ml_collections.ConfigDict:
         read_threads=4,
         # Batches read ahead per process (grain's prefetch buffer; per worker with workers).
         prefetch=4,
+        # Examples are kept in memory after their first read, as read and preprocessed
+        # (uint8), when the split fits in this many MiB per process (per worker with
+        # workers): later epochs are then served from memory instead of being rendered or
+        # decoded again. 0: never.
+        memory_mb=1024,
     ))
 
 
@@ -131,6 +136,7 @@ class DataOptions:
     num_workers: int
     read_threads: int
     prefetch: int
+    memory_mb: int
     # The config as given (a plain dict): the judge keys its cache on it.
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -462,6 +468,9 @@ def _validate(data_cfg) -> DataOptions:
         num_workers=_int(data_cfg, "num_workers", "config.data.num_workers", 0),
         read_threads=_int(data_cfg, "read_threads", "config.data.read_threads", 0),
         prefetch=_int(data_cfg, "prefetch", "config.data.prefetch", 0),
+        # Absent from configs saved before it existed: the default.
+        memory_mb=_int(data_cfg if "memory_mb" in data_cfg else {"memory_mb": 1024},
+                       "memory_mb", "config.data.memory_mb", 0),
         config=data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg),
     )
 
@@ -469,11 +478,11 @@ def _validate(data_cfg) -> DataOptions:
 def fully_labelled(data_cfg) -> DataOptions:
     """The same data with every training example labelled: no semi-supervised stream (whose
     unsupervised batches carry zeroed labels) and no identities outside the label set. What
-    the judges train on, whatever the method's supervision."""
+    the judges train on, whatever the method's supervision; read without `memory_mb` (the
+    judges replay their own batches, `eval.judge.memory_mb`)."""
     opts = options(data_cfg)
-    if opts.supervised_fraction is None and not opts.num_unlabeled_identities:
-        return opts
-    return dataclasses.replace(opts, supervised_fraction=None, num_unlabeled_identities=0)
+    return dataclasses.replace(opts, supervised_fraction=None, num_unlabeled_identities=0,
+                               memory_mb=0)
 
 
 def _known_labels(dataset: str) -> tuple[str, ...]:
@@ -609,16 +618,34 @@ class LabeledSource:
     Wraps a dataset's records (`{'image': uint8 [H, W, C], 'attributes': {name: bool}}`),
     optionally restricted to `indices` (subset balancing). Picklable when the records' source
     is (tfds data sources and the synthetic faces are), so grain workers can use it.
+
+    With `memory_mb` > 0, each example is kept after its first read (image and label, as
+    returned) when all of them fit in that many MiB: records are deterministic, so later
+    epochs read memory instead of rendering or decoding again. The memory is this object's
+    (a grain worker, which gets a pickled copy, fills its own).
     """
 
     def __init__(self, records, *, label_names: Sequence[str], preprocess: str,
-                 image_size: int, indices: np.ndarray | None = None, name: str = ""):
+                 image_size: int, indices: np.ndarray | None = None, name: str = "",
+                 memory_mb: int = 0):
         self._records = records
         self._label_names = tuple(label_names)
         self._preprocess = preprocess
         self._image_size = int(image_size)
         self._indices = None if indices is None else np.asarray(indices, np.int64)
         self._name = name
+        self._memory_mb = int(memory_mb)
+        self._memory = None          # (images, labels, kept) once the first example is read
+        self._memory_lock = threading.Lock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_memory"], state["_memory_lock"] = None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._memory_lock = threading.Lock()
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -647,11 +674,38 @@ class LabeledSource:
         return i if self._indices is None else int(self._indices[i])
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        record = self._records[self.record_index(i)]
+        j = self.record_index(i)
+        pos = int(i) % len(self)
+        memory = self._memory
+        if memory is not None and memory[2][pos]:
+            return {"image": memory[0][pos].copy(), "label": memory[1][pos].copy()}
+        record = self._records[j]
         image = preprocess_lib.preprocess(np.asarray(record["image"]), self._preprocess,
                                           self._image_size)
         label = labels_lib.compute_labels(self._label_names, record["attributes"])
+        if self._memory_mb > 0:
+            self._keep(pos, image, label)
         return {"image": image, "label": label}
+
+    def _keep(self, pos: int, image: np.ndarray, label: np.ndarray) -> None:
+        if self._memory is None:
+            with self._memory_lock:
+                if self._memory_mb <= 0:
+                    return
+                if self._memory is None:
+                    image, label = np.asarray(image), np.asarray(label)
+                    n = len(self)
+                    if n * (image.nbytes + label.nbytes) > self._memory_mb * 2 ** 20:
+                        logging.info("%s: %d examples do not fit in config.data.memory_mb=%d "
+                                     "MiB; read every epoch", self._name, n, self._memory_mb)
+                        self._memory_mb = 0
+                        return
+                    self._memory = (np.empty((n,) + image.shape, image.dtype),
+                                    np.empty((n,) + label.shape, label.dtype),
+                                    np.zeros((n,), np.bool_))
+        images, labels, kept = self._memory
+        images[pos], labels[pos] = image, label
+        kept[pos] = True
 
     def __repr__(self) -> str:
         return (f"LabeledSource({self._name}, n={len(self)}, labels={self._label_names}, "
@@ -677,7 +731,7 @@ def _holdout_rows(opts: DataOptions, split: str, n_records: int) -> np.ndarray |
 
 
 def _source(opts: DataOptions, split: str, label_names: tuple[str, ...],
-            apply_subset: bool) -> LabeledSource:
+            apply_subset: bool, memory_mb: int = 0) -> LabeledSource:
     _check_split(split)
     dataset = DATASETS[opts.name]
     record_split = _record_split(opts, split)
@@ -694,7 +748,7 @@ def _source(opts: DataOptions, split: str, label_names: tuple[str, ...],
             indices = base[indices]
     return LabeledSource(records, label_names=label_names, preprocess=opts.preprocess,
                          image_size=opts.image_size, indices=indices,
-                         name=f"{opts.name}/{split}")
+                         name=f"{opts.name}/{split}", memory_mb=memory_mb)
 
 
 def make_source(data_cfg, split: str, *, label_names: Sequence[str] | None = None,
@@ -967,6 +1021,7 @@ def make_train_iterator(
     process_count: int = 1,
     label_names: Sequence[str] | None = None,
     apply_subset: bool = True,
+    memory: bool = True,
 ) -> grain.DatasetIterator:
     """Endless iterator over this process's share of each global training batch.
 
@@ -974,8 +1029,11 @@ def make_train_iterator(
     `b = global_batch_size // process_count`. Reshuffled every epoch (seeded by `seed`);
     the incomplete last global batch of each epoch is dropped. With
     `config.data.semi_supervised.fraction` set, batches also carry `labeled` (bool [b]) and
-    are drawn by `_SemiSupervisedStream` instead (labels of unlabeled rows zeroed). `get_state()` returns a small
-    JSON-serialisable dict; `set_state()` on a fresh iterator resumes at the same batch.
+    are drawn by `_SemiSupervisedStream` instead (labels of unlabeled rows zeroed).
+    `get_state()` returns a small JSON-serialisable dict; `set_state()` on a fresh iterator
+    resumes at the same batch.
+    With `memory` (the default), examples are kept in memory after their first read when the
+    split fits in `config.data.memory_mb` (`LabeledSource`).
     """
     opts = options(data_cfg)
     names = _label_names(opts, label_names)
@@ -991,7 +1049,8 @@ def make_train_iterator(
                          f"{process_count} processes")
     if not _is_int(seed) or seed < 0:
         raise ValueError(f"seed: must be an int >= 0, got {seed!r}")
-    source = _source(opts, "train", names, apply_subset)
+    source = _source(opts, "train", names, apply_subset,
+                     memory_mb=opts.memory_mb if memory else 0)
     if len(source) < global_batch_size:
         raise ValueError(f"global_batch_size: {global_batch_size} is larger than the training "
                          f"split ({len(source)} examples after subsetting)")

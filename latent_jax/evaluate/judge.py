@@ -93,6 +93,7 @@ _DATA_KEYS_IGNORED = frozenset({
     "labels", "subset", "subset_seed",                     # the judge reads the whole split
     "semi_supervised",                                     # ... with every label
     "num_workers", "read_threads", "prefetch", "cache_dir",  # how, not what, data is read
+    "memory_mb",
 })
 
 
