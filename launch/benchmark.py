@@ -26,6 +26,11 @@ other `nets.layers` thresholds (`layers.override`'s keywords).
 forward and forward+backward, as XLA's convolution and as the im2col matmul that
 `latent_jax.nets.layers.Conv` uses on small maps.
 
+`--loop=1,8` then runs the trainer itself (`train.train_and_evaluate`, a scratch workdir) on
+each config with those `config.steps_per_call` values, and prints its time per step against the
+compiled steps' own: the difference is the host's work per step (dispatch, the input pipeline,
+metric sums, checks), what an accelerator would wait for.
+
 `--run_dir=DIR` (with the run's `--config`) times the CLI on a trained checkpoint instead of
 the steps: `--mode=edit` of one test image and `--mode=sample`, each a fresh process as a user
 runs it (median of `--cli_rounds` calls), and prints DIR's latest evaluation's time by part
@@ -90,6 +95,18 @@ flags.DEFINE_bool("profile", False, "After timing each phase, profile --steps st
                   "backward, update), and the costliest operations with their shapes; with "
                   "--compare=torch, PyTorch's operators for the same step (torch.profiler).")
 flags.DEFINE_string("workdir", "/tmp/latent_jax_benchmark", "Scratch workdir (nothing written).")
+flags.DEFINE_list("loop", [], "Also run the trainer (latent_jax.train) on each config with these "
+                  "config.steps_per_call values (e.g. 1,8) and print its time per step against "
+                  "the compiled steps' own: the host's share of a step.")
+flags.DEFINE_integer("pipeline", 0, "Also time the training input pipeline of each config for "
+                     "this many batches per epoch over three epochs (the split cut to that many "
+                     "batches): the first read, then from memory (config.data.memory_mb), with "
+                     "and without it; images/s per host core against what one H100 would "
+                     "consume at the step's FLOPs per image.")
+flags.DEFINE_float("h100_flops", 989e12 * 0.3, "With --pipeline: the FLOP/s one H100 is assumed "
+                   "to reach (default 30% of its dense bfloat16 peak, 989 TFLOP/s).")
+flags.DEFINE_integer("loop_steps", 40, "With --loop: steps per timed interval; the trainer "
+                     "runs two, and the second (compiled, warm) is reported.")
 FLAGS = flags.FLAGS
 
 
@@ -204,7 +221,7 @@ def run_configs():
         kwargs = {k: int(v) for k, v in kwargs.items()}
         variants.append((", " + ", ".join(FLAGS.also_layers),
                          lambda: layers.override(**kwargs)))
-    profiles = []
+    profiles, loops, pipelines, step_s = [], [], [], {}
     for spec in FLAGS.config:
         cases = []
         for suffix, context in variants:
@@ -242,8 +259,98 @@ def run_configs():
             if FLAGS.profile:
                 profiles.append(_profile(cases[0], phase, statistics.median(times[cases[0][0]]),
                                          refs, {n: statistics.median(torch_t[n]) for n in refs}))
+            step_s[spec, phase] = statistics.median(times[cases[0][0]])
+        loops.extend(_loop_rows(spec, cases[0][1], step_s))
+        if FLAGS.pipeline:
+            pipelines.extend(_pipeline_rows(spec, cases[0][1]))
+    if pipelines:
+        print(f"\nThe input pipeline (--pipeline), {os.cpu_count()} host cores; an H100 assumed "
+              f"at {FLAGS.h100_flops / 1e12:.0f} TFLOP/s (--h100_flops) consumes "
+              "FLOP/s / (FLOPs per image) images/s, FLOPs of phase 0's step.")
+        header = ("| config | image | memory_mb | images/s epoch 1 | images/s epochs 2-3 | "
+                  "per core, epochs 2-3 | H100 would consume |")
+        print(header)
+        print("|" + "---|" * (header.count("|") - 1))
+        for row in pipelines:
+            print(row, flush=True)
+    if loops:
+        print("\nThe trainer's time per step against the compiled steps' (--loop): the "
+              "difference is the host's work per step, the input pipeline's included.")
+        header = ("| config | steps/call | trainer s/step | compiled s/step | host s/step | "
+                  "host share | input pipeline s/batch |")
+        print(header)
+        print("|" + "---|" * (header.count("|") - 1))
+        for row in loops:
+            print(row, flush=True)
     for text in profiles:
         print(text, flush=True)
+
+
+def _loop_rows(spec: str, case: JaxCase, step_s: dict) -> list[str]:
+    """--loop: the trainer on `spec` for two intervals of --loop_steps steps per
+    steps_per_call value (a scratch workdir, no evaluation, grids or checkpoints but the
+    last), its second interval's time per step against the compiled steps of those steps'
+    phases (timed above)."""
+    import json  # pylint: disable=import-outside-toplevel
+    import shutil  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    rows = []
+    for value in FLAGS.loop:
+        per_call = int(value)
+        n = -(-FLAGS.loop_steps // per_call) * per_call   # a multiple of the steps per call
+        config = load_config(spec)
+        config.update_from_flattened_dict({
+            "num_steps": 2 * n, "num_epochs": 0.0, "steps_per_call": per_call,
+            "log_every_steps": n, "eval_every_steps": 0, "grids_every_steps": 0,
+            "eval_at_fractions": (), "evaluate_at_end": False, "grid_size": 0,
+            "checkpoint.every_steps": 2 * n, "checkpoint.asynchronous": False})
+        for key in ("flops", "images", "steps"):
+            config.budget[key] = None
+        workdir = tempfile.mkdtemp(prefix="latent_jax_loop_")
+        try:
+            train.train_and_evaluate(config, workdir)
+            with open(os.path.join(workdir, "metrics.jsonl")) as f:
+                last = [json.loads(line) for line in f][-1]
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        trainer = 1.0 / last["perf/steps_per_sec"]
+        m = case.exp.method
+        compiled = statistics.mean(step_s[spec, m.phase(s)] for s in range(n, 2 * n))
+        rows.append(f"| {spec} | {per_call} | {trainer:.4f} | {compiled:.4f} | "
+                    f"{trainer - compiled:.4f} | {100 * (trainer - compiled) / trainer:.0f}% | "
+                    f"{case.data_ms / 1e3 * case.exp.batches_per_step:.4f} |")
+    return rows
+
+
+def _pipeline_rows(spec: str, case: JaxCase) -> list[str]:
+    """--pipeline: the training iterator of `spec` (its read threads and prefetch), with the
+    training split cut to --pipeline batches (synthetic data), over three epochs: the first
+    reads (renders or decodes) every example, the next two are served from memory unless
+    memory_mb is 0."""
+    n = int(FLAGS.pipeline)
+    rows = []
+    for memory_mb in (0, 1024):
+        config = load_config(spec)
+        batch = int(config.batch_size)
+        if config.data.name in ("synthetic_faces", "synthetic_identities"):
+            config.data.synthetic.num_train = n * batch
+        config.data.memory_mb = memory_mb
+        it = data_lib.make_train_iterator(config.data, global_batch_size=batch,
+                                          seed=int(config.seed))
+        per_epoch = max(1, data_lib.get_data_spec(config.data).num_examples["train"] // batch)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(per_epoch):
+                next(it)
+            times.append((time.perf_counter() - t) / (per_epoch * batch))
+        first, later = 1.0 / times[0], 2.0 / (times[1] + times[2])
+        cost = case.cost[case.phases[0]]
+        consume = FLAGS.h100_flops / (cost.flops / case.images_per_step)
+        rows.append(f"| {spec} | {config.data.image_size} | {memory_mb} | {first:.0f} | "
+                    f"{later:.0f} | {later / os.cpu_count():.0f} | {consume:.0f} |")
+    return rows
 
 
 def _profile(labelled_case, phase: int, step_seconds: float, refs, torch_seconds) -> str:

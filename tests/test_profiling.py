@@ -37,3 +37,27 @@ def test_a_convolutions_gradient_is_found_and_named():
     text = profiling.summary(times, step_seconds=0.01)
     assert "| convolution | forward |" in text and "| convolution | backward |" in text
     assert profiling.summary([], 0.01).startswith("(the profiler reported no XLA operation")
+
+
+def test_the_device_benchmark_script_runs_end_to_end_at_tiny_shapes(tmp_path):
+    """launch/device_benchmark.sh is run on an accelerator in one go, with minutes lent: its
+    benchmark flags run here on the CPU (SHAPES=tiny: CCVAE's tiny preset) and print every
+    table it promises, for both dtypes."""
+    import os
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, SHAPES="tiny", STEPS="2", ROUNDS="1", LOOP="2", LOOP_STEPS="4",
+               PIPELINE_BATCHES="2", JAX_PLATFORMS="cpu", TMPDIR=str(tmp_path))
+    res = subprocess.run(["bash", os.path.join(repo, "launch", "device_benchmark.sh")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout
+    for dtype in ("float32", "bfloat16"):
+        assert f"== compute_dtype={dtype}" in out
+    config = "configs/ccvae.py:tiny"
+    assert out.count(f"| {config} | 0 |") == 2       # the compiled step, phase 0
+    assert out.count(f"| {config} | 2 |") == 2       # the loop at 2 steps per call
+    assert out.count(f"| {config} | 16 | 1024 |") == 2    # the pipeline, from memory
+    assert out.count("The input pipeline (--pipeline)") == 2
+    assert out.count("The trainer's time per step") == 2
