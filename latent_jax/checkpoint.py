@@ -26,6 +26,7 @@ Every path goes through `etils.epath`, so the workdir may be a `gs://` URL.
 from __future__ import annotations
 
 import json
+import os
 import logging as logging_std
 import sys
 import time
@@ -86,11 +87,22 @@ sys.excepthook = _excepthook
 _previous_unraisablehook = sys.unraisablehook
 
 
+def _is_abandoned_orbax_coroutine(unraisable) -> bool:
+    """One of Orbax's read coroutines (e.g. `_read_array_index_and_device_put`) of a checkpoint
+    that did not restore, closed by the garbage collector with its read error pending: Python
+    prints "Exception ignored in: <coroutine ...>" and the traceback, after `restore_newest`
+    has reported that checkpoint in one line."""
+    code = getattr(unraisable.object, "cr_code", None)
+    return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
 def _unraisablehook(unraisable):
     # TensorStore reports a failed callback as "unraisable" (without an object, so Python
     # prints the bare traceback).
     if _is_abandoned_read_callback(unraisable.exc_type, unraisable.exc_value,
                                    unraisable.exc_traceback):
+        return
+    if _is_abandoned_orbax_coroutine(unraisable):
         return
     _previous_unraisablehook(unraisable)
 
