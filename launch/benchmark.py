@@ -264,26 +264,28 @@ def run_configs():
         if FLAGS.pipeline:
             pipelines.extend(_pipeline_rows(spec, cases[0][1]))
     if pipelines:
-        print(f"\nThe input pipeline (--pipeline), {os.cpu_count()} host cores; an H100 assumed "
-              f"at {FLAGS.h100_flops / 1e12:.0f} TFLOP/s (--h100_flops) consumes "
-              "FLOP/s / (FLOPs per image) images/s, FLOPs of phase 0's step.")
-        header = ("| config | image | memory_mb | images/s epoch 1 | images/s epochs 2-3 | "
-                  "per core, epochs 2-3 | H100 would consume |")
-        print(header)
-        print("|" + "---|" * (header.count("|") - 1))
-        for row in pipelines:
-            print(row, flush=True)
+        _print_table(
+            f"The input pipeline (--pipeline), {os.cpu_count()} host cores; an H100 assumed at "
+            f"{FLAGS.h100_flops / 1e12:.0f} TFLOP/s (--h100_flops) consumes FLOP/s / (FLOPs "
+            "per image) images/s, FLOPs of phase 0's step.",
+            ("config", "image", "memory_mb", "images/s epoch 1", "images/s epochs 2-3",
+             "per core, epochs 2-3", "H100 would consume"), pipelines)
     if loops:
-        print("\nThe trainer's time per step against the compiled steps' (--loop): the "
-              "difference is the host's work per step, the input pipeline's included.")
-        header = ("| config | steps/call | trainer s/step | compiled s/step | host s/step | "
-                  "host share | input pipeline s/batch |")
-        print(header)
-        print("|" + "---|" * (header.count("|") - 1))
-        for row in loops:
-            print(row, flush=True)
+        _print_table(
+            "The trainer's time per step against the compiled steps' (--loop): the difference "
+            "is the host's work per step, the input pipeline's included.",
+            ("config", "steps/call", "trainer s/step", "compiled s/step", "host s/step",
+             "host share", "input pipeline s/batch"), loops)
     for text in profiles:
         print(text, flush=True)
+
+
+def _print_table(title: str, columns, rows) -> None:
+    print(f"\n{title}")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print(row, flush=True)
 
 
 def _loop_rows(spec: str, case: JaxCase, step_s: dict) -> list[str]:
