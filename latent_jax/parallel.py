@@ -85,19 +85,13 @@ def replicate_tree(tree, mesh: Mesh):
     return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
 
 
-def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Host-local batch (this process's rows) -> global arrays sharded along `data`."""
-    sharding = data_sharded(mesh)
+def shard_batch(batch: dict, mesh: Mesh, *, stacked: bool = False) -> dict:
+    """Host-local batch (this process's rows) -> global arrays sharded along `data`. With
+    `stacked`, batches of several steps stacked on a leading axis ([n, rows, ...]): sharded
+    along `data` on axis 1 (each step's rows), replicated along the steps."""
+    sharding = NamedSharding(mesh, P(None, DATA_AXIS) if stacked else P(DATA_AXIS))
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in batch.items()}
-
-
-def shard_stacked_batches(batches: dict, mesh: Mesh) -> dict:
-    """Host-local batches of several steps stacked on a leading axis ([n, rows, ...]) -> global
-    arrays sharded along `data` on axis 1 (each step's rows), replicated along the steps."""
-    sharding = NamedSharding(mesh, P(None, DATA_AXIS))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in batches.items()}
 
 
 def check_batch_divisible(global_batch_size: int, mesh: Mesh, key: str = "config.batch_size"):

@@ -188,12 +188,11 @@ class Experiment:
         of the stream, or `batches_per_step` consecutive ones stacked on axis 1."""
         if self.batches_per_step == 1:
             return next(it)
-        parts = [next(it) for _ in range(self.batches_per_step)]
-        return {key: np.stack([p[key] for p in parts], axis=1) for key in parts[0]}
+        return _stack([next(it) for _ in range(self.batches_per_step)], axis=1)
 
     def next_batch(self, it) -> dict:
         """`host_batch`, sharded over the mesh."""
-        return parallel.shard_batch(self.host_batch(it), self.mesh)
+        return self.next_batches(it, 1)
 
     def next_batches(self, it, n: int, first: dict | None = None) -> dict:
         """The batches of the next `n` steps as `train_fn(phase, n)` takes them: `next_batch`
@@ -203,8 +202,7 @@ class Experiment:
             self.host_batch(it) for _ in range(n - (first is not None))]
         if n == 1:
             return parallel.shard_batch(parts[0], self.mesh)
-        return parallel.shard_stacked_batches(
-            {key: np.stack([p[key] for p in parts]) for key in parts[0]}, self.mesh)
+        return parallel.shard_batch(_stack(parts, axis=0), self.mesh, stacked=True)
 
     def preview_batch(self) -> dict:
         """A fixed batch of test images for image grids."""
@@ -353,19 +351,20 @@ class Experiment:
         every device), so on a mesh of several devices the step is costed as one device would
         run it: a second compilation of the same step, for cost analysis only. On one device
         it is the compilation training uses."""
+        def step_and_key(sharding):   # train_fn's device-resident step counter and key
+            return (jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding),
+                    jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype,
+                                         sharding=sharding))
+
         if self.mesh.devices.size == 1:   # the program training calls (one step per call)
-            on_mesh = lambda shape, dtype: jax.ShapeDtypeStruct(  # noqa: E731
-                shape, dtype, sharding=self._replicated)
             return compute_lib.step_cost(
                 self.train_fn(phase, 1), compute_lib.abstract(states),
-                compute_lib.abstract(batch), on_mesh((), jnp.int32),
-                on_mesh(self.base_key.shape, self.base_key.dtype))
+                compute_lib.abstract(batch), *step_and_key(self._replicated))
         device = jax.local_devices()[0]
         one = jax.sharding.SingleDeviceSharding(device)
         on_one = lambda tree: compute_lib.abstract(tree, sharding=one)  # noqa: E731
         lowered = jax.jit(self._call_body(phase, 1)).lower(
-            on_one(states), on_one(batch), jax.ShapeDtypeStruct((), jnp.int32, sharding=one),
-            jax.ShapeDtypeStruct(self.base_key.shape, self.base_key.dtype, sharding=one))
+            on_one(states), on_one(batch), *step_and_key(one))
         # No autotuning on GPUs: it would run the kernels at the global batch on one device
         # (memory that device may not have), and the FLOP count does not depend on it.
         options = ({"xla_gpu_autotune_level": 0} if device.platform in ("gpu", "cuda", "rocm")
@@ -438,6 +437,11 @@ class Experiment:
 
 
 CONFIG_FILE = "config.json"   # the run's config, in its workdir
+
+
+def _stack(batches: list[dict], axis: int) -> dict:
+    """Host batches (dicts of arrays with the same keys) stacked key by key on `axis`."""
+    return {key: np.stack([b[key] for b in batches], axis=axis) for key in batches[0]}
 
 
 def _config_json(config) -> str:

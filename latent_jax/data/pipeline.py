@@ -40,6 +40,9 @@ SPLITS = ("train", "validation", "test")
 # ---------------------------------------------------------------------------------------------
 # Config.
 
+MEMORY_MB_DEFAULT = 1024   # config.data.memory_mb, also for configs saved before it existed
+
+
 def default_data_config() -> ml_collections.ConfigDict:
     """`config.data` with every field the data pipeline reads, at its default."""
     return ml_collections.ConfigDict(dict(
@@ -93,7 +96,7 @@ def default_data_config() -> ml_collections.ConfigDict:
         # (uint8), when the split fits in this many MiB per process (per worker with
         # workers): later epochs are then served from memory instead of being rendered or
         # decoded again. 0: never.
-        memory_mb=1024,
+        memory_mb=MEMORY_MB_DEFAULT,
     ))
 
 
@@ -289,8 +292,10 @@ def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def _int(cfg, key: str, path: str, minimum: int) -> int:
-    value = cfg.get(key)
+def _int(cfg, key: str, path: str, minimum: int, default: int | None = None) -> int:
+    """`cfg[key]`, an int >= `minimum`; `default` where the key is absent (keys added after
+    configs were saved with checkpoints)."""
+    value = cfg.get(key, default)
     if not _is_int(value) or value < minimum:
         raise ConfigError(f"{path}: must be an int >= {minimum}, got {value!r}")
     return int(value)
@@ -468,9 +473,8 @@ def _validate(data_cfg) -> DataOptions:
         num_workers=_int(data_cfg, "num_workers", "config.data.num_workers", 0),
         read_threads=_int(data_cfg, "read_threads", "config.data.read_threads", 0),
         prefetch=_int(data_cfg, "prefetch", "config.data.prefetch", 0),
-        # Absent from configs saved before it existed: the default.
-        memory_mb=_int(data_cfg if "memory_mb" in data_cfg else {"memory_mb": 1024},
-                       "memory_mb", "config.data.memory_mb", 0),
+        memory_mb=_int(data_cfg, "memory_mb", "config.data.memory_mb", 0,
+                       default=MEMORY_MB_DEFAULT),
         config=data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg),
     )
 
